@@ -1,0 +1,29 @@
+"""siamsearch: semantic search for short texts, with similarity learned from labelled pairs.
+
+``Encoder``, ``SearchIndex`` and ``train`` load TensorFlow; they are imported on first use
+so that ``import siamsearch`` (and ``siamsearch --help``) stay fast.
+"""
+
+from .errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Encoder": "encoder",
+    "SearchIndex": "search",
+    "Hit": "search",
+    "train": "training",
+    "TrainConfig": "training",
+    "read_pairs": "data",
+    "read_corpus": "data",
+}
+
+__all__ = ["IndexDirectoryError", "InputError", "ModelDirectoryError", "SiamsearchError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'siamsearch' has no attribute {name!r}")

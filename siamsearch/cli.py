@@ -1,0 +1,265 @@
+"""The ``siamsearch`` command: a thin shell over the Python API.
+
+Every user error surfaces as a ``SiamsearchError`` from the library and is printed here as
+one ``Error: …`` line with exit status 1, without a traceback. Heavy modules (TensorFlow)
+are imported inside the commands so that ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import SiamsearchError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SiamsearchError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
+
+
+class _EchoHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        click.echo(prefix + record.getMessage(), err=True)
+
+
+def _columns(value: str | None) -> list[str] | None:
+    return None if value is None else [c.strip() for c in value.split(",")]
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+class _StageBars:
+    """One click progress bar per build stage (encode, index), each sized to the corpus."""
+
+    def __init__(self, stack: ExitStack, total: int):
+        self.stack, self.total, self.bars = stack, total, {}
+
+    def __call__(self, stage: str, n: int) -> None:
+        if stage not in self.bars:
+            label = {"encode": "encoding", "index": "indexing"}.get(stage, stage)
+            self.bars[stage] = self.stack.enter_context(
+                click.progressbar(length=self.total, label=f"{label:9}", file=sys.stderr, show_pos=True))
+        self.bars[stage].update(n)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="siamsearch")
+def main() -> None:
+    """Semantic search for short texts, with similarity learned from labelled pairs.
+
+    \b
+    Typical use:
+      siamsearch train pairs.tsv --valid dev.tsv --out models/faq
+      siamsearch build-index faq.tsv --model models/faq --text-column question
+      siamsearch query --index indexes/faq "怎么修改密码"
+    """
+    handler = _EchoHandler()
+    logger = logging.getLogger("siamsearch")
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@main.command()
+@click.argument("pairs", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory to write, e.g. models/bq.")
+@click.option("--valid", type=click.Path(dir_okay=False, path_type=Path),
+              help="Labelled pairs to report validation accuracy on after every epoch.")
+@click.option("--vectors", type=click.Path(dir_okay=False, path_type=Path),
+              help="word2vec file (text or binary) of character vectors; default: train them with gensim.")
+@click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-length", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Characters kept per sentence (the first ones).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None,
+          epochs: int, batch_size: int, max_length: int, seed: int) -> None:
+    """Train the Siamese encoder on labelled PAIRS (sentence1<TAB>sentence2<TAB>label).
+
+    \b
+    Example:
+      siamsearch train ../shared/data/bq/seed_train.tsv --valid ../shared/data/bq/seed_test.tsv --out models/bq
+      siamsearch train atec.csv --columns 2,3,4 --out models/atec
+    """
+    from .data import read_pairs
+    from .training import TrainConfig, train as train_model
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed)
+    train_pairs = read_pairs(pairs, _columns(columns))
+    valid_pairs = read_pairs(valid, _columns(columns)) if valid else None
+    click.echo(f"read {_n(len(train_pairs))} training pairs from {pairs}"
+               + (f", {_n(len(valid_pairs))} validation pairs from {valid}" if valid_pairs else ""), err=True)
+
+    def report(epoch: int, total: int, logs: dict) -> None:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in ("epoch", "seconds"))
+        click.echo(f"epoch {epoch:>{len(str(total))}}/{total}  {shown}  {logs['seconds']:.1f} s", err=True)
+
+    encoder = train_model(train_pairs, valid_pairs, config, vectors, on_epoch_end=report)
+    encoder.save(out)
+    seconds = encoder.training["seconds"]
+    if "valid" in encoder.metrics:
+        m = encoder.metrics["valid"]
+        click.echo(f"validation accuracy {m['accuracy']:.4f} on {_n(m['n'])} pairs "
+                   f"(precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f})")
+    click.echo(f"trained on {_n(len(train_pairs))} pairs × {epochs} epochs in {seconds:.1f} s "
+               f"({_n(len(train_pairs) * epochs / seconds)} pairs/s); saved {out} "
+               f"(fingerprint {encoder.fingerprint[:12]})")
+
+
+@main.command("build-index")
+@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory written by 'siamsearch train'.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory to write; default indexes/<corpus name>.")
+@click.option("--kind", default="auto", show_default=True, type=click.Choice(["auto", "flat", "hnsw"]),
+              help="auto: flat (exact) below 100,000 documents, hnsw from there.")
+@click.option("--text-column", help="Column holding the text (CSV/TSV/JSONL); default 'text'.")
+@click.option("--id-column", help="Column holding document ids; default 'id' if present, else the row number.")
+@click.option("--rerank-factor", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Candidates fetched from FAISS per result, for the exact re-rank.")
+@click.option("--hnsw-m", default=32, show_default=True, type=click.IntRange(min=2))
+@click.option("--ef-construction", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--ef-search", default=128, show_default=True, type=click.IntRange(min=1))
+def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, text_column: str | None,
+                id_column: str | None, rerank_factor: int, hnsw_m: int, ef_construction: int,
+                ef_search: int) -> None:
+    """Encode CORPUS with a trained model and write a searchable index.
+
+    CORPUS is plain text (one document per line; the id is the line number) or
+    CSV/TSV/JSONL with a header (other columns are kept as metadata).
+
+    \b
+    Example:
+      siamsearch build-index faq.tsv --model models/faq --text-column question --out indexes/faq
+    """
+    from .data import read_corpus
+    from .encoder import Encoder
+    from .search import SearchIndex
+
+    out = out or Path("indexes") / corpus.stem
+    docs = read_corpus(corpus, text_column, id_column)
+    encoder = Encoder.load(model_dir)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        index = SearchIndex.build(docs.texts, encoder, ids=docs.ids, metadata=docs.metadata, kind=kind,
+                                  rerank_factor=rerank_factor, progress=_StageBars(stack, len(docs)),
+                                  hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
+    index.save(out)
+    seconds = time.perf_counter() - started
+    if docs.skipped:
+        click.echo(f"skipped {_n(docs.skipped)} blank documents", err=True)
+    click.echo(f"indexed {_n(len(index))} documents in {seconds:.1f} s ({_n(len(index) / seconds)} docs/s) "
+               f"→ {out} ({index.kind})")
+
+
+def _print_table(query: str, hits: list) -> None:
+    click.echo(f"query: {query}")
+    if not hits:
+        return
+    width = max(2, *(len(h.id) for h in hits))
+    click.echo(f"  {'rank':>4}  {'score':>6}  {'id':<{width}}  text")
+    for h in hits:
+        click.echo(f"  {h.rank:>4}  {h.score:6.4f}  {h.id:<{width}}  {h.text}")
+
+
+@main.command()
+@click.argument("queries", nargs=-1)
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory written by 'siamsearch build-index'.")
+@click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="Results per query.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query (JSON lines).")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Check that the index was built with this model (it carries its own encoder).")
+def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, model_dir: Path | None) -> None:
+    """Search an index for each of QUERIES ('-' reads one query per line from stdin).
+
+    \b
+    Example:
+      siamsearch query --index indexes/demo "退款多久到账" "怎么开发票"
+      cat questions.txt | siamsearch query --index indexes/demo --json -k 5 -
+    """
+    from .encoder import Encoder
+    from .search import SearchIndex
+
+    texts = [line for q in queries for line in (sys.stdin.read().splitlines() if q == "-" else [q])
+             if q != "-" or line.strip()]
+    if not texts:
+        raise click.UsageError("give at least one query, or - to read queries from stdin")
+    index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None)
+    for text, hits in zip(texts, index.search_batch(texts, k)):
+        if as_json:
+            click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+        else:
+            _print_table(text, hits)
+
+
+@main.command()
+@click.argument("text_a")
+@click.argument("text_b")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def similarity(text_a: str, text_b: str, model_dir: Path) -> None:
+    """Print the model's similarity score exp(-L1) for TEXT_A and TEXT_B, in (0, 1].
+
+    \b
+    Example:
+      siamsearch similarity --model models/demo "怎么退货" "如何申请退货"
+    """
+    from .encoder import Encoder
+    from .errors import InputError
+    from .text import normalize
+
+    for name, text in (("TEXT_A", text_a), ("TEXT_B", text_b)):
+        if not normalize(text):
+            raise InputError(f"{name} is empty or whitespace only")
+    click.echo(f"{Encoder.load(model_dir).similarity(text_a, text_b):.6f}")
+
+
+@main.command()
+@click.option("--workdir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where models/demo and indexes/demo are written.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
+def demo(workdir: Path, epochs: int) -> None:
+    """Train on the bundled sample pairs, index the sample FAQ and run sample queries.
+
+    \b
+    Example:
+      siamsearch demo
+    """
+    from .demo import SAMPLE_FAQ, SAMPLE_PAIRS, run_demo
+
+    started = time.perf_counter()
+    click.echo(f"training on {SAMPLE_PAIRS.name} (bundled sample, 1,000 pairs), {epochs} epochs", err=True)
+
+    def report(epoch: int, total: int, logs: dict) -> None:
+        if epoch == total or epoch % 5 == 0:
+            click.echo(f"  epoch {epoch}/{total}  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}", err=True)
+
+    with ExitStack() as stack:
+        result = run_demo(workdir, epochs, on_epoch_end=report, progress=_StageBars(stack, 200))
+    click.echo(f"model → {result.model_dir}   index of {SAMPLE_FAQ.name} ({len(result.index)} FAQ entries) → "
+               f"{result.index_dir}\n")
+    for text, hits in result.results:
+        _print_table(text, hits)
+        click.echo(f"  answer: {hits[0].metadata.get('answer', '')}\n" if hits else "")
+    click.echo(f"demo finished in {time.perf_counter() - started:.1f} s; try:\n"
+               f"  siamsearch query --index {result.index_dir} \"怎么修改收货地址\"")

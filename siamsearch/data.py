@@ -1,0 +1,252 @@
+"""Reading labelled pair files and corpora.
+
+Pair files
+    ``sentence1<TAB>sentence2<TAB>label`` with no header, or a CSV/TSV whose header names
+    the columns (``sentence1``/``sentence2``/``label`` and common aliases), or any other
+    layout through ``columns`` (1-based field numbers or header names). Labels are 0/1
+    (``1.0`` and surrounding spaces are accepted).
+Corpora
+    Plain text (one document per line, id = line number), or CSV/TSV/JSONL with a text
+    column (``text`` unless named), an optional id column (``id`` if present, else the
+    1-based record number), and every other column kept as metadata.
+
+All files are UTF-8; a leading BOM and CRLF line endings are accepted. ``.tsv`` and other
+tab-separated files are read without quoting (sentences may contain quote characters);
+comma-separated ``.csv`` files use standard CSV quoting. A ``.csv`` whose first line
+contains a tab is read as tab-separated, as real files named ``.csv`` often are.
+Every problem is reported as an :class:`InputError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .text import normalize
+
+SENTENCE1_NAMES = {"sentence1", "sentence_1", "s1", "text_a", "text1", "question1", "query1", "q1"}
+SENTENCE2_NAMES = {"sentence2", "sentence_2", "s2", "text_b", "text2", "question2", "query2", "q2"}
+LABEL_NAMES = {"label", "labels", "is_duplicate", "similar", "y"}
+CORPUS_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson"}
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Labelled sentence pairs; ``labels`` is a float32 array of 0/1."""
+
+    left: list[str]
+    right: list[str]
+    labels: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Documents to index; ``skipped`` counts blank documents left out."""
+
+    ids: list[str]
+    texts: list[str]
+    metadata: list[dict] = field(default_factory=list)
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 file, BOM removed, or an InputError naming the file (and line) at fault."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"{path} line {line}: not valid UTF-8 text; save the file as UTF-8") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split on LF alone (CR stripped later by normalize): U+2028 and friends stay inside a line."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _rows(path: Path, text: str) -> tuple[list[list[str]], list[int]]:
+    """Split a delimited file into rows, with the line number each row starts on."""
+    first = text.split("\n", 1)[0]
+    if path.suffix.lower() == ".csv" and "\t" not in first:
+        reader = csv.reader(io.StringIO(text, newline=""))
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows, lines = [], []
+    try:
+        start = 1
+        for row in reader:
+            if row and any(f.strip() for f in row):
+                rows.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise InputError(f"{path} line {reader.line_num}: {e}") from None
+    return rows, lines
+
+
+def _parse_label(value: str, where: str) -> float:
+    try:
+        label = float(value)
+    except ValueError:
+        label = -1.0
+    if label not in (0.0, 1.0):
+        raise InputError(f"{where}: label {value.strip()!r} is not 0 or 1")
+    return label
+
+
+def _pair_columns(
+    path: Path, header: list[str], columns: Sequence[str | int] | None
+) -> tuple[list[int], bool] | None:
+    """0-based (sentence1, sentence2, label) field indexes, and whether row 1 is a header."""
+    names = [normalize(h).lower() for h in header]
+    if columns is None:
+        found = [next((i for i, n in enumerate(names) if n in group), None)
+                 for group in (SENTENCE1_NAMES, SENTENCE2_NAMES, LABEL_NAMES)]
+        return (found, True) if None not in found else None
+    if len(columns) != 3:
+        raise InputError(f"columns must name 3 fields (sentence1, sentence2, label), got {len(columns)}")
+    if all(isinstance(c, int) or str(c).isdigit() for c in columns):
+        idx = [int(c) - 1 for c in columns]
+        if min(idx) < 0:
+            raise InputError("columns are 1-based field numbers (the first field is 1)")
+        return idx, False
+    missing = [str(c) for c in columns if str(c).lower() not in names]
+    if missing:
+        raise InputError(f"{path}: no column named {', '.join(missing)} in the header ({', '.join(header)})")
+    return [names.index(str(c).lower()) for c in columns], True
+
+
+def read_pairs(path: str | Path, columns: Sequence[str | int] | None = None) -> Pairs:
+    """Read a labelled pair file (see the module docstring for layouts)."""
+    path = Path(path)
+    rows, lines = _rows(path, read_text(path))
+    if not rows:
+        raise InputError(f"{path}: no pairs found (expected sentence1<TAB>sentence2<TAB>label lines)")
+    layout = _pair_columns(path, rows[0], columns)
+    if layout is None:
+        idx, has_header = [0, 1, 2], False
+    else:
+        idx, has_header = layout
+    if has_header:
+        rows, lines = rows[1:], lines[1:]
+    exact = layout is None  # the default layout: exactly three fields
+    need = max(idx) + 1
+    left, right, labels = [], [], []
+    for row, line in zip(rows, lines):
+        where = f"{path} line {line}"
+        if len(row) < need or (exact and len(row) != 3):
+            hint = " (e.g. --columns 2,3,4)" if len(row) == 4 else ""
+            raise InputError(
+                f"{where}: expected {3 if exact else f'at least {need}'} fields "
+                f"(sentence1, sentence2, label), found {len(row)}; choose them with --columns{hint}"
+            )
+        a, b = normalize(row[idx[0]]), normalize(row[idx[1]])
+        if not a or not b:
+            raise InputError(f"{where}: {'sentence1' if not a else 'sentence2'} is empty")
+        left.append(a)
+        right.append(b)
+        labels.append(_parse_label(row[idx[2]], where))
+    if not labels:
+        raise InputError(f"{path}: no pairs found below the header")
+    return Pairs(left, right, np.asarray(labels, dtype=np.float32), str(path))
+
+
+def _records(path: Path, text: str) -> tuple[list[dict], list[int]]:
+    """JSONL objects or header-keyed CSV/TSV rows, with their line numbers."""
+    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+        records, lines = [], []
+        for n, line in enumerate(_lines(text), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{path} line {n}: expected a JSON object per line")
+            records.append(obj)
+            lines.append(n)
+        return records, lines
+    rows, lines = _rows(path, text)
+    if not rows:
+        return [], []
+    header = [normalize(h) for h in rows[0]]
+    if len(set(header)) != len(header):
+        raise InputError(f"{path} line {lines[0]}: the header repeats a column name")
+    records = []
+    for row, line in zip(rows[1:], lines[1:]):
+        if len(row) != len(header):
+            raise InputError(f"{path} line {line}: {len(row)} fields, but the header has {len(header)}")
+        records.append(dict(zip(header, row)))
+    return records, lines[1:]
+
+
+def read_corpus(path: str | Path, text_column: str | None = None, id_column: str | None = None) -> Corpus:
+    """Read documents to index (see the module docstring for formats)."""
+    path = Path(path)
+    text = read_text(path)
+    if path.suffix.lower() not in CORPUS_SUFFIXES:
+        if text_column or id_column:
+            raise InputError(f"{path}: --text-column/--id-column apply to .csv, .tsv and .jsonl corpora")
+        docs = [(str(n), normalize(line)) for n, line in enumerate(_lines(text), 1)]
+        kept = [(i, t) for i, t in docs if t]
+        if not kept:
+            raise InputError(f"{path}: the corpus has no documents")
+        return Corpus([i for i, _ in kept], [t for _, t in kept], [{} for _ in kept], len(docs) - len(kept))
+
+    records, lines = _records(path, text)
+    if not records:
+        raise InputError(f"{path}: the corpus has no documents")
+    columns = list(records[0])
+    text_key = text_column or "text"
+    id_key = id_column or ("id" if "id" in columns else None)
+    for key, flag in ((text_key, "--text-column"), (id_key, "--id-column")):
+        if key is not None and key not in columns:
+            raise InputError(f"{path}: no column {key!r}; choose one with {flag} (columns: {', '.join(columns)})")
+    ids, texts, metadata, seen, skipped = [], [], [], {}, 0
+    for n, (record, line) in enumerate(zip(records, lines), 1):
+        where = f"{path} line {line}"
+        value = record.get(text_key)
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{where}: {text_key!r} must be a string")
+        doc_text = normalize(value or "")
+        if not doc_text:
+            skipped += 1
+            continue
+        doc_id = str(record[id_key]).strip() if id_key is not None and record.get(id_key) is not None else ""
+        if id_key is None:
+            doc_id = str(n)
+        if not doc_id:
+            raise InputError(f"{where}: empty id in column {id_key!r}")
+        if doc_id in seen:
+            raise InputError(f"{where}: duplicate id {doc_id!r} (first on line {seen[doc_id]})")
+        seen[doc_id] = line
+        ids.append(doc_id)
+        texts.append(doc_text)
+        metadata.append({k: v for k, v in record.items() if k not in (text_key, id_key)})
+    if not texts:
+        raise InputError(f"{path}: the corpus has no documents (every {text_key!r} is blank)")
+    return Corpus(ids, texts, metadata, skipped)

@@ -1,0 +1,101 @@
+"""The Keras networks: the shared character encoder and the Siamese head around it.
+
+Encoder: ids → frozen Embedding(300, padding masked) → BiLSTM(128, sequences) → Dropout
+→ BiLSTM(32) → Dropout → 64-d vector. Siamese: the same encoder on both sides, then
+``ManhattanSimilarity`` = exp(-Σ|left - right|). The architecture is rebuilt from
+``EncoderConfig`` and only weights are stored, so loading a model never runs stored code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow C++ info and warnings
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+
+def _configure_threads() -> None:
+    """Many ops side by side, one thread each: measured fastest for these small LSTM matmuls.
+
+    Applies only if the caller has not configured TensorFlow's thread pools already;
+    TF_NUM_INTEROP_THREADS / TF_NUM_INTRAOP_THREADS override the defaults.
+    """
+    threading = tf.config.threading
+    try:
+        if threading.get_inter_op_parallelism_threads() == 0:
+            threading.set_inter_op_parallelism_threads(int(os.environ.get("TF_NUM_INTEROP_THREADS", os.cpu_count() or 2)))
+        if threading.get_intra_op_parallelism_threads() == 0:
+            threading.set_intra_op_parallelism_threads(int(os.environ.get("TF_NUM_INTRAOP_THREADS", 1)))
+    except RuntimeError:  # TensorFlow is already running: keep its settings
+        pass
+
+
+_configure_threads()
+
+EMBEDDING_LAYER = "char_embedding"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything needed to rebuild the encoder (saved as config.json's ``encoder``)."""
+
+    vocab_size: int
+    embedding_dim: int = 300
+    lstm_units: tuple[int, int] = (128, 32)
+    dropout: float = 0.5
+    max_length: int = 100
+
+    @property
+    def output_dim(self) -> int:
+        return 2 * self.lstm_units[1]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lstm_units"] = list(self.lstm_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderConfig:
+        """Strictly typed: raises ValueError on unknown keys or wrong types."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) - known:
+            raise ValueError(f"unknown encoder settings {sorted(set(d) - known) if isinstance(d, dict) else d!r}")
+        config = cls(**{**d, "lstm_units": tuple(d.get("lstm_units", (128, 32)))})
+        ints = (config.vocab_size, config.embedding_dim, config.max_length, *config.lstm_units)
+        if len(config.lstm_units) != 2 or not all(isinstance(v, int) and v > 0 for v in ints):
+            raise ValueError("encoder sizes must be positive integers")
+        if not (isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
+            raise ValueError("dropout must be in [0, 1)")
+        return config
+
+
+def build_encoder(config: EncoderConfig) -> keras.Model:
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    x = layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=True, trainable=False,
+                         name=EMBEDDING_LAYER)(ids)
+    x = layers.Bidirectional(layers.LSTM(config.lstm_units[0], return_sequences=True), name="bilstm_1")(x)
+    x = layers.Dropout(config.dropout)(x)
+    x = layers.Bidirectional(layers.LSTM(config.lstm_units[1]), name="bilstm_2")(x)
+    x = layers.Dropout(config.dropout)(x)
+    return keras.Model(ids, x, name="encoder")
+
+
+@keras.saving.register_keras_serializable(package="siamsearch")
+class ManhattanSimilarity(layers.Layer):
+    """exp(-Σ|a - b|): 1 for identical encodings, towards 0 as they move apart."""
+
+    def call(self, a, b):
+        return ops.exp(-ops.sum(ops.abs(a - b), axis=-1))
+
+
+def build_siamese(encoder: keras.Model) -> keras.Model:
+    """Both sides share ``encoder`` (the same weights), so training one trains the search encoder."""
+    left = keras.Input(shape=(None,), dtype="int32", name="left")
+    right = keras.Input(shape=(None,), dtype="int32", name="right")
+    score = ManhattanSimilarity(name="similarity")(encoder(left), encoder(right))
+    return keras.Model([left, right], score, name="siamese")

@@ -1,0 +1,96 @@
+"""Atomic writes: a reader sees the old state or the new one, never half of either.
+
+Files are written to a temporary sibling, flushed to disk and renamed over the target
+(``os.replace`` is atomic on POSIX and Windows). Directories are staged beside their
+target and swapped in with two renames; if the swap fails the old directory is put back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import SiamsearchError
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or directory entry to disk (directories: best effort, not on Windows)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        fsync_path(path)
+    fsync_path(root)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise SiamsearchError(f"{path}: cannot write ({e.strerror})") from None
+    fsync_path(path.parent)
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Plain write, for files inside a staging directory that no reader can see yet."""
+    Path(path).write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``target``, on error it vanishes."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as e:
+        raise SiamsearchError(f"{target}: cannot create ({e.strerror})") from None
+    try:
+        yield stage
+        fsync_tree(stage)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "x")
+            try:
+                os.replace(stage, target)
+            except OSError:
+                os.replace(old / "x", target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, target)
+        fsync_path(target.parent)
+    except OSError as e:
+        raise SiamsearchError(f"{target}: cannot write ({e.strerror})") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

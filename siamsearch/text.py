@@ -1,0 +1,63 @@
+"""Text → character ids.
+
+Every character is a token (no lower-casing, no word segmentation): the MaLSTM recipe
+works on characters, which suits Chinese customer questions and needs no tokenizer.
+
+Rules, applied identically to training pairs, documents and queries:
+
+* ``normalize`` strips surrounding whitespace and drops U+FEFF (byte-order marks that
+  leak into the middle of real files; they are never content).
+* id 0 is padding (masked by the encoder), id 1 is the out-of-vocabulary id: a character
+  that was not seen in the training pairs maps to 1, so it still occupies a time step and
+  is encoded with the OOV vector (the mean of all character vectors, see ``vectors.py``)
+  instead of being silently dropped.
+* Texts longer than ``max_length`` characters keep their first ``max_length`` characters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+PAD_ID = 0
+OOV_ID = 1
+RESERVED = 2
+
+
+def normalize(text: str) -> str:
+    """The canonical form of a text: no BOM characters, no surrounding whitespace."""
+    return text.replace("\ufeff", "").strip()
+
+
+class Vocabulary:
+    """Characters ↔ ids, fitted on training sentences."""
+
+    def __init__(self, chars: Sequence[str]):
+        self.chars: list[str] = list(chars)
+        self._ids = {c: i + RESERVED for i, c in enumerate(self.chars)}
+        if len(self._ids) != len(self.chars) or any(len(c) != 1 for c in self.chars):
+            raise ValueError("a vocabulary holds distinct single characters")
+
+    @classmethod
+    def fit(cls, texts: Iterable[str]) -> Vocabulary:
+        """Most frequent characters first (ties by code point), so ids are deterministic."""
+        counts = Counter(c for t in texts for c in normalize(t))
+        return cls(sorted(counts, key=lambda c: (-counts[c], c)))
+
+    def __len__(self) -> int:
+        """Number of ids, padding and OOV included (the embedding matrix's row count)."""
+        return len(self.chars) + RESERVED
+
+    def ids(self, text: str, max_length: int) -> list[int]:
+        return [self._ids.get(c, OOV_ID) for c in normalize(text)[:max_length]]
+
+
+
+def pad(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """A (len(rows), longest) int32 matrix of ids, right-padded with PAD_ID."""
+    out = np.zeros((len(rows), max((len(r) for r in rows), default=0)), dtype=np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
