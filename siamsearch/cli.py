@@ -46,16 +46,16 @@ def _n(x: float) -> str:
 
 
 class _StageBars:
-    """One click progress bar per build stage (encode, index), each sized to the corpus."""
+    """One click progress bar per build stage (encode, index), closed with the ExitStack."""
 
-    def __init__(self, stack: ExitStack, total: int):
-        self.stack, self.total, self.bars = stack, total, {}
+    def __init__(self, stack: ExitStack):
+        self.stack, self.bars = stack, {}
 
-    def __call__(self, stage: str, n: int) -> None:
+    def __call__(self, stage: str, n: int, total: int) -> None:
         if stage not in self.bars:
             label = {"encode": "encoding", "index": "indexing"}.get(stage, stage)
             self.bars[stage] = self.stack.enter_context(
-                click.progressbar(length=self.total, label=f"{label:9}", file=sys.stderr, show_pos=True))
+                click.progressbar(length=total, label=f"{label:9}", file=sys.stderr, show_pos=True))
         self.bars[stage].update(n)
 
 
@@ -162,7 +162,7 @@ def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, text
     started = time.perf_counter()
     with ExitStack() as stack:
         index = SearchIndex.build(docs.texts, encoder, ids=docs.ids, metadata=docs.metadata, kind=kind,
-                                  rerank_factor=rerank_factor, progress=_StageBars(stack, len(docs)),
+                                  rerank_factor=rerank_factor, progress=_StageBars(stack),
                                   hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
     index.save(out)
     seconds = time.perf_counter() - started
@@ -201,8 +201,12 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
     from .encoder import Encoder
     from .search import SearchIndex
 
-    texts = [line for q in queries for line in (sys.stdin.read().splitlines() if q == "-" else [q])
-             if q != "-" or line.strip()]
+    texts: list[str] = []
+    for q in queries:
+        if q == "-":  # blank stdin lines are skipped; an explicit blank argument is an error
+            texts += [line for line in sys.stdin.read().splitlines() if line.strip()]
+        else:
+            texts.append(q)
     if not texts:
         raise click.UsageError("give at least one query, or - to read queries from stdin")
     index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None)
@@ -255,7 +259,7 @@ def demo(workdir: Path, epochs: int) -> None:
             click.echo(f"  epoch {epoch}/{total}  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}", err=True)
 
     with ExitStack() as stack:
-        result = run_demo(workdir, epochs, on_epoch_end=report, progress=_StageBars(stack, 200))
+        result = run_demo(workdir, epochs, on_epoch_end=report, progress=_StageBars(stack))
     click.echo(f"model → {result.model_dir}   index of {SAMPLE_FAQ.name} ({len(result.index)} FAQ entries) → "
                f"{result.index_dir}\n")
     for text, hits in result.results:

@@ -52,8 +52,8 @@ FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.
 GENERATION = re.compile(r"gen-(\d{6})")
 DEFAULT_RERANK_FACTOR = 4
 
-BuildProgress = Callable[[str, int], None]
-"""Called with a stage ("encode" or "index") and the number of documents it just finished."""
+BuildProgress = Callable[[str, int, int], None]
+"""Called with a stage ("encode" or "index"), the documents it just finished, and the total."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class SearchIndex:
         if not len(ids) == len(metadata) == len(texts):
             raise InputError(f"got {len(texts)} texts, {len(ids)} ids and {len(metadata)} metadata records")
         seen: set[str] = set()
-        for i, (doc_id, text) in enumerate(zip(ids, texts)):
+        for doc_id, text in zip(ids, texts):
             if not text:
                 raise InputError(f"document {doc_id!r} is empty or whitespace only")
             if doc_id in seen:
@@ -162,9 +162,12 @@ class SearchIndex:
         if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int) or rerank_factor < 1:
             raise InputError(f"rerank factor must be a whole number of at least 1, got {rerank_factor!r}")
         spec = IndexSpec(kind=faiss_index.resolve_kind(kind, len(texts)), **params)
-        stage_progress = (lambda stage: (lambda n: progress(stage, n))) if progress else (lambda stage: None)
-        vectors = encoder.encode(texts, progress=stage_progress("encode"))
-        built = faiss_index.build(vectors, spec, progress=stage_progress("index"))
+
+        def report(stage: str) -> Callable[[int], None] | None:
+            return None if progress is None else (lambda n: progress(stage, n, len(texts)))
+
+        vectors = encoder.encode(texts, progress=report("encode"))
+        built = faiss_index.build(vectors, spec, progress=report("index"))
         return cls(encoder, built, vectors, Documents.create(ids, texts, metadata), spec, rerank_factor)
 
     # -- search ------------------------------------------------------------------------

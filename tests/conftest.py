@@ -1,0 +1,69 @@
+"""Shared fixtures: small models trained once per session, and the real data beside the repo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BQ = SHARED / "bq"
+
+
+def shared_file(relative: str) -> Path:
+    """A file of ../shared/data, or skip: a user's clone has no ../shared (research-only data)."""
+    path = SHARED / relative
+    if not path.is_file():
+        pytest.skip(f"needs ../shared/data/{relative} (research-only data kept beside the repo, not shipped)")
+    return path
+
+
+def keras_scores(encoder, left: list[str], right: list[str]) -> np.ndarray:
+    """What the trained Keras Siamese network itself predicts for each pair."""
+    from siamsearch.text import pad
+
+    ids = lambda texts: pad([encoder.vocab.ids(t, encoder.config.max_length) for t in texts])  # noqa: E731
+    return np.asarray(encoder.siamese_model().predict([ids(left), ids(right)], verbose=0)).reshape(-1)
+
+
+@pytest.fixture(scope="session")
+def sample_encoder():
+    """Trained briefly on the bundled sample pairs: enough structure for ranking tests."""
+    from siamsearch import TrainConfig, read_pairs, train
+    from siamsearch.demo import SAMPLE_PAIRS
+
+    return train(read_pairs(SAMPLE_PAIRS), config=TrainConfig(epochs=3, seed=1))
+
+
+@pytest.fixture(scope="session")
+def sample_faq():
+    from siamsearch import read_corpus
+    from siamsearch.demo import SAMPLE_FAQ
+
+    return read_corpus(SAMPLE_FAQ, text_column="question")
+
+
+@pytest.fixture(scope="session")
+def bq_pairs():
+    from siamsearch import read_pairs
+
+    return read_pairs(shared_file("bq/train.tsv")), read_pairs(shared_file("bq/dev.tsv"))
+
+
+@pytest.fixture(scope="session")
+def bq_encoder(bq_pairs):
+    """A small model on a 4,000-pair slice of BQ train, validated on 1,000 dev pairs."""
+    from siamsearch import TrainConfig, train
+    from siamsearch.data import Pairs
+
+    train_pairs, dev = bq_pairs
+    head = lambda p, n: Pairs(p.left[:n], p.right[:n], p.labels[:n], p.source)  # noqa: E731
+    return train(head(train_pairs, 4000), head(dev, 1000), TrainConfig(epochs=2, seed=0))
+
+
+@pytest.fixture(scope="session")
+def bq_sentences(bq_pairs) -> list[str]:
+    """Every distinct sentence of BQ train (about 23,000)."""
+    train_pairs, _ = bq_pairs
+    return sorted(set(train_pairs.left) | set(train_pairs.right))

@@ -1,0 +1,160 @@
+"""The command line, in process (click's runner) and once as a real subprocess."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from siamsearch.cli import main
+from siamsearch.demo import SAMPLE_FAQ, SAMPLE_PAIRS
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def model(workdir):
+    out = workdir / "models" / "faq"
+    result = run("train", SAMPLE_PAIRS, "--valid", SAMPLE_PAIRS, "--out", out, "--epochs", 2, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def index(workdir, model):
+    out = workdir / "indexes" / "faq"
+    result = run("build-index", SAMPLE_FAQ, "--model", model[0], "--text-column", "question", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_train_reports_epochs_and_validation_accuracy(model):
+    out, result = model
+    assert "epoch 1/2" in result.output and "epoch 2/2" in result.output
+    assert "validation accuracy" in result.output and "pairs/s" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["valid"]["accuracy"] <= 1 and metrics["valid"]["n"] == 1000
+
+
+def test_build_index_summary(index):
+    _, result = index
+    assert "indexed 200 documents in" in result.output and "docs/s" in result.output and "(flat)" in result.output
+
+
+def test_query_table_and_json(index):
+    out, _ = index
+    table = run("query", "--index", out, "-k", 3, "退款多久到账", "怎么开发票")
+    assert table.exit_code == 0, table.output
+    assert table.output.count("query: ") == 2 and "rank" in table.output and "faq-" in table.output
+    lines = run("query", "--index", out, "--json", "-k", 2, "退款多久到账").output.strip().splitlines()
+    record = json.loads(lines[0])
+    assert record["query"] == "退款多久到账" and len(record["hits"]) == 2
+    assert set(record["hits"][0]) == {"rank", "id", "text", "score", "metadata"}
+
+
+def test_query_reads_stdin(index):
+    out, _ = index
+    result = run("query", "--index", out, "--json", "-k", 1, "-", input="怎么退货\n\n运费多少\n")
+    assert [json.loads(x)["query"] for x in result.output.strip().splitlines()] == ["怎么退货", "运费多少"]
+
+
+def test_similarity_prints_the_pair_score(model, index):
+    from siamsearch import Encoder, SearchIndex
+
+    result = run("similarity", "--model", model[0], "怎么退货", "如何退货")
+    assert result.exit_code == 0
+    expected = Encoder.load(model[0]).similarity("怎么退货", "如何退货")
+    assert abs(float(result.output) - expected) < 1e-6
+    hit = SearchIndex.load(index[0]).search("怎么退货", 1)[0]
+    assert abs(Encoder.load(model[0]).similarity("怎么退货", hit.text) - hit.score) < 1e-5
+
+
+def test_every_command_has_help_with_an_example():
+    for command in ("train", "build-index", "query", "similarity", "demo"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Example:" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "missing.tsv", "--out", "m"], "missing.tsv: no such file"),
+        (["query", "--index", "{index}", "-k", "0", "x"], "0 is not in the range x>=1"),
+        (["query", "--index", "{index}", "   "], "query #1 is empty or whitespace only"),
+        (["query", "--index", "{index}"], "give at least one query"),
+        (["query", "--index", "{workdir}/none", "x"], "no such index"),
+        (["query", "--index", "{index}", "--model", "{workdir}/models/other", "x"], "not with the given model"),
+        (["build-index", "{workdir}/empty.txt", "--model", "{model}"], "the corpus has no documents"),
+        (["build-index", "{workdir}/bad.tsv", "--model", "{model}"], "line 2: 3 fields, but the header has 2"),
+        (["similarity", "--model", "{model}", "", "x"], "TEXT_A is empty"),
+        (["similarity", "--model", "{workdir}", "a", "b"], "config.json is missing"),
+        (["train", "{workdir}/badlabel.tsv", "--out", "m"], "line 2: label 'yes' is not 0 or 1"),
+        (["build-index", "{workdir}/empty.txt", "--model", "{model}", "--kind", "ivf"], "'ivf' is not one of"),
+    ],
+)
+def test_user_errors_are_one_line_with_nonzero_exit(workdir, model, index, args, message):
+    (workdir / "empty.txt").write_text("\n")
+    (workdir / "bad.tsv").write_text("id\ttext\n1\tx\ty\n")
+    (workdir / "badlabel.tsv").write_text("a\tb\t1\nc\td\tyes\n")
+    other = workdir / "models" / "other"
+    if not other.exists():
+        assert run("train", SAMPLE_PAIRS, "--out", other, "--epochs", 1, "--seed", 9).exit_code == 0
+    fill = {"index": index[0], "model": model[0], "workdir": workdir}
+    result = run(*[a.format(**fill) for a in args])
+    assert result.exit_code in (1, 2)  # 1: our errors, 2: click's usage errors
+    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped exception
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_failed_build_keeps_the_existing_index(workdir, model, index):
+    out, _ = index
+    before = sorted(p.name for p in out.iterdir())
+    result = run("build-index", workdir / "bad.tsv", "--model", model[0], "--out", out)
+    assert result.exit_code == 1 and sorted(p.name for p in out.iterdir()) == before
+    assert run("query", "--index", out, "退货").exit_code == 0
+
+
+def test_real_process_prints_one_error_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "siamsearch", "query", "--index", str(tmp_path / "x"), "hi"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert errors == [f"Error: {tmp_path / 'x'}: no such index; build one with 'siamsearch build-index'"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run("demo", "--workdir", tmp_path, "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("query: ") == 6 and "answer:" in result.output and "demo finished" in result.output
+    assert (tmp_path / "indexes" / "demo" / "manifest.json").is_file()
+    shutil.rmtree(tmp_path / "models")
+    assert run("query", "--index", tmp_path / "indexes" / "demo", "退货").exit_code == 0  # needs no model dir
+
+
+def test_train_with_the_damaged_real_vectors_file_warns_and_completes(tmp_path):
+    from .conftest import shared_file
+
+    vectors = shared_file("token_vec_300_truncated/token_vec_300.bin")
+    result = run("train", SAMPLE_PAIRS, "--vectors", vectors, "--out", tmp_path / "m", "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "promises 20,028 vectors, 912 rows are complete" in result.output
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["training"]["vectors"] == {"file": "token_vec_300.bin", "dim": 300, "rows": 912}
+
+
+def test_train_with_a_garbage_vectors_file_is_one_error_line(tmp_path):
+    (tmp_path / "v.bin").write_bytes(b"\x00\x01\x02 not vectors")
+    result = run("train", SAMPLE_PAIRS, "--vectors", tmp_path / "v.bin", "--out", tmp_path / "m")
+    assert result.exit_code == 1 and "damaged or not a word2vec file" in result.output
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,234 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from siamsearch import Encoder, SearchIndex
+from siamsearch.errors import IndexDirectoryError, InputError, SiamsearchError
+from siamsearch.scoring import exp_neg_l1
+
+from .conftest import keras_scores
+
+QUERIES = ["我的退款什么时候能到账", "密码不记得了", "能开公司发票吗", "快递一直不更新"]
+
+
+@pytest.fixture(scope="module")
+def faq_index(sample_encoder, sample_faq):
+    return SearchIndex.build(sample_faq.texts, sample_encoder, ids=sample_faq.ids, metadata=sample_faq.metadata)
+
+
+@pytest.fixture(scope="module")
+def saved_index(faq_index, tmp_path_factory):
+    path = tmp_path_factory.mktemp("indexes") / "faq"
+    faq_index.save(path)
+    return path
+
+
+def brute_force(encoder, vectors, ids, query, k):
+    """The answer a user would compute by hand: exact exp(-L1) over every document, ties by id."""
+    scores = exp_neg_l1(encoder.encode([query])[0], vectors)
+    order = sorted(range(len(texts)), key=lambda i: (-scores[i], ids[i]))[:k]
+    return [(ids[i], scores[i]) for i in order]
+
+
+def test_hits_carry_id_text_score_metadata(faq_index):
+    hits = faq_index.search(QUERIES[0], k=5)
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert all(h.id.startswith("faq-") and h.text and set(h.metadata) == {"answer", "topic"} for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_contract_score_is_the_siamese_prediction(faq_index, sample_encoder):
+    for query, hits in zip(QUERIES, faq_index.search_batch(QUERIES, k=10)):
+        scores = np.array([h.score for h in hits])
+        texts = [h.text for h in hits]
+        assert np.allclose(scores, [sample_encoder.similarity(query, t) for t in texts], atol=1e-5, rtol=0)
+        assert np.allclose(scores, keras_scores(sample_encoder, [query] * len(texts), texts), atol=1e-5, rtol=0)
+
+
+def test_flat_results_equal_a_brute_force_ranking(faq_index, sample_encoder, sample_faq):
+    assert faq_index.kind == "flat"
+    vectors = sample_encoder.encode(sample_faq.texts)
+    for query in QUERIES:
+        expected = brute_force(sample_encoder, vectors, sample_faq.ids, query, 10)
+        got = [(h.id, h.score) for h in faq_index.search(query, k=10)]
+        assert [i for i, _ in got] == [i for i, _ in expected]
+        assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-9)
+
+
+def test_ties_are_broken_by_id(sample_encoder):
+    index = SearchIndex.build(["退货", "退货", "退货", "发票"], sample_encoder, ids=["c", "a", "b", "d"])
+    assert [h.id for h in index.search("退货", k=3)] == ["a", "b", "c"]
+
+
+def test_k_larger_than_corpus_returns_everything(sample_encoder):
+    index = SearchIndex.build(["退货", "发票"], sample_encoder)
+    assert sorted(h.id for h in index.search("退款", k=50)) == ["0", "1"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\ufeff\n"])
+def test_empty_queries_are_refused(faq_index, query):
+    with pytest.raises(InputError, match="empty or whitespace only"):
+        faq_index.search(query)
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True])
+def test_bad_k_is_refused(faq_index, k):
+    with pytest.raises(InputError, match="k must be"):
+        faq_index.search("退货", k=k)
+
+
+def test_unknown_characters_still_get_answers(faq_index):
+    assert len(faq_index.search("😀🙃ßẞ", k=3)) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"texts": []}, "the corpus is empty"),
+        ({"texts": ["a", " "]}, "document '1' is empty"),
+        ({"texts": ["a", "b"], "ids": ["x", "x"]}, "duplicate document id 'x'"),
+        ({"texts": ["a", "b"], "ids": ["x"]}, "got 2 texts, 1 ids"),
+        ({"texts": ["a"], "kind": "ivf"}, "index kind 'ivf' is not one of"),
+        ({"texts": ["a"], "rerank_factor": 0}, "rerank factor"),
+    ],
+)
+def test_bad_builds_are_refused(sample_encoder, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        SearchIndex.build(encoder=sample_encoder, **kwargs)
+
+
+def test_save_load_round_trip_is_identical(faq_index, saved_index):
+    loaded = SearchIndex.load(saved_index)
+    assert len(loaded) == len(faq_index) and loaded.kind == "flat"
+    assert loaded.search_batch(QUERIES, 10) == faq_index.search_batch(QUERIES, 10)
+    manifest = json.loads((saved_index / "manifest.json").read_text())
+    assert manifest["encoder_fingerprint"] == faq_index.encoder.fingerprint
+    assert manifest["metric"] == "L1" and manifest["counts"]["documents"] == 200
+
+
+def test_index_folder_is_self_contained_and_movable(saved_index, faq_index, tmp_path):
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(saved_index, moved)
+    assert SearchIndex.load(moved).search(QUERIES[1], 5) == faq_index.search(QUERIES[1], 5)
+
+
+def test_resaving_commits_a_new_generation_and_removes_the_old(faq_index, tmp_path):
+    path = tmp_path / "idx"
+    faq_index.save(path)
+    faq_index.save(path)
+    assert sorted(p.name for p in path.iterdir()) == ["gen-000002", "manifest.json"]
+    assert json.loads((path / "manifest.json").read_text())["generation"] == 2
+
+
+def test_interrupted_save_leaves_the_existing_index_intact(faq_index, sample_encoder, saved_index, tmp_path, monkeypatch):
+    path = tmp_path / "idx"
+    shutil.copytree(saved_index, path)
+    other = SearchIndex.build(["完全不同的一条"], sample_encoder)
+    monkeypatch.setattr(other.documents, "save", lambda p: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(SiamsearchError, match="cannot write the index"):
+        other.save(path)
+    assert len(SearchIndex.load(path)) == 200
+    assert sorted(p.name for p in path.iterdir()) == ["gen-000001", "manifest.json"]
+
+
+def test_refuses_to_write_into_a_directory_that_is_not_an_index(faq_index, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="is not a siamsearch index"):
+        faq_index.save(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_mismatched_encoder_is_refused(saved_index, bq_encoder_or_other):
+    with pytest.raises(IndexDirectoryError, match="built with encoder .* not with the given model"):
+        SearchIndex.load(saved_index, encoder=bq_encoder_or_other)
+
+
+def test_matching_encoder_is_accepted(saved_index, sample_encoder):
+    assert len(SearchIndex.load(saved_index, encoder=sample_encoder)) == 200
+
+
+@pytest.fixture(scope="module")
+def bq_encoder_or_other(sample_encoder):
+    """Any encoder with another fingerprint: the same model with one weight changed."""
+    from siamsearch.model import build_encoder
+
+    model = build_encoder(sample_encoder.config)
+    weights = sample_encoder.model.get_weights()
+    weights[-1] = weights[-1] + 1e-3
+    model.set_weights(weights)
+    return Encoder(model, sample_encoder.vocab, sample_encoder.config)
+
+
+def gen(path):
+    return path / "gen-000001"
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
+        (lambda p: (p / "manifest.json").write_text("{"), "manifest.json is unreadable"),
+        (lambda p: (p / "manifest.json").write_text(json.dumps({"format": "siamsearch-index", "format_version": 1,
+                                                                 "generation": "../../etc"})), "manifest.json is unreadable"),
+        (lambda p: (gen(p) / "index.faiss").unlink(), "gen-000001/index.faiss is missing"),
+        (lambda p: (gen(p) / "index.faiss").write_bytes(b"garbage"), "a data file cannot be read"),
+        (lambda p: (gen(p) / "vectors.npy").write_bytes((gen(p) / "vectors.npy").read_bytes()[:1000]),
+         "a data file cannot be read|vectors.npy holds"),
+        (lambda p: (gen(p) / "documents.sqlite").write_bytes(b"not a database" * 100), "a data file cannot be read"),
+        (lambda p: (gen(p) / "encoder" / "vocab.json").unlink(), "its encoder copy is damaged"),
+        (lambda p: shutil.rmtree(gen(p)), "gen-000001/index.faiss is missing"),
+    ],
+)
+def test_damaged_index_directories_are_refused(saved_index, tmp_path, how, message):
+    path = tmp_path / "bad"
+    shutil.copytree(saved_index, path)
+    how(path)
+    with pytest.raises(IndexDirectoryError, match=message):
+        SearchIndex.load(path)
+
+
+def test_missing_index(tmp_path):
+    with pytest.raises(IndexDirectoryError, match="no such index"):
+        SearchIndex.load(tmp_path / "none")
+
+
+# -- on real BQ data ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bq_indexes(bq_encoder, bq_sentences):
+    flat = SearchIndex.build(bq_sentences, bq_encoder, kind="flat")
+    hnsw = SearchIndex.build(bq_sentences, bq_encoder, kind="hnsw")
+    return flat, hnsw
+
+
+def test_bq_contract_and_brute_force(bq_indexes, bq_encoder, bq_sentences, bq_pairs):
+    flat, _ = bq_indexes
+    queries = bq_pairs[1].left[:5]
+    ids = [str(i) for i in range(len(bq_sentences))]
+    vectors = bq_encoder.encode(bq_sentences)
+    for query, hits in zip(queries, flat.search_batch(queries, 10)):
+        expected = brute_force(bq_encoder, vectors, ids, query, 10)
+        assert [h.id for h in hits] == [i for i, _ in expected]
+        texts = [h.text for h in hits]
+        assert np.allclose([h.score for h in hits], keras_scores(bq_encoder, [query] * 10, texts), atol=1e-5, rtol=0)
+
+
+def test_bq_hnsw_recall_at_10_against_flat(bq_indexes, bq_sentences, bq_pairs):
+    flat, hnsw = bq_indexes
+    assert len(bq_sentences) >= 20_000 and hnsw.kind == "hnsw"
+    queries = sorted(set(bq_pairs[1].left))[:500]  # dev sentences: mostly unseen in the corpus
+    exact, approx = flat.search_batch(queries, 10), hnsw.search_batch(queries, 10)
+    recall = np.mean([len({h.id for h in a} & {h.id for h in e}) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.99, recall
+    for a, e in zip(approx[:50], exact[:50]):  # hits found by both carry the same exact score
+        common = {h.id: h.score for h in e}
+        assert all(abs(h.score - common[h.id]) < 1e-12 for h in a if h.id in common)
+
+
+def test_bq_hnsw_round_trip(bq_indexes, bq_pairs, tmp_path):
+    _, hnsw = bq_indexes
+    hnsw.save(tmp_path / "bq")
+    queries = bq_pairs[1].left[:20]
+    assert SearchIndex.load(tmp_path / "bq").search_batch(queries, 10) == hnsw.search_batch(queries, 10)
