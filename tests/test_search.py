@@ -28,7 +28,7 @@ def saved_index(faq_index, tmp_path_factory):
 def brute_force(encoder, vectors, ids, query, k):
     """The answer a user would compute by hand: exact exp(-L1) over every document, ties by id."""
     scores = exp_neg_l1(encoder.encode([query])[0], vectors)
-    order = sorted(range(len(texts)), key=lambda i: (-scores[i], ids[i]))[:k]
+    order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]
     return [(ids[i], scores[i]) for i in order]
 
 
