@@ -172,6 +172,81 @@ def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, text
                f"→ {out} ({index.kind})")
 
 
+@main.command()
+@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--text-column", help="Column holding the text (CSV/TSV/JSONL); default 'text'.")
+@click.option("--id-column", help="Column holding document ids; default 'id' if present.")
+def add(corpus: Path, index_dir: Path, text_column: str | None, id_column: str | None) -> None:
+    """Add the documents of CORPUS to an index; a document whose id exists replaces it.
+
+    Documents without an id column (e.g. plain text) get new ids after the largest
+    numeric id. The change is committed atomically as a new generation of the index.
+
+    \b
+    Example:
+      siamsearch add --index indexes/faq new_questions.tsv --text-column question
+    """
+    from .data import read_corpus
+    from .search import SearchIndex
+
+    docs = read_corpus(corpus, text_column, id_column)
+    index = SearchIndex.load(index_dir)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        bars = _StageBars(stack)
+        replaced = 0
+        if docs.ids_given:
+            replaced = index.upsert(docs.texts, docs.ids, docs.metadata, progress=bars)
+        else:
+            index.add(docs.texts, None, docs.metadata, progress=bars)
+    index.save(index_dir)
+    click.echo(f"added {_n(len(docs) - replaced)} and replaced {_n(replaced)} documents in "
+               f"{time.perf_counter() - started:.1f} s; {index_dir} now holds {_n(len(index))}")
+
+
+@main.command()
+@click.argument("ids", nargs=-1)
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--ids-file", type=click.Path(dir_okay=False, path_type=Path), help="More ids, one per line.")
+def remove(ids: tuple[str, ...], index_dir: Path, ids_file: Path | None) -> None:
+    """Remove documents by id from an index (all or nothing: an unknown id removes none).
+
+    \b
+    Example:
+      siamsearch remove --index indexes/faq faq-001 faq-002
+    """
+    from .data import read_text
+    from .search import SearchIndex
+
+    wanted = list(ids) + ([line.strip() for line in read_text(ids_file).splitlines() if line.strip()]
+                          if ids_file else [])
+    if not wanted:
+        raise click.UsageError("give the ids to remove, or --ids-file")
+    index = SearchIndex.load(index_dir)
+    removed = index.remove(wanted)
+    index.save(index_dir)
+    click.echo(f"removed {_n(removed)} documents; {index_dir} now holds {_n(len(index))} "
+               f"({_n(index.tombstones)} tombstones; 'siamsearch compact' drops them)")
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def compact(index_dir: Path) -> None:
+    """Rebuild an index's FAISS structure without the tombstones left by remove and replace.
+
+    \b
+    Example:
+      siamsearch compact --index indexes/faq
+    """
+    from .search import SearchIndex
+
+    index = SearchIndex.load(index_dir)
+    dropped = index.compact()
+    index.save(index_dir)
+    click.echo(f"dropped {_n(dropped)} tombstones; {index_dir} holds {_n(len(index))} documents")
+
+
 def _print_table(query: str, hits: list) -> None:
     click.echo(f"query: {query}")
     if not hits:

@@ -52,12 +52,17 @@ class Pairs:
 
 @dataclass(frozen=True)
 class Corpus:
-    """Documents to index; ``skipped`` counts blank documents left out."""
+    """Documents to index; ``skipped`` counts blank documents left out.
+
+    ``ids_given`` says whether ids came from an id column (rather than line or record
+    numbers), i.e. whether they can name existing documents to replace.
+    """
 
     ids: list[str]
     texts: list[str]
     metadata: list[dict] = field(default_factory=list)
     skipped: int = 0
+    ids_given: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -249,4 +254,4 @@ def read_corpus(path: str | Path, text_column: str | None = None, id_column: str
         metadata.append({k: v for k, v in record.items() if k not in (text_key, id_key)})
     if not texts:
         raise InputError(f"{path}: the corpus has no documents (every {text_key!r} is blank)")
-    return Corpus(ids, texts, metadata, skipped)
+    return Corpus(ids, texts, metadata, skipped, ids_given=id_key is not None)

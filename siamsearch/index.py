@@ -64,19 +64,21 @@ def resolve_kind(kind: str, n_docs: int) -> str:
     return kind
 
 
-def build(vectors: np.ndarray, spec: IndexSpec, progress: Callable[[int], None] | None = None) -> faiss.Index:
-    d = vectors.shape[1]
+def create(spec: IndexSpec, dim: int) -> faiss.Index:
     if spec.kind == "flat":
-        index = faiss.IndexFlat(d, faiss.METRIC_L1)
-    else:
-        index = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_L1)
-        index.hnsw.efConstruction = spec.ef_construction
+        return faiss.IndexFlat(dim, faiss.METRIC_L1)
+    index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_L1)
+    index.hnsw.efConstruction = spec.ef_construction
+    return index
+
+
+def add(index: faiss.Index, vectors: np.ndarray, progress: Callable[[int], None] | None = None) -> None:
+    """Append vectors (their FAISS labels continue from ``index.ntotal``), in chunks for progress."""
     for start in range(0, len(vectors), ADD_CHUNK):
         chunk = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
         index.add(chunk)
         if progress:
             progress(len(chunk))
-    return index
 
 
 def candidates(index: faiss.Index, spec: IndexSpec, queries: np.ndarray, n: int) -> np.ndarray:
@@ -87,13 +89,13 @@ def candidates(index: faiss.Index, spec: IndexSpec, queries: np.ndarray, n: int)
     return positions
 
 
-def check(index: faiss.Index, spec: IndexSpec, n_docs: int, dim: int) -> str | None:
+def check(index: faiss.Index, spec: IndexSpec, rows: int, dim: int) -> str | None:
     """Why a loaded FAISS index does not match its manifest, or None if it does."""
     expected = faiss.IndexFlat if spec.kind == "flat" else faiss.IndexHNSWFlat
     if not isinstance(index, expected):
         return f"the FAISS file holds a {type(index).__name__}, the manifest says {spec.kind}"
     if index.metric_type != faiss.METRIC_L1:
         return "the FAISS index does not use the L1 metric"
-    if index.ntotal != n_docs or index.d != dim:
-        return f"the FAISS index holds {index.ntotal} × {index.d}-d vectors, the manifest says {n_docs} × {dim}"
+    if index.ntotal != rows or index.d != dim:
+        return f"the FAISS index holds {index.ntotal} × {index.d}-d vectors, the manifest says {rows} × {dim}"
     return None

@@ -1,22 +1,30 @@
 """``SearchIndex``: encode a corpus, find candidates with FAISS, rank them by the exact score.
 
-Query: encode → ``k × rerank_factor`` nearest candidates from FAISS (L1) → exact
-exp(-Σ|q - d|) against the stored float32 vectors → top ``k``, ties broken by id. The score
-of a hit is therefore exactly what the Siamese model predicts for (query, document).
+Query: encode → ``k × rerank_factor`` nearest candidates from FAISS (L1), plus one for each
+tombstone → drop tombstones → exact exp(-Σ|q - d|) against the stored float32 vectors →
+top ``k``, ties broken by id. The score of a hit is therefore exactly what the Siamese
+model predicts for (query, document).
+
+Changes (``add``, ``upsert``, ``remove``, ``compact``) happen in memory and become durable
+with ``save``. Vectors are append-only: a removed or replaced document leaves a tombstone
+(its row stays in FAISS, which cannot delete from HNSW, and is filtered before re-ranking)
+until ``compact`` rebuilds FAISS from the live vectors, without re-encoding.
 
 On disk (see ``indexes/README.md``)::
 
     NAME/
       manifest.json        the commit point: format, generation, fingerprint, kind, counts
-      gen-000001/
+      .lock                writers hold it (flock) while they commit
+      gen-000007/
         index.faiss        FAISS index, METRIC_L1
-        vectors.npy        (n, 64) float32 encodings, the exact re-rank source (memory-mapped)
-        documents.sqlite   position, id, text, metadata (JSON)
+        vectors.npy        (rows, 64) float32 encodings, the exact re-rank source (memory-mapped)
+        documents.sqlite   position, id, text, metadata (JSON) of the live documents
         encoder/           a copy of the model directory the index was built with
 
-A save writes a new generation directory beside the current one, then atomically replaces
-``manifest.json`` to point at it, then deletes older generations: an interrupted save
-leaves the previous index untouched and loadable. The manifest holds no paths, only a
+A save writes the next generation beside the current one, then atomically replaces
+``manifest.json`` to point at it, then deletes all but these two generations (the previous
+one stays for readers that are opening it). An interrupted save leaves the committed index
+untouched. The manifest is validated against ``MANIFEST_SCHEMA`` and holds no paths, only a
 generation number, so a tampered manifest cannot point outside the folder.
 """
 
@@ -34,15 +42,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import faiss
+import jsonschema
 import numpy as np
 
 from . import __version__
 from . import index as faiss_index
+from .documents import Documents
 from .encoder import Encoder
 from .errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
 from .index import IndexSpec
 from .scoring import exp_neg_l1
-from .storage import fsync_tree, write_json_atomic
+from .storage import fsync_tree, write_json_atomic, writer_lock
 from .text import normalize
 
 INDEX_FORMAT = "siamsearch-index"
@@ -51,6 +61,36 @@ MANIFEST = "manifest.json"
 FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.npy", "documents.sqlite", "encoder"
 GENERATION = re.compile(r"gen-(\d{6})")
 DEFAULT_RERANK_FACTOR = 4
+LOAD_ATTEMPTS = 3  # a reader retries when a writer commits and cleans up while it is opening
+
+_COUNT = {"type": "integer", "minimum": 0}
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["format", "format_version", "siamsearch_version", "generation", "created", "encoder_fingerprint",
+                 "metric", "dimension", "index", "rerank_factor", "counts"],
+    "properties": {
+        "format": {"const": INDEX_FORMAT},
+        "format_version": {"const": INDEX_FORMAT_VERSION},
+        "siamsearch_version": {"type": "string"},
+        "generation": {"type": "integer", "minimum": 1, "maximum": 999_999},
+        "created": {"type": "string"},
+        "encoder_fingerprint": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "metric": {"const": "L1"},
+        "dimension": {"type": "integer", "minimum": 1},
+        "index": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "hnsw_m", "ef_construction", "ef_search"],
+            "properties": {"kind": {"enum": list(faiss_index.KINDS)}, "hnsw_m": {"type": "integer", "minimum": 2},
+                           "ef_construction": {"type": "integer", "minimum": 1},
+                           "ef_search": {"type": "integer", "minimum": 1}},
+        },
+        "rerank_factor": {"type": "integer", "minimum": 1},
+        "counts": {"type": "object", "additionalProperties": False, "required": ["documents", "rows"],
+                   "properties": {"documents": _COUNT, "rows": _COUNT}},
+    },
+}
 
 BuildProgress = Callable[[str, int, int], None]
 """Called with a stage ("encode" or "index"), the documents it just finished, and the total."""
@@ -70,65 +110,32 @@ class Hit:
         return {"rank": self.rank, "id": self.id, "text": self.text, "score": self.score, "metadata": self.metadata}
 
 
-class Documents:
-    """Documents by position (the FAISS id), in SQLite: in memory while building, a file once saved."""
-
-    SCHEMA = ("CREATE TABLE documents (position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
-              "text TEXT NOT NULL, metadata TEXT NOT NULL)")
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-        self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
-
-    @classmethod
-    def create(cls, ids: Sequence[str], texts: Sequence[str], metadata: Sequence[dict]) -> Documents:
-        conn = sqlite3.connect(":memory:", check_same_thread=False)
-        conn.execute(cls.SCHEMA)
-        conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
-                         ((i, d, t, json.dumps(m, ensure_ascii=False)) for i, (d, t, m) in
-                          enumerate(zip(ids, texts, metadata))))
-        conn.commit()
-        return cls(conn)
-
-    @classmethod
-    def open(cls, path: Path) -> Documents:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-        return cls(conn)
-
-    def save(self, path: Path) -> None:
-        with sqlite3.connect(path) as target:
-            self.conn.backup(target)
-        target.close()
-
-    def __len__(self) -> int:
-        return self._count
-
-    def get(self, positions: Sequence[int]) -> dict[int, tuple[str, str, dict]]:
-        """position → (id, text, metadata)."""
-        marks = ",".join("?" * len(positions))
-        rows = self.conn.execute(
-            f"SELECT position, id, text, metadata FROM documents WHERE position IN ({marks})",
-            [int(p) for p in positions])
-        return {p: (i, t, json.loads(m)) for p, i, t, m in rows}
-
-
 def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k must be a whole number of at least 1, got {k!r}")
     return int(k)
 
 
+def _check_id(doc_id: object) -> str:
+    doc_id = str(doc_id)
+    if not doc_id.strip() or any(c in doc_id for c in "\t\n\r\x00"):
+        raise InputError(f"document id {doc_id!r} is blank or holds a tab, line break or NUL; ids must be one line")
+    return doc_id
+
+
 class SearchIndex:
     """A searchable corpus: documents, their encodings, a FAISS index and the encoder."""
 
     def __init__(self, encoder: Encoder, faiss_index_: faiss.Index, vectors: np.ndarray, documents: Documents,
-                 spec: IndexSpec, rerank_factor: int = DEFAULT_RERANK_FACTOR):
+                 spec: IndexSpec, rerank_factor: int = DEFAULT_RERANK_FACTOR,
+                 origin: tuple[Path, int] | None = None):
         self.encoder = encoder
         self.faiss_index = faiss_index_
         self.vectors = vectors
         self.documents = documents
         self.spec = spec
         self.rerank_factor = rerank_factor
+        self._origin = origin  # (directory, generation) this state was loaded from or saved to
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -136,6 +143,15 @@ class SearchIndex:
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def rows(self) -> int:
+        """Vectors held, tombstones included."""
+        return int(self.faiss_index.ntotal)
+
+    @property
+    def tombstones(self) -> int:
+        return self.rows - len(self)
 
     @classmethod
     def build(cls, texts: Sequence[str], encoder: Encoder, ids: Sequence[str] | None = None,
@@ -145,30 +161,94 @@ class SearchIndex:
         """Encode ``texts`` and index them. ``ids`` default to "0", "1", …; ``params`` are IndexSpec fields."""
         if isinstance(texts, str):
             raise InputError("texts must be a list of documents, not one string")
-        texts = [normalize(t) for t in texts]
         if not texts:
             raise InputError("the corpus is empty: nothing to index")
-        ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
+        if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int) or rerank_factor < 1:
+            raise InputError(f"rerank factor must be a whole number of at least 1, got {rerank_factor!r}")
+        spec = IndexSpec(kind=faiss_index.resolve_kind(kind, len(texts)), **params)
+        index = cls(encoder, faiss_index.create(spec, encoder.dim), np.empty((0, encoder.dim), np.float32),
+                    Documents.create(), spec, rerank_factor)
+        index.add(texts, ids, metadata, progress)
+        return index
+
+    # -- changes -------------------------------------------------------------------------
+    def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict] | None = None,
+            progress: BuildProgress | None = None) -> list[str]:
+        """Add new documents; an id that already exists is an error (see ``upsert``). Returns the ids."""
+        texts, ids, metadata = self._checked(texts, ids, metadata)
+        taken = self.documents.positions(ids)
+        if taken:
+            raise InputError(f"document id {next(iter(taken))!r} already exists; use upsert to replace it")
+        self._append(texts, ids, metadata, {}, progress)
+        return ids
+
+    def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
+               progress: BuildProgress | None = None) -> int:
+        """Add documents, replacing those whose id exists. Returns how many were replaced."""
+        if ids is None:
+            raise InputError("upsert needs ids: they say which documents to replace")
+        texts, ids, metadata = self._checked(texts, ids, metadata)
+        replaced = self.documents.positions(ids)
+        self._append(texts, ids, metadata, replaced, progress)
+        return len(replaced)
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Remove documents by id; an unknown id is an error and then nothing is removed."""
+        if isinstance(ids, str):
+            raise InputError("remove takes a list of ids")
+        ids = [str(i) for i in ids]
+        found = self.documents.positions(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise InputError(f"no document with id {missing[0]!r}; nothing was removed")
+        self.documents.delete(list(found.values()))
+        return len(found)
+
+    def compact(self) -> int:
+        """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many."""
+        dropped = self.tombstones
+        live = self.documents.live_positions()
+        vectors = np.asarray(self.vectors[live], dtype=np.float32)
+        rebuilt = faiss_index.create(self.spec, self.encoder.dim)
+        faiss_index.add(rebuilt, vectors)
+        self.documents.renumber()
+        self.faiss_index, self.vectors = rebuilt, vectors
+        return dropped
+
+    def _checked(self, texts: Sequence[str], ids: Sequence[str] | None,
+                 metadata: Sequence[dict] | None) -> tuple[list[str], list[str], list[dict]]:
+        if isinstance(texts, str):
+            raise InputError("texts must be a list of documents, not one string")
+        texts = [normalize(t) if isinstance(t, str) else t for t in texts]
+        if ids is None:
+            first = self.documents.max_numeric_id() + 1
+            ids = [str(first + i) for i in range(len(texts))]
+        ids = [_check_id(i) for i in ids]
         metadata = [{} for _ in texts] if metadata is None else [dict(m) for m in metadata]
         if not len(ids) == len(metadata) == len(texts):
             raise InputError(f"got {len(texts)} texts, {len(ids)} ids and {len(metadata)} metadata records")
         seen: set[str] = set()
         for doc_id, text in zip(ids, texts):
-            if not text:
+            if not isinstance(text, str) or not text:
                 raise InputError(f"document {doc_id!r} is empty or whitespace only")
             if doc_id in seen:
                 raise InputError(f"duplicate document id {doc_id!r}")
             seen.add(doc_id)
-        if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int) or rerank_factor < 1:
-            raise InputError(f"rerank factor must be a whole number of at least 1, got {rerank_factor!r}")
-        spec = IndexSpec(kind=faiss_index.resolve_kind(kind, len(texts)), **params)
+        return texts, ids, metadata
+
+    def _append(self, texts: list[str], ids: list[str], metadata: list[dict], replaced: dict[str, int],
+                progress: BuildProgress | None) -> None:
+        """Encode first (the step that can fail or be interrupted), then change state."""
 
         def report(stage: str) -> Callable[[int], None] | None:
             return None if progress is None else (lambda n: progress(stage, n, len(texts)))
 
-        vectors = encoder.encode(texts, progress=report("encode"))
-        built = faiss_index.build(vectors, spec, progress=report("index"))
-        return cls(encoder, built, vectors, Documents.create(ids, texts, metadata), spec, rerank_factor)
+        vectors = self.encoder.encode(texts, progress=report("encode"))
+        start = self.rows
+        faiss_index.add(self.faiss_index, vectors, progress=report("index"))
+        self.vectors = np.concatenate([np.asarray(self.vectors, dtype=np.float32), vectors])
+        self.documents.delete(list(replaced.values()))
+        self.documents.insert(start, ids, texts, metadata)
 
     # -- search ------------------------------------------------------------------------
     def search(self, query: str, k: int = 10) -> list[Hit]:
@@ -183,17 +263,18 @@ class SearchIndex:
         for i, q in enumerate(texts):
             if not isinstance(q, str) or not q:
                 raise InputError(f"query #{i + 1} is empty or whitespace only; give some text to search for")
-        if not texts:
-            return []
+        if not texts or not len(self):
+            return [[] for _ in texts]
         encoded = self.encoder.encode(texts)
-        n = min(len(self), k * self.rerank_factor)
+        n = min(self.rows, k * self.rerank_factor + self.tombstones)
         found = faiss_index.candidates(self.faiss_index, self.spec, encoded, n)
         return [self._rerank(q, np.unique(pos[pos >= 0]), k) for q, pos in zip(encoded, found)]
 
     def _rerank(self, query: np.ndarray, positions: np.ndarray, k: int) -> list[Hit]:
-        scores = exp_neg_l1(query, self.vectors[positions])
         docs = self.documents.get(positions)
-        ranked = sorted(zip(scores.tolist(), positions.tolist()), key=lambda sp: (-sp[0], docs[sp[1]][0]))[:k]
+        live = [p for p in positions.tolist() if p in docs]
+        scores = exp_neg_l1(query, self.vectors[live]).tolist()
+        ranked = sorted(zip(scores, live), key=lambda sp: (-sp[0], docs[sp[1]][0]))[:k]
         return [Hit(rank, *docs[p][:2], score, docs[p][2]) for rank, (score, p) in enumerate(ranked, 1)]
 
     # -- on disk -----------------------------------------------------------------------
@@ -209,70 +290,68 @@ class SearchIndex:
             "dimension": self.encoder.dim,
             "index": self.spec.to_dict(),
             "rerank_factor": self.rerank_factor,
-            "counts": {"documents": len(self)},
+            "counts": {"documents": len(self), "rows": self.rows},
         }
 
     def save(self, path: str | Path) -> None:
-        """Write a new generation and commit it by replacing manifest.json (see module docstring)."""
+        """Commit this state as the next generation of ``path`` (see the module docstring).
+
+        If this index was loaded from ``path`` and another writer has committed since, the
+        save is refused rather than silently undoing that writer's changes.
+        """
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise InputError(f"{path}: exists and is not a directory; choose another index path")
-        existing = _generations(path)
-        if path.is_dir() and not existing and not (path / MANIFEST).exists() and any(
+        if path.is_dir() and not (path / MANIFEST).exists() and not _generations(path) and any(
                 not p.name.startswith(".") for p in path.iterdir()):
             raise InputError(f"{path}: exists and is not a siamsearch index; choose another path or empty it")
-        generation = max(existing, default=0) + 1
-        final = path / f"gen-{generation:06d}"
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=path))
+        with writer_lock(path):
+            committed = _committed_generation(path)
+            if self._origin is not None and self._origin[0] == path.resolve() and committed != self._origin[1]:
+                raise IndexDirectoryError(
+                    f"{path}: another writer changed it since it was loaded (generation {self._origin[1]} → "
+                    f"{committed}); load it again and repeat the change")
+            generation = max([*_generations(path), committed or 0]) + 1
+            final = path / f"gen-{generation:06d}"
             try:
-                faiss.write_index(self.faiss_index, str(stage / FAISS_FILE))
-                np.save(stage / VECTORS_FILE, np.asarray(self.vectors, dtype=np.float32))
-                self.documents.save(stage / DOCUMENTS_FILE)
-                (stage / ENCODER_DIR).mkdir()
-                self.encoder.write(stage / ENCODER_DIR)
-                fsync_tree(stage)
-                os.replace(stage, final)
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-            write_json_atomic(path / MANIFEST, self.manifest(generation))
-        except (OSError, RuntimeError, sqlite3.Error) as e:
-            raise SiamsearchError(f"{path}: cannot write the index ({e})") from None
-        for old in path.iterdir():  # older generations and leftovers of interrupted saves
-            if old != final and (GENERATION.fullmatch(old.name) or old.name.endswith(".tmp")):
-                shutil.rmtree(old, ignore_errors=True)
+                stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=path))
+                try:
+                    faiss.write_index(self.faiss_index, str(stage / FAISS_FILE))
+                    np.save(stage / VECTORS_FILE, np.asarray(self.vectors, dtype=np.float32))
+                    self.documents.save(stage / DOCUMENTS_FILE)
+                    (stage / ENCODER_DIR).mkdir()
+                    self.encoder.write(stage / ENCODER_DIR)
+                    fsync_tree(stage)
+                    os.replace(stage, final)
+                finally:
+                    shutil.rmtree(stage, ignore_errors=True)
+                write_json_atomic(path / MANIFEST, self.manifest(generation))
+            except (OSError, RuntimeError, sqlite3.Error) as e:
+                raise SiamsearchError(f"{path}: cannot write the index ({e})") from None
+            self._origin = (path.resolve(), generation)
+            keep = {final.name, f"gen-{committed or 0:06d}"}
+            for old in path.iterdir():  # older generations and leftovers of interrupted saves
+                if old.name not in keep and (GENERATION.fullmatch(old.name) or old.name.endswith(".tmp")):
+                    shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> SearchIndex:
         """Open an index folder. If ``encoder`` is given it must be the one the index was built with."""
         path = Path(path)
+        for attempt in range(LOAD_ATTEMPTS):
+            manifest = _read_manifest(path)
+            try:
+                return cls._open(path, manifest, encoder)
+            except IndexDirectoryError:
+                if attempt + 1 == LOAD_ATTEMPTS or _committed_generation(path) == manifest["generation"]:
+                    raise  # damaged, not merely replaced by a writer while we were opening it
+        raise AssertionError("unreachable")
 
-        def damaged(why: str) -> IndexDirectoryError:
-            return IndexDirectoryError(f"{path}: {why}; rebuild it with 'siamsearch build-index'")
-
-        if not (path / MANIFEST).is_file():
-            if not path.exists():
-                raise IndexDirectoryError(f"{path}: no such index; build one with 'siamsearch build-index'")
-            raise damaged(f"not a siamsearch index ({MANIFEST} is missing)")
-        try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-            if manifest.get("format") != INDEX_FORMAT:
-                raise ValueError("not a siamsearch index manifest")
-            if manifest.get("format_version") != INDEX_FORMAT_VERSION:
-                raise IndexDirectoryError(
-                    f"{path}: index format version {manifest.get('format_version')!r} is not supported by "
-                    f"siamsearch {__version__} (expects {INDEX_FORMAT_VERSION}); rebuild the index")
-            generation = manifest["generation"]
-            if isinstance(generation, bool) or not isinstance(generation, int) or not 0 < generation < 10**6:
-                raise ValueError("bad generation")
-            spec = IndexSpec.from_dict(manifest["index"])
-            fingerprint, dim = str(manifest["encoder_fingerprint"]), int(manifest["dimension"])
-            n_docs, rerank_factor = int(manifest["counts"]["documents"]), int(manifest["rerank_factor"])
-            if manifest.get("metric") != "L1" or rerank_factor < 1:
-                raise ValueError("bad metric or rerank factor")
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, InputError) as e:
-            raise damaged(f"{MANIFEST} is unreadable or invalid ({e})") from None
+    @classmethod
+    def _open(cls, path: Path, manifest: dict, encoder: Encoder | None) -> SearchIndex:
+        damaged = _damaged(path)
+        generation, fingerprint, dim = manifest["generation"], manifest["encoder_fingerprint"], manifest["dimension"]
+        n_docs, rows = manifest["counts"]["documents"], manifest["counts"]["rows"]
         data = path / f"gen-{generation:06d}"
         for name in (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR):
             if not (data / name).exists():
@@ -295,16 +374,53 @@ class SearchIndex:
             vectors = np.load(data / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
             built = faiss.read_index(str(data / FAISS_FILE))
             documents = Documents.open(data / DOCUMENTS_FILE)
+            top = documents.max_position()
         except (OSError, ValueError, RuntimeError, sqlite3.Error) as e:
-            raise damaged(f"a data file cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        if vectors.dtype != np.float32 or vectors.shape != (n_docs, dim):
-            raise damaged(f"{VECTORS_FILE} holds {vectors.shape} {vectors.dtype}, expected ({n_docs}, {dim}) float32")
-        if len(documents) != n_docs:
-            raise damaged(f"{DOCUMENTS_FILE} holds {len(documents)} documents, the manifest says {n_docs}")
-        problem = faiss_index.check(built, spec, n_docs, dim)
+            first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise damaged(f"a data file cannot be read ({first_line})") from None
+        if vectors.dtype != np.float32 or vectors.shape != (rows, dim):
+            raise damaged(f"{VECTORS_FILE} holds {vectors.shape} {vectors.dtype}, expected ({rows}, {dim}) float32")
+        if len(documents) != n_docs or top >= rows:
+            raise damaged(f"{DOCUMENTS_FILE} holds {len(documents)} documents up to row {top}, "
+                          f"the manifest says {n_docs} in {rows} rows")
+        spec = IndexSpec.from_dict(manifest["index"])
+        problem = faiss_index.check(built, spec, rows, dim)
         if problem:
             raise damaged(problem)
-        return cls(encoder, built, vectors, documents, spec, rerank_factor)
+        return cls(encoder, built, vectors, documents, spec, manifest["rerank_factor"], (path.resolve(), generation))
+
+
+def _damaged(path: Path) -> Callable[[str], IndexDirectoryError]:
+    return lambda why: IndexDirectoryError(f"{path}: {why}; rebuild it with 'siamsearch build-index'")
+
+
+def _read_manifest(path: Path) -> dict:
+    if not (path / MANIFEST).is_file():
+        if not path.exists():
+            raise IndexDirectoryError(f"{path}: no such index; build one with 'siamsearch build-index'")
+        raise _damaged(path)(f"not a siamsearch index ({MANIFEST} is missing)")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _damaged(path)(f"{MANIFEST} is unreadable ({e})") from None
+    if isinstance(manifest, dict) and manifest.get("format") == INDEX_FORMAT and \
+            manifest.get("format_version") != INDEX_FORMAT_VERSION:
+        raise IndexDirectoryError(
+            f"{path}: index format version {manifest.get('format_version')!r} is not supported by "
+            f"siamsearch {__version__} (expects {INDEX_FORMAT_VERSION}); rebuild the index")
+    try:
+        jsonschema.validate(manifest, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(map(str, e.absolute_path)) or "top level"
+        raise _damaged(path)(f"{MANIFEST} is invalid at {where}: {e.message[:200]}") from None
+    return manifest
+
+
+def _committed_generation(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _generations(path: Path) -> list[int]:

@@ -3,6 +3,8 @@
 Files are written to a temporary sibling, flushed to disk and renamed over the target
 (``os.replace`` is atomic on POSIX and Windows). Directories are staged beside their
 target and swapped in with two renames; if the swap fails the old directory is put back.
+Writers of one directory exclude each other with ``writer_lock`` (an ``flock`` on a
+``.lock`` file; released by the OS if the process dies, so a crash never leaves it stuck).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import SiamsearchError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer at a time is then up to the user
+    fcntl = None
 
 
 def fsync_path(path: Path) -> None:
@@ -94,3 +101,24 @@ def staged_directory(target: Path) -> Iterator[Path]:
         raise SiamsearchError(f"{target}: cannot write ({e.strerror})") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextmanager
+def writer_lock(directory: Path) -> Iterator[None]:
+    """Hold the directory's writer lock, or fail at once if another process holds it."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SiamsearchError(f"{directory}: cannot write ({e.strerror})") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SiamsearchError(
+                    f"{directory}: another process is writing it; try again when it has finished") from None
+        yield
+    finally:
+        os.close(fd)  # also releases the lock

@@ -114,12 +114,12 @@ def test_index_folder_is_self_contained_and_movable(saved_index, faq_index, tmp_
     assert SearchIndex.load(moved).search(QUERIES[1], 5) == faq_index.search(QUERIES[1], 5)
 
 
-def test_resaving_commits_a_new_generation_and_removes_the_old(faq_index, tmp_path):
+def test_resaving_commits_a_new_generation_and_keeps_only_the_previous_one(faq_index, tmp_path):
     path = tmp_path / "idx"
-    faq_index.save(path)
-    faq_index.save(path)
-    assert sorted(p.name for p in path.iterdir()) == ["gen-000002", "manifest.json"]
-    assert json.loads((path / "manifest.json").read_text())["generation"] == 2
+    for _ in range(3):
+        faq_index.save(path)
+    assert sorted(p.name for p in path.iterdir()) == [".lock", "gen-000002", "gen-000003", "manifest.json"]
+    assert json.loads((path / "manifest.json").read_text())["generation"] == 3
 
 
 def test_interrupted_save_leaves_the_existing_index_intact(faq_index, sample_encoder, saved_index, tmp_path, monkeypatch):
@@ -130,7 +130,7 @@ def test_interrupted_save_leaves_the_existing_index_intact(faq_index, sample_enc
     with pytest.raises(SiamsearchError, match="cannot write the index"):
         other.save(path)
     assert len(SearchIndex.load(path)) == 200
-    assert sorted(p.name for p in path.iterdir()) == ["gen-000001", "manifest.json"]
+    assert sorted(p.name for p in path.iterdir()) == [".lock", "gen-000001", "manifest.json"]
 
 
 def test_refuses_to_write_into_a_directory_that_is_not_an_index(faq_index, tmp_path):
@@ -165,13 +165,21 @@ def gen(path):
     return path / "gen-000001"
 
 
+def tamper(path, **changes):
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+
 @pytest.mark.parametrize(
     "how, message",
     [
         (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
         (lambda p: (p / "manifest.json").write_text("{"), "manifest.json is unreadable"),
-        (lambda p: (p / "manifest.json").write_text(json.dumps({"format": "siamsearch-index", "format_version": 1,
-                                                                 "generation": "../../etc"})), "manifest.json is unreadable"),
+        (lambda p: tamper(p, generation="../../etc"), "manifest.json is invalid at generation"),
+        (lambda p: tamper(p, index={"kind": "hnsw", "hnsw_m": 32, "ef_construction": 1, "ef_search": 1, "x": 1}),
+         "manifest.json is invalid at index: Additional properties"),
+        (lambda p: tamper(p, counts={"documents": 200, "rows": 199}), r"vectors.npy holds \(200, 64\) float32, expected \(199, 64\)"),
+        (lambda p: tamper(p, encoder_fingerprint="0" * 64), "does not match the manifest's fingerprint"),
         (lambda p: (gen(p) / "index.faiss").unlink(), "gen-000001/index.faiss is missing"),
         (lambda p: (gen(p) / "index.faiss").write_bytes(b"garbage"), "a data file cannot be read"),
         (lambda p: (gen(p) / "vectors.npy").write_bytes((gen(p) / "vectors.npy").read_bytes()[:1000]),
