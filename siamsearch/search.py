@@ -16,14 +16,15 @@ On disk (see ``indexes/README.md``)::
       manifest.json        the commit point: format, generation, fingerprint, kind, counts
       .lock                writers hold it (flock) while they commit
       gen-000007/
+        readers.lock       readers hold it (shared flock) while they open this generation
         index.faiss        FAISS index, METRIC_L1
         vectors.npy        (rows, 64) float32 encodings, the exact re-rank source (memory-mapped)
         documents.sqlite   position, id, text, metadata (JSON) of the live documents
         encoder/           a copy of the model directory the index was built with
 
 A save writes the next generation beside the current one, then atomically replaces
-``manifest.json`` to point at it, then deletes all but these two generations (the previous
-one stays for readers that are opening it). An interrupted save leaves the committed index
+``manifest.json`` to point at it, then deletes older generations that no reader is opening
+(those are left to the next save). An interrupted save leaves the committed index
 untouched. The manifest is validated against ``MANIFEST_SCHEMA`` and holds no paths, only a
 generation number, so a tampered manifest cannot point outside the folder.
 """
@@ -52,16 +53,17 @@ from .encoder import Encoder
 from .errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
 from .index import IndexSpec
 from .scoring import exp_neg_l1
-from .storage import fsync_tree, write_json_atomic, writer_lock
+from .storage import fsync_tree, reader_lock, remove_unless_read, write_json_atomic, writer_lock
 from .text import normalize
 
 INDEX_FORMAT = "siamsearch-index"
 INDEX_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.npy", "documents.sqlite", "encoder"
+READERS_LOCK = "readers.lock"
 GENERATION = re.compile(r"gen-(\d{6})")
 DEFAULT_RERANK_FACTOR = 4
-LOAD_ATTEMPTS = 3  # a reader retries when a writer commits and cleans up while it is opening
+LOAD_ATTEMPTS = 10  # a reader retries if a generation is removed between reading the manifest and locking it
 
 _COUNT = {"type": "integer", "minimum": 0}
 MANIFEST_SCHEMA = {
@@ -143,6 +145,11 @@ class SearchIndex:
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def generation(self) -> int | None:
+        """The committed generation this state was loaded from or last saved as (None: never saved)."""
+        return None if self._origin is None else self._origin[1]
 
     @property
     def rows(self) -> int:
@@ -319,6 +326,7 @@ class SearchIndex:
                     faiss.write_index(self.faiss_index, str(stage / FAISS_FILE))
                     np.save(stage / VECTORS_FILE, np.asarray(self.vectors, dtype=np.float32))
                     self.documents.save(stage / DOCUMENTS_FILE)
+                    (stage / READERS_LOCK).touch()
                     (stage / ENCODER_DIR).mkdir()
                     self.encoder.write(stage / ENCODER_DIR)
                     fsync_tree(stage)
@@ -329,23 +337,27 @@ class SearchIndex:
             except (OSError, RuntimeError, sqlite3.Error) as e:
                 raise SiamsearchError(f"{path}: cannot write the index ({e})") from None
             self._origin = (path.resolve(), generation)
-            keep = {final.name, f"gen-{committed or 0:06d}"}
             for old in path.iterdir():  # older generations and leftovers of interrupted saves
-                if old.name not in keep and (GENERATION.fullmatch(old.name) or old.name.endswith(".tmp")):
+                if GENERATION.fullmatch(old.name) and old != final:
+                    remove_unless_read(old, READERS_LOCK)
+                elif old.name.endswith(".tmp"):
                     shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> SearchIndex:
         """Open an index folder. If ``encoder`` is given it must be the one the index was built with."""
         path = Path(path)
-        for attempt in range(LOAD_ATTEMPTS):
+        for _ in range(LOAD_ATTEMPTS):
             manifest = _read_manifest(path)
+            data = path / f"gen-{manifest['generation']:06d}"
             try:
-                return cls._open(path, manifest, encoder)
-            except IndexDirectoryError:
-                if attempt + 1 == LOAD_ATTEMPTS or _committed_generation(path) == manifest["generation"]:
-                    raise  # damaged, not merely replaced by a writer while we were opening it
-        raise AssertionError("unreachable")
+                with reader_lock(data / READERS_LOCK):
+                    return cls._open(path, manifest, encoder)
+            except FileNotFoundError:
+                if _committed_generation(path) == manifest["generation"]:
+                    raise _damaged(path)(f"incomplete index, {data.name}/{READERS_LOCK} is missing") from None
+                # else a writer committed and removed this generation before we locked it: retry
+        raise IndexDirectoryError(f"{path}: it changed {LOAD_ATTEMPTS} times while being opened; try again")
 
     @classmethod
     def _open(cls, path: Path, manifest: dict, encoder: Encoder | None) -> SearchIndex:

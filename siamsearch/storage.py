@@ -5,6 +5,9 @@ Files are written to a temporary sibling, flushed to disk and renamed over the t
 target and swapped in with two renames; if the swap fails the old directory is put back.
 Writers of one directory exclude each other with ``writer_lock`` (an ``flock`` on a
 ``.lock`` file; released by the OS if the process dies, so a crash never leaves it stuck).
+Readers hold ``reader_lock`` (a shared ``flock``) on a directory only while they open its
+files, and ``remove_unless_read`` deletes a directory only when no reader holds it: once
+open, files stay readable on POSIX even after they are deleted.
 """
 
 from __future__ import annotations
@@ -122,3 +125,34 @@ def writer_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # also releases the lock
+
+
+@contextmanager
+def reader_lock(lock_file: Path) -> Iterator[None]:
+    """Hold a shared lock on ``lock_file`` (FileNotFoundError if it is gone: the directory was removed)."""
+    fd = os.open(lock_file, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_unless_read(directory: Path, lock_name: str) -> bool:
+    """Delete ``directory`` unless a reader holds its lock; False if busy (a later writer retries)."""
+    try:
+        fd = os.open(directory / lock_name, os.O_RDONLY)
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)

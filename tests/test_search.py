@@ -114,11 +114,11 @@ def test_index_folder_is_self_contained_and_movable(saved_index, faq_index, tmp_
     assert SearchIndex.load(moved).search(QUERIES[1], 5) == faq_index.search(QUERIES[1], 5)
 
 
-def test_resaving_commits_a_new_generation_and_keeps_only_the_previous_one(faq_index, tmp_path):
+def test_resaving_commits_a_new_generation_and_removes_the_old(faq_index, tmp_path):
     path = tmp_path / "idx"
     for _ in range(3):
         faq_index.save(path)
-    assert sorted(p.name for p in path.iterdir()) == [".lock", "gen-000002", "gen-000003", "manifest.json"]
+    assert sorted(p.name for p in path.iterdir()) == [".lock", "gen-000003", "manifest.json"]
     assert json.loads((path / "manifest.json").read_text())["generation"] == 3
 
 
@@ -186,7 +186,7 @@ def tamper(path, **changes):
          "a data file cannot be read|vectors.npy holds"),
         (lambda p: (gen(p) / "documents.sqlite").write_bytes(b"not a database" * 100), "a data file cannot be read"),
         (lambda p: (gen(p) / "encoder" / "vocab.json").unlink(), "its encoder copy is damaged"),
-        (lambda p: shutil.rmtree(gen(p)), "gen-000001/index.faiss is missing"),
+        (lambda p: shutil.rmtree(gen(p)), "gen-000001/readers.lock is missing"),
     ],
 )
 def test_damaged_index_directories_are_refused(saved_index, tmp_path, how, message):

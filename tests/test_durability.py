@@ -1,0 +1,116 @@
+"""Crash safety (kill -9 at random moments) and concurrent readers, against a real writer process."""
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from siamsearch import SearchIndex
+
+WRITER = Path(__file__).with_name("index_writer.py")
+QUERIES = ["退款多久", "发票", "会员积分", "快递"]
+TRIALS = 30
+
+
+@pytest.fixture(scope="module")
+def base_index(sample_encoder, sample_faq, tmp_path_factory):
+    path = tmp_path_factory.mktemp("base") / "idx"
+    SearchIndex.build(sample_faq.texts[:40], sample_encoder, ids=sample_faq.ids[:40]).save(path)
+    return path
+
+
+def read_log(path: Path) -> list[dict]:
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # the writer died in the middle of this line
+            break
+    return records
+
+
+def docs_of(index: SearchIndex) -> dict[str, str]:
+    return {i: t for i, t, _ in index.documents.items()}
+
+
+def answers_match_a_fresh_build(index: SearchIndex, state: dict[str, str]) -> bool:
+    ids = sorted(state)
+    fresh = SearchIndex.build([state[i] for i in ids], index.encoder, ids=ids, kind="flat")
+    strip = lambda results: [[(h.id, h.text, h.score) for h in hits] for hits in results]  # noqa: E731
+    return strip(index.search_batch(QUERIES, 5)) == strip(fresh.search_batch(QUERIES, 5)) or index.kind == "hnsw" and \
+        [{h.id for h in hits} for hits in index.search_batch(QUERIES, 5)] == \
+        [{h.id for h in hits} for hits in fresh.search_batch(QUERIES, 5)]
+
+
+def wait_until_ready(log: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and any(r.get("ready") for r in read_log(log)):
+            return
+        assert proc.poll() is None, f"writer exited early: {proc.stderr.read()}"
+        time.sleep(0.05)
+    raise TimeoutError("writer did not start")
+
+
+def test_kill_9_at_random_moments_leaves_the_last_committed_state(base_index, tmp_path):
+    rng = random.Random(20261124)
+    outcomes = {"committed": 0, "pending": 0}
+    for trial in range(TRIALS):
+        path, log = tmp_path / f"t{trial}", tmp_path / f"t{trial}.log"
+        shutil.copytree(base_index, path)
+        proc = subprocess.Popen([sys.executable, str(WRITER), str(path), str(log), str(trial), "1000"],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until_ready(log, proc)
+            time.sleep(rng.uniform(0, 1.5))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        records = read_log(log)
+        last = max(i for i, r in enumerate(records) if "committed" in r)
+        committed = records[last]["committed"]
+        pending = next((r["pending"] for r in records[last + 1 :] if "pending" in r), None)
+
+        index = SearchIndex.load(path)  # opens without error after any kill
+        docs = docs_of(index)
+        assert docs == committed or docs == pending, f"trial {trial}: state is neither committed nor pending"
+        outcomes["committed" if docs == committed else "pending"] += 1
+        assert answers_match_a_fresh_build(index, docs), f"trial {trial}: answers differ from a fresh build"
+        index.add(["崩溃之后还能继续写入"])  # the lock died with the writer: the next writer can commit
+        index.save(path)
+        assert len(SearchIndex.load(path)) == len(docs) + 1
+    assert sum(outcomes.values()) == TRIALS
+
+
+def test_readers_see_only_committed_states_while_a_writer_works(base_index, tmp_path):
+    path, log = tmp_path / "idx", tmp_path / "w.log"
+    shutil.copytree(base_index, path)
+    proc = subprocess.Popen([sys.executable, str(WRITER), str(path), str(log), "7", "150"],
+                            stderr=subprocess.PIPE, text=True)
+    encoder = SearchIndex.load(base_index).encoder
+    seen: dict[int, dict[str, str]] = {}
+    loads = 0
+    try:
+        wait_until_ready(log, proc)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            # must never fail, whatever the writer is doing; every other load brings its own encoder
+            index = SearchIndex.load(path, encoder if loads % 2 else None)
+            index.search_batch(QUERIES, 5)
+            seen.setdefault(index.generation, docs_of(index))
+            loads += 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()
+    committed = {r["generation"]: r["committed"] for r in read_log(log) if "committed" in r}
+    assert loads >= 20 and len(seen) >= 10, (loads, len(seen))
+    for generation, docs in seen.items():
+        assert docs == committed[generation], f"generation {generation} was seen in a state never committed"
