@@ -134,6 +134,8 @@ def reader_lock(lock_file: Path) -> Iterator[None]:
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_SH)
+        if os.fstat(fd).st_nlink == 0:  # we waited on a writer that was deleting the directory
+            raise FileNotFoundError(lock_file)
         yield
     finally:
         os.close(fd)
