@@ -35,6 +35,7 @@ SENTENCE1_NAMES = {"sentence1", "sentence_1", "s1", "text_a", "text1", "question
 SENTENCE2_NAMES = {"sentence2", "sentence_2", "s2", "text_b", "text2", "question2", "query2", "q2"}
 LABEL_NAMES = {"label", "labels", "is_duplicate", "similar", "y"}
 CORPUS_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson"}
+FIELD_LIMIT = 64 << 20  # characters in one field (csv's default, 131,072, refuses 1 MB lines)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def _rows(path: Path, text: str) -> tuple[list[list[str]], list[int]]:
     else:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     rows, lines = [], []
+    limit = csv.field_size_limit(FIELD_LIMIT)
     try:
         start = 1
         for row in reader:
@@ -109,16 +111,19 @@ def _rows(path: Path, text: str) -> tuple[list[list[str]], list[int]]:
             start = reader.line_num + 1
     except csv.Error as e:
         raise InputError(f"{path} line {reader.line_num}: {e}") from None
+    finally:
+        csv.field_size_limit(limit)
     return rows, lines
 
 
-def _parse_label(value: str, where: str) -> float:
+def _parse_label(value: str, where: str, first_row: bool) -> float:
     try:
         label = float(value)
     except ValueError:
         label = -1.0
     if label not in (0.0, 1.0):
-        raise InputError(f"{where}: label {value.strip()!r} is not 0 or 1")
+        hint = "; if line 1 is a header, name the columns with --columns" if first_row else ""
+        raise InputError(f"{where}: label {value.strip()[:40]!r} is not 0 or 1{hint}")
     return label
 
 
@@ -173,7 +178,7 @@ def read_pairs(path: str | Path, columns: Sequence[str | int] | None = None) -> 
             raise InputError(f"{where}: {'sentence1' if not a else 'sentence2'} is empty")
         left.append(a)
         right.append(b)
-        labels.append(_parse_label(row[idx[2]], where))
+        labels.append(_parse_label(row[idx[2]], where, first_row=line == 1))
     if not labels:
         raise InputError(f"{path}: no pairs found below the header")
     return Pairs(left, right, np.asarray(labels, dtype=np.float32), str(path))

@@ -31,6 +31,7 @@ generation number, so a tampered manifest cannot point outside the folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -66,18 +67,20 @@ DEFAULT_RERANK_FACTOR = 4
 LOAD_ATTEMPTS = 10  # a reader retries if a generation is removed between reading the manifest and locking it
 
 _COUNT = {"type": "integer", "minimum": 0}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+HASHED_FILES = (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE)
 MANIFEST_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "required": ["format", "format_version", "siamsearch_version", "generation", "created", "encoder_fingerprint",
-                 "metric", "dimension", "index", "rerank_factor", "counts"],
+                 "metric", "dimension", "index", "rerank_factor", "counts", "files"],
     "properties": {
         "format": {"const": INDEX_FORMAT},
         "format_version": {"const": INDEX_FORMAT_VERSION},
         "siamsearch_version": {"type": "string"},
         "generation": {"type": "integer", "minimum": 1, "maximum": 999_999},
         "created": {"type": "string"},
-        "encoder_fingerprint": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "encoder_fingerprint": _SHA256,
         "metric": {"const": "L1"},
         "dimension": {"type": "integer", "minimum": 1},
         "index": {
@@ -91,6 +94,8 @@ MANIFEST_SCHEMA = {
         "rerank_factor": {"type": "integer", "minimum": 1},
         "counts": {"type": "object", "additionalProperties": False, "required": ["documents", "rows"],
                    "properties": {"documents": _COUNT, "rows": _COUNT}},
+        "files": {"type": "object", "additionalProperties": False, "required": list(HASHED_FILES),
+                  "properties": {name: _SHA256 for name in HASHED_FILES}},
     },
 }
 
@@ -285,7 +290,7 @@ class SearchIndex:
         return [Hit(rank, *docs[p][:2], score, docs[p][2]) for rank, (score, p) in enumerate(ranked, 1)]
 
     # -- on disk -----------------------------------------------------------------------
-    def manifest(self, generation: int) -> dict:
+    def manifest(self, generation: int, files: dict[str, str]) -> dict:
         return {
             "format": INDEX_FORMAT,
             "format_version": INDEX_FORMAT_VERSION,
@@ -298,6 +303,7 @@ class SearchIndex:
             "index": self.spec.to_dict(),
             "rerank_factor": self.rerank_factor,
             "counts": {"documents": len(self), "rows": self.rows},
+            "files": files,
         }
 
     def save(self, path: str | Path) -> None:
@@ -330,10 +336,11 @@ class SearchIndex:
                     (stage / ENCODER_DIR).mkdir()
                     self.encoder.write(stage / ENCODER_DIR)
                     fsync_tree(stage)
+                    files = {name: _sha256(stage / name) for name in HASHED_FILES}
                     os.replace(stage, final)
                 finally:
                     shutil.rmtree(stage, ignore_errors=True)
-                write_json_atomic(path / MANIFEST, self.manifest(generation))
+                write_json_atomic(path / MANIFEST, self.manifest(generation, files))
             except (OSError, RuntimeError, sqlite3.Error) as e:
                 raise SiamsearchError(f"{path}: cannot write the index ({e})") from None
             self._origin = (path.resolve(), generation)
@@ -368,6 +375,9 @@ class SearchIndex:
         for name in (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR):
             if not (data / name).exists():
                 raise damaged(f"incomplete index, {data.name}/{name} is missing")
+        for name, digest in manifest["files"].items():  # catches truncated, corrupted and swapped files
+            if _sha256(data / name) != digest:
+                raise damaged(f"{data.name}/{name} does not match the checksum in {MANIFEST}")
 
         if encoder is not None and encoder.fingerprint != fingerprint:
             raise IndexDirectoryError(
@@ -400,6 +410,14 @@ class SearchIndex:
         if problem:
             raise damaged(problem)
         return cls(encoder, built, vectors, documents, spec, manifest["rerank_factor"], (path.resolve(), generation))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _damaged(path: Path) -> Callable[[str], IndexDirectoryError]:

@@ -158,3 +158,25 @@ def test_train_with_a_garbage_vectors_file_is_one_error_line(tmp_path):
     result = run("train", SAMPLE_PAIRS, "--vectors", tmp_path / "v.bin", "--out", tmp_path / "m")
     assert result.exit_code == 1 and "damaged or not a word2vec file" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_add_remove_compact(workdir, model, tmp_path):
+    out = tmp_path / "idx"
+    assert run("build-index", SAMPLE_FAQ, "--model", model[0], "--text-column", "question", "--out", out).exit_code == 0
+    (tmp_path / "more.tsv").write_text("id\tquestion\tanswer\nfaq-001\t改过的注册问题\t新答案\nnew-1\t全新的问题\t答\n")
+    result = run("add", "--index", out, tmp_path / "more.tsv", "--text-column", "question")
+    assert result.exit_code == 0, result.output
+    assert "added 1 and replaced 1 documents" in result.output and "now holds 201" in result.output
+    (tmp_path / "plain.txt").write_text("没有编号的新问题\n")
+    assert "added 1 and replaced 0" in run("add", "--index", out, tmp_path / "plain.txt").output
+    hit = json.loads(run("query", "--index", out, "--json", "-k", 1, "改过的注册问题").output)["hits"][0]
+    assert (hit["id"], hit["metadata"]["answer"]) == ("faq-001", "新答案")
+
+    (tmp_path / "ids.txt").write_text("faq-003\n\nfaq-004\n")
+    result = run("remove", "--index", out, "faq-002", "--ids-file", tmp_path / "ids.txt")
+    assert result.exit_code == 0 and "removed 3 documents" in result.output and "199" in result.output
+    result = run("remove", "--index", out, "faq-005", "no-such-id")
+    assert result.exit_code == 1 and "no document with id 'no-such-id'; nothing was removed" in result.output
+    assert "dropped 4 tombstones" in run("compact", "--index", out).output
+    ids = {h["id"] for h in json.loads(run("query", "--index", out, "--json", "-k", 300, "问题").output)["hits"]}
+    assert len(ids) == 199 and "faq-005" in ids and not {"faq-002", "faq-003", "faq-004"} & ids
