@@ -97,7 +97,7 @@ def _rows(path: Path, text: str) -> tuple[list[list[str]], list[int]]:
     """Split a delimited file into rows, with the line number each row starts on."""
     first = text.split("\n", 1)[0]
     if path.suffix.lower() == ".csv" and "\t" not in first:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     else:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     rows, lines = [], []

@@ -1,0 +1,313 @@
+"""The catalogue of hostile inputs (docs/hostile-inputs.md), one test per row, plus fuzzing.
+
+Each case either raises one clear SiamsearchError line or is accepted as documented; none
+may raise anything else, hang, or run code from data. ``test_catalogue_matches_the_docs``
+keeps this file and the table one to one.
+"""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from siamsearch import Encoder, SearchIndex
+from siamsearch.data import read_corpus, read_pairs
+from siamsearch.errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
+from siamsearch.text import OOV_ID, Vocabulary, normalize
+
+CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "hostile-inputs.md"
+CASES: dict[str, object] = {}
+
+
+def case(name):
+    def register(fn):
+        CASES[name] = fn
+        return fn
+    return register
+
+
+def one_line_error(exc_type, fn, *args, match=None, **kwargs):
+    with pytest.raises(exc_type, match=match) as e:
+        fn(*args, **kwargs)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 600, str(e.value)
+    return str(e.value)
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(sample_encoder, tmp_path_factory):
+    path = tmp_path_factory.mktemp("hostile") / "model"
+    sample_encoder.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def index_dir(sample_encoder, sample_faq, tmp_path_factory):
+    path = tmp_path_factory.mktemp("hostile") / "index"
+    SearchIndex.build(sample_faq.texts, sample_encoder, ids=sample_faq.ids).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_index(sample_encoder):
+    return SearchIndex.build(["怎么退货", "运费多少", "发票"], sample_encoder)
+
+
+# -- files ------------------------------------------------------------------------------
+
+@case("invalid-utf8")
+def test_invalid_utf8(tmp_path):
+    one_line_error(InputError, read_pairs, write(tmp_path / "p.tsv", b"a\tb\t1\nc\xff\xfed\te\t0\n"),
+                   match="line 2: not valid UTF-8")
+    one_line_error(InputError, read_corpus, write(tmp_path / "c.txt", b"ok\n\xc3\x28\n"), match="line 2: not valid UTF-8")
+
+
+@case("nul-and-control-characters")
+def test_nul_and_control_characters(tmp_path, small_index):
+    p = read_pairs(write(tmp_path / "p.tsv", "a\x00b\tc\x07\x1bd\t1\n"))
+    assert p.left == ["a\x00b"] and p.right == ["c\x07\x1bd"]  # characters like any other
+    c = read_corpus(write(tmp_path / "c.txt", "x\x00y\n"))
+    assert c.texts == ["x\x00y"]
+    assert len(small_index.search("\x00\x07退", 2)) == 2
+
+
+@case("megabyte-lines")
+def test_megabyte_lines(tmp_path, small_index, sample_encoder):
+    big = "退" * (1 << 20)
+    p = read_pairs(write(tmp_path / "p.tsv", f"{big}\t短句\t1\n"))
+    assert len(p.left[0]) == 1 << 20
+    c = read_corpus(write(tmp_path / "c.csv", f'text\n"{big}"\n'))
+    assert len(c.texts[0]) == 1 << 20
+    index = SearchIndex.build([big, "运费"], sample_encoder)  # encoded by its first max_length characters
+    assert index.search(big, 1)[0].text == big
+    assert small_index.search(big, 1)  # a 1 MB query is answered too
+
+
+@case("emoji-and-mixed-scripts")
+def test_emoji_and_mixed_scripts(tmp_path, small_index, sample_encoder):
+    text = "退款😀🇨🇳 Привет مرحبا e\u0301 ﷽"
+    c = read_corpus(write(tmp_path / "c.txt", text + "\n"))
+    assert c.texts == [text]
+    ids = sample_encoder.vocab.ids(text, 100)
+    assert OOV_ID in ids and len(ids) == len(text)
+    assert SearchIndex.build([text], sample_encoder).search(text, 1)[0].score == 1.0
+
+
+@case("blank-documents")
+def test_blank_documents(tmp_path, sample_encoder):
+    c = read_corpus(write(tmp_path / "c.txt", "一\n\n \t\n\ufeff\n二\n"))
+    assert c.texts == ["一", "二"] and c.ids == ["1", "5"] and c.skipped == 3
+    one_line_error(InputError, SearchIndex.build, ["ok", "  "], sample_encoder, match="document '1' is empty")
+
+
+@case("duplicate-ids")
+def test_duplicate_ids(tmp_path, sample_encoder):
+    one_line_error(InputError, read_corpus, write(tmp_path / "c.tsv", "id\ttext\n7\ta\n7\tb\n"),
+                   match="line 3: duplicate id '7' \\(first on line 2\\)")
+    one_line_error(InputError, SearchIndex.build, ["a", "b"], sample_encoder, ids=["x", "x"], match="duplicate")
+
+
+@case("ids-with-tabs-or-newlines")
+def test_ids_with_tabs_or_newlines(tmp_path, sample_encoder):
+    c = read_corpus(write(tmp_path / "c.jsonl", json.dumps({"id": "a\tb", "text": "x"}) + "\n"))
+    one_line_error(InputError, SearchIndex.build, c.texts, sample_encoder, ids=c.ids, match="ids must be one line")
+    one_line_error(InputError, SearchIndex.build, ["x"], sample_encoder, ids=["a\nb"], match="ids must be one line")
+
+
+@case("label-spellings")
+def test_label_spellings(tmp_path):
+    ok = read_pairs(write(tmp_path / "ok.tsv", "a\tb\t1.0\nc\td\t 1\ne\tf\t0.0\ng\th\t0 \n"))
+    assert ok.labels.tolist() == [1.0, 1.0, 0.0, 0.0]
+    for bad in ["yes", "true", "2", "-1", "0.5", "nan", "inf", ""]:
+        one_line_error(InputError, read_pairs, write(tmp_path / "bad.tsv", f"a\tb\t1\nc\td\t{bad}\n"),
+                       match="line 2: label .* is not 0 or 1")
+
+
+@case("header-lines")
+def test_header_lines(tmp_path):
+    named = read_pairs(write(tmp_path / "h.tsv", "sentence1\tsentence2\tlabel\n甲\t乙\t0\n"))
+    assert named.left == ["甲"]
+    message = one_line_error(InputError, read_pairs, write(tmp_path / "u.tsv", "first\tsecond\tsame\n甲\t乙\t0\n"),
+                             match="line 1: label 'same' is not 0 or 1")
+    assert "name the columns with --columns" in message
+    assert read_pairs(tmp_path / "u.tsv", ["first", "second", "same"]).right == ["乙"]
+
+
+@case("quoted-csv-fields")
+def test_quoted_csv_fields(tmp_path):
+    c = read_corpus(write(tmp_path / "c.csv", 'id,text\n1,"tab\there, ""quote"" and\nnew line"\n'))
+    assert c.texts == ['tab\there, "quote" and\nnew line']
+    p = read_pairs(write(tmp_path / "p.csv", 'sentence1,sentence2,label\n"a\tb","c\nd",1\n'))
+    assert (p.left, p.right) == (["a\tb"], ["c\nd"])
+    one_line_error(InputError, read_corpus, write(tmp_path / "bad.csv", 'text\n"never closed\n'),
+                   match="line 2: unexpected end of data")
+
+
+@case("binary-pair-file")
+def test_binary_pair_file(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    one_line_error(InputError, read_pairs, write(tmp_path / "p.tsv", png), match="not valid UTF-8")
+    one_line_error(InputError, read_corpus, write(tmp_path / "c.txt", png), match="not valid UTF-8")
+
+
+@case("corpus-of-0-or-1-documents")
+def test_corpus_of_0_or_1_documents(tmp_path, sample_encoder):
+    one_line_error(InputError, read_corpus, write(tmp_path / "c.txt", ""), match="no documents")
+    one_line_error(InputError, SearchIndex.build, [], sample_encoder, match="the corpus is empty")
+    index = SearchIndex.build(["唯一的文档"], sample_encoder)
+    index.save(tmp_path / "one")
+    assert [h.id for h in SearchIndex.load(tmp_path / "one").search("文档", 10)] == ["0"]
+
+
+@case("k-larger-than-corpus")
+def test_k_larger_than_corpus(small_index):
+    assert len(small_index.search("退货", 1000)) == 3
+    one_line_error(InputError, small_index.search, "退货", 0, match="k must be")
+
+
+@case("queries-of-unknown-characters")
+def test_queries_of_unknown_characters(small_index, sample_encoder):
+    hits = small_index.search("ꙮꙮ𓀀", 3)
+    assert len(hits) == 3 and all(0 < h.score <= 1 for h in hits)
+    assert set(sample_encoder.vocab.ids("ꙮꙮ𓀀", 10)) == {OOV_ID}
+    one_line_error(InputError, small_index.search, " \ufeff ", 3, match="empty or whitespace only")
+
+
+# -- directories ---------------------------------------------------------------------
+
+def damaged_copy(src: Path, dst: Path, how) -> Path:
+    shutil.copytree(src, dst)
+    how(dst)
+    return dst
+
+
+@case("model-directory-missing-truncated-or-swapped-file")
+def test_model_directory_missing_truncated_or_swapped_file(model_dir, tmp_path, sample_encoder):
+    other = tmp_path / "other"
+    from siamsearch import TrainConfig, read_pairs as rp, train
+    from siamsearch.demo import SAMPLE_PAIRS
+
+    train(rp(SAMPLE_PAIRS), config=TrainConfig(epochs=1, seed=5, max_length=50)).save(other)
+    cases = {
+        "missing": (lambda d: (d / "encoder.weights.h5").unlink(), "encoder.weights.h5 is missing"),
+        "truncated": (lambda d: write(d / "encoder.weights.h5", (d / "encoder.weights.h5").read_bytes()[:4096]),
+                      "encoder.weights.h5 cannot be read"),
+        "swapped": (lambda d: shutil.copy(other / "encoder.weights.h5", d / "encoder.weights.h5"),
+                    "do not match the fingerprint"),
+        "swapped-config": (lambda d: shutil.copy(other / "config.json", d / "config.json"),
+                           "do not match the fingerprint"),
+    }
+    for name, (how, message) in cases.items():
+        one_line_error(ModelDirectoryError, Encoder.load, damaged_copy(model_dir, tmp_path / name, how), match=message)
+
+
+@case("index-directory-missing-truncated-or-swapped-file")
+def test_index_directory_missing_truncated_or_swapped_file(index_dir, tmp_path, sample_encoder, sample_faq):
+    other = tmp_path / "other"
+    texts = list(reversed(sample_faq.texts))
+    SearchIndex.build(texts, sample_encoder, ids=sample_faq.ids).save(other)  # same size, other content
+    gen = "gen-000001"
+    cases = {
+        "missing": (lambda d: (d / gen / "documents.sqlite").unlink(), "documents.sqlite is missing"),
+        "truncated": (lambda d: write(d / gen / "index.faiss", (d / gen / "index.faiss").read_bytes()[:999]),
+                      "index.faiss does not match the checksum"),
+        "swapped-vectors": (lambda d: shutil.copy(other / gen / "vectors.npy", d / gen / "vectors.npy"),
+                            "vectors.npy does not match the checksum"),
+        "swapped-manifest": (lambda d: shutil.copy(other / "manifest.json", d / "manifest.json"),
+                             "does not match the checksum"),
+        "missing-encoder-file": (lambda d: (d / gen / "encoder" / "config.json").unlink(), "encoder copy is damaged"),
+    }
+    for name, (how, message) in cases.items():
+        one_line_error(IndexDirectoryError, SearchIndex.load, damaged_copy(index_dir, tmp_path / name, how),
+                       match=message)
+
+
+@case("manifest-paths-outside-the-directory")
+def test_manifest_paths_outside_the_directory(index_dir, tmp_path):
+    def tamper(**changes):
+        def how(d):
+            m = json.loads((d / "manifest.json").read_text())
+            (d / "manifest.json").write_text(json.dumps({**m, **changes}))
+        return how
+
+    for n, changes in enumerate([{"generation": "../../etc"}, {"generation": -1}, {"data": "/etc/passwd"},
+                                 {"files": {"index.faiss": "../../../x"}}]):
+        one_line_error(IndexDirectoryError, SearchIndex.load, damaged_copy(index_dir, tmp_path / str(n), tamper(**changes)),
+                       match="manifest.json is invalid")
+
+
+@case("tampered-model-or-index")
+def test_tampered_model_or_index(model_dir, index_dir, tmp_path):
+    """No code from data: extra settings in config.json (a Lambda layer, say) or a pickled vectors file are refused."""
+    def add_lambda(d):
+        c = json.loads((d / "config.json").read_text())
+        c["encoder"]["layers"] = [{"class_name": "Lambda", "config": {"function": "__import__('os').system('x')"}}]
+        (d / "config.json").write_text(json.dumps(c))
+
+    one_line_error(ModelDirectoryError, Encoder.load, damaged_copy(model_dir, tmp_path / "m", add_lambda),
+                   match="invalid configuration")
+
+    def pickled_vectors(d):
+        np.save(d / "gen-000001" / "vectors.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+        m = json.loads((d / "manifest.json").read_text())
+        from siamsearch.search import _sha256
+        m["files"]["vectors.npy"] = _sha256(d / "gen-000001" / "vectors.npy")  # a tamperer fixes the checksum
+        (d / "manifest.json").write_text(json.dumps(m))
+
+    one_line_error(IndexDirectoryError, SearchIndex.load, damaged_copy(index_dir, tmp_path / "i", pickled_vectors),
+                   match="a data file cannot be read")
+
+
+# -- fuzzing -------------------------------------------------------------------------
+
+@case("fuzz-text-to-ids")
+@given(st.text(max_size=300), st.integers(1, 120))
+def test_fuzz_text_to_ids(text, max_length):
+    vocab = Vocabulary.fit(["退款运费abc", text[:20]])
+    ids = vocab.ids(text, max_length)
+    assert len(ids) == min(len(normalize(text)), max_length)
+    assert all(1 <= i < len(vocab) for i in ids)
+    assert normalize(normalize(text)) == normalize(text)
+
+
+@case("fuzz-file-readers")
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150)
+@given(data=st.one_of(st.binary(max_size=400), st.text(alphabet=st.sampled_from('ab退\t\n\r",01 \ufeff\x00{}:'),
+                                                        max_size=200).map(str.encode)),
+       suffix=st.sampled_from([".tsv", ".csv", ".txt", ".jsonl"]))
+def test_fuzz_file_readers(tmp_path_factory, data, suffix):
+    path = write(tmp_path_factory.mktemp("fuzz") / f"f{suffix}", data)
+    for reader in (read_pairs, read_corpus):
+        try:
+            reader(path)
+        except SiamsearchError as e:
+            assert "\n" not in str(e)
+
+
+@case("fuzz-search")
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
+@given(query=st.text(max_size=60), k=st.integers(-2, 8))
+def test_fuzz_search(small_index, sample_encoder, query, k):
+    try:
+        hits = small_index.search(query, k)
+    except InputError as e:
+        assert not normalize(query) or k < 1, e
+        return
+    assert len(hits) == min(k, 3)
+    for h in hits:
+        assert abs(h.score - sample_encoder.similarity(query, h.text)) < 1e-5
+
+
+def test_catalogue_matches_the_docs():
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", CATALOGUE.read_text(encoding="utf-8"), flags=re.M)
+    assert sorted(documented) == sorted(CASES), "docs/hostile-inputs.md and tests/test_hostile.py differ"
+    assert len(documented) == len(set(documented))
