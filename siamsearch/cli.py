@@ -327,7 +327,8 @@ def demo(workdir: Path, epochs: int) -> None:
     from .demo import SAMPLE_FAQ, SAMPLE_PAIRS, run_demo
 
     started = time.perf_counter()
-    click.echo(f"training on {SAMPLE_PAIRS.name} (bundled sample, 1,000 pairs), {epochs} epochs", err=True)
+    click.echo(f"training on {SAMPLE_PAIRS.name} (bundled sample, 1,000 pairs), {epochs} "
+               f"epoch{'s' if epochs > 1 else ''}", err=True)
 
     def report(epoch: int, total: int, logs: dict) -> None:
         if epoch == total or epoch % 5 == 0:

@@ -9,14 +9,36 @@ Encoder: ids → frozen Embedding(300, padding masked) → BiLSTM(128, sequences
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow C++ info and warnings
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide C++ log lines; real failures still raise
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers, ops  # noqa: E402
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """TensorFlow 2.21's C++ runtime writes start-up notices (the oneDNN line, the absl
+    preamble) straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says; a CLI whose
+    errors are one line cannot print four lines of noise first. Only the import is silenced:
+    a failing import still raises its Python exception after stderr is restored."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _native_stderr_silenced():
+    import keras
+    import tensorflow as tf
+    from keras import layers, ops
 
 
 def _configure_threads() -> None:
