@@ -101,8 +101,10 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
       siamsearch train atec.csv --columns 2,3,4 --out models/atec
     """
     from .data import read_pairs
+    from .encoder import check_model_path
     from .training import TrainConfig, train as train_model
 
+    check_model_path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed)
     train_pairs = read_pairs(pairs, _columns(columns))
     valid_pairs = read_pairs(valid, _columns(columns)) if valid else None
@@ -154,9 +156,10 @@ def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, text
     """
     from .data import read_corpus
     from .encoder import Encoder
-    from .search import SearchIndex
+    from .search import SearchIndex, check_index_path
 
     out = out or Path("indexes") / corpus.stem
+    check_index_path(out)
     docs = read_corpus(corpus, text_column, id_column)
     encoder = Encoder.load(model_dir)
     started = time.perf_counter()

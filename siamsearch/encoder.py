@@ -100,8 +100,14 @@ class Encoder:
 
     # -- model directory ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the model directory atomically (a failed save leaves an existing one intact)."""
-        with staged_directory(Path(path)) as stage:
+        """Write the model directory atomically (a failed save leaves an existing one intact).
+
+        An existing path is replaced only if it is an empty directory or a siamsearch model
+        directory: ``--out .`` must never wipe a user's folder.
+        """
+        path = Path(path)
+        check_model_path(path)
+        with staged_directory(path) as stage:
             self.write(stage)
 
     def write(self, directory: Path) -> None:
@@ -161,3 +167,15 @@ class Encoder:
         if encoder.fingerprint != config_doc.get("fingerprint"):
             raise damaged("weights or vocabulary do not match the fingerprint in config.json")
         return encoder
+
+
+def check_model_path(path: Path) -> None:
+    """Refuse an output path that exists and is neither empty nor a model directory (before hours of training)."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    try:
+        is_model = json.loads((path / CONFIG).read_text(encoding="utf-8")).get("format") == MODEL_FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        is_model = False
+    if not is_model:
+        raise InputError(f"{path}: exists and is not a siamsearch model directory; choose another output path")

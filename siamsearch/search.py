@@ -313,11 +313,7 @@ class SearchIndex:
         save is refused rather than silently undoing that writer's changes.
         """
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise InputError(f"{path}: exists and is not a directory; choose another index path")
-        if path.is_dir() and not (path / MANIFEST).exists() and not _generations(path) and any(
-                not p.name.startswith(".") for p in path.iterdir()):
-            raise InputError(f"{path}: exists and is not a siamsearch index; choose another path or empty it")
+        check_index_path(path)
         with writer_lock(path):
             committed = _committed_generation(path)
             if self._origin is not None and self._origin[0] == path.resolve() and committed != self._origin[1]:
@@ -410,6 +406,15 @@ class SearchIndex:
         if problem:
             raise damaged(problem)
         return cls(encoder, built, vectors, documents, spec, manifest["rerank_factor"], (path.resolve(), generation))
+
+
+def check_index_path(path: Path) -> None:
+    """Refuse an index path that exists and is neither empty nor an index (before encoding a corpus)."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory; choose another index path")
+    if path.is_dir() and not (path / MANIFEST).exists() and not _generations(path) and any(
+            not p.name.startswith(".") for p in path.iterdir()):
+        raise InputError(f"{path}: exists and is not a siamsearch index; choose another path or empty it")
 
 
 def _sha256(path: Path) -> str:

@@ -2,7 +2,9 @@
 
 Files are written to a temporary sibling, flushed to disk and renamed over the target
 (``os.replace`` is atomic on POSIX and Windows). Directories are staged beside their
-target and swapped in with two renames; if the swap fails the old directory is put back.
+target and exchanged with it atomically (Linux ``renameat2(RENAME_EXCHANGE)``); where
+that call is missing they are swapped in with two renames, and if the second fails the
+old directory is put back.
 Writers of one directory exclude each other with ``writer_lock`` (an ``flock`` on a
 ``.lock`` file; released by the OS if the process dies, so a crash never leaves it stuck).
 Readers hold ``reader_lock`` (a shared ``flock``) on a directory only while they open its
@@ -12,6 +14,7 @@ open, files stay readable on POSIX even after they are deleted.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -76,6 +79,20 @@ def write_json(path: Path, obj: object) -> None:
     Path(path).write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if os.name == "posix" else None
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this kernel or filesystem cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 @contextmanager
 def staged_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces ``target``, on error it vanishes."""
@@ -88,7 +105,9 @@ def staged_directory(target: Path) -> Iterator[Path]:
     try:
         yield stage
         fsync_tree(stage)
-        if target.exists():
+        if target.exists() and _exchange(stage, target):
+            shutil.rmtree(stage, ignore_errors=True)  # now holds the old directory
+        elif target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / "x")
             try:

@@ -98,6 +98,8 @@ def test_every_command_has_help_with_an_example():
         (["similarity", "--model", "{model}", "", "x"], "TEXT_A is empty"),
         (["similarity", "--model", "{workdir}", "a", "b"], "config.json is missing"),
         (["train", "{workdir}/badlabel.tsv", "--out", "m"], "line 2: label 'yes' is not 0 or 1"),
+        (["train", "{workdir}/badlabel.tsv", "--out", "{workdir}"], "is not a siamsearch model directory"),
+        (["build-index", SAMPLE_FAQ, "--model", "{model}", "--out", "{workdir}"], "is not a siamsearch index"),
         (["build-index", "{workdir}/empty.txt", "--model", "{model}", "--kind", "ivf"], "'ivf' is not one of"),
     ],
 )
@@ -109,7 +111,7 @@ def test_user_errors_are_one_line_with_nonzero_exit(workdir, model, index, args,
     if not other.exists():
         assert run("train", SAMPLE_PAIRS, "--out", other, "--epochs", 1, "--seed", 9).exit_code == 0
     fill = {"index": index[0], "model": model[0], "workdir": workdir}
-    result = run(*[a.format(**fill) for a in args])
+    result = run(*[str(a).format(**fill) for a in args])
     assert result.exit_code in (1, 2)  # 1: our errors, 2: click's usage errors
     assert isinstance(result.exception, SystemExit), result.exception  # not an escaped exception
     assert message in result.output, result.output

@@ -99,3 +99,34 @@ def test_failed_save_leaves_existing_model_intact(model_dir, sample_encoder, tmp
         sample_encoder.save(target)
     assert Encoder.load(target).fingerprint == sample_encoder.fingerprint
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging directory left behind
+
+
+def test_saving_over_an_existing_model_replaces_it_atomically(model_dir, sample_encoder, tmp_path):
+    target = tmp_path / "m"
+    shutil.copytree(model_dir, target)
+    (target / "stale.txt").write_text("from the old model")
+    sample_encoder.save(target)
+    assert not (target / "stale.txt").exists() and Encoder.load(target).fingerprint == sample_encoder.fingerprint
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # the old directory is gone, nothing hidden left
+
+
+def test_never_overwrites_a_folder_that_is_not_a_model(sample_encoder, tmp_path):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work")
+    with pytest.raises(InputError, match="exists and is not a siamsearch model directory"):
+        sample_encoder.save(target)
+    assert [p.name for p in target.iterdir()] == ["thesis.tex"]
+
+
+def test_never_overwrites_a_file(sample_encoder, tmp_path):
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(InputError, match="exists and is not a siamsearch model directory"):
+        sample_encoder.save(tmp_path / "a-file")
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_an_empty_folder_is_fine(sample_encoder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    sample_encoder.save(tmp_path / "empty")
+    assert Encoder.load(tmp_path / "empty").fingerprint == sample_encoder.fingerprint
