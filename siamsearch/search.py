@@ -368,17 +368,16 @@ class SearchIndex:
         generation, fingerprint, dim = manifest["generation"], manifest["encoder_fingerprint"], manifest["dimension"]
         n_docs, rows = manifest["counts"]["documents"], manifest["counts"]["rows"]
         data = path / f"gen-{generation:06d}"
+        if encoder is not None and encoder.fingerprint != fingerprint:
+            raise IndexDirectoryError(
+                f"{path}: built with encoder {fingerprint[:12]}, not with the given model "
+                f"({encoder.fingerprint[:12]}); rebuild the index with this model, or leave the model out")
         for name in (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR):
             if not (data / name).exists():
                 raise damaged(f"incomplete index, {data.name}/{name} is missing")
         for name, digest in manifest["files"].items():  # catches truncated, corrupted and swapped files
             if _sha256(data / name) != digest:
                 raise damaged(f"{data.name}/{name} does not match the checksum in {MANIFEST}")
-
-        if encoder is not None and encoder.fingerprint != fingerprint:
-            raise IndexDirectoryError(
-                f"{path}: built with encoder {fingerprint[:12]}, not with the given model "
-                f"({encoder.fingerprint[:12]}); rebuild the index with this model, or leave the model out")
         if encoder is None:
             try:
                 encoder = Encoder.load(data / ENCODER_DIR)

@@ -27,10 +27,10 @@ def base_index(sample_encoder, sample_faq, tmp_path_factory):
 
 def read_log(path: Path) -> list[dict]:
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().split(b"\n"):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # the writer died in the middle of this line
+            records.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):  # a line still being written, or cut by the kill
             break
     return records
 
