@@ -2,91 +2,171 @@
 
 Model directory (written by ``siamsearch train`` / ``Encoder.save``)::
 
-    config.json          format, version, encoder architecture, fingerprint, training settings
+    config.json          format, version, encoder architecture, fingerprint, checksums, training settings
     vocab.json           the characters in id order (ids 0 = padding, 1 = out of vocabulary)
-    encoder.weights.h5   Keras weights of the encoder (the frozen character vectors included)
+    encoder.onnx         the encoder as an ONNX graph: what encodes documents and queries
+    encoder.weights.h5   the same weights for Keras (the Siamese network, further training)
     history.json         per-epoch loss / accuracy / validation accuracy / seconds
     metrics.json         validation metrics at the end of training
 
-The fingerprint is a SHA-256 of the architecture, vocabulary and weights: an index records
-it, and loading recomputes it, so a damaged or swapped file is refused rather than served.
-Loading rebuilds the architecture from config.json and reads weights only (no stored code).
+Encoding runs the ONNX graph with onnxruntime, so loading a model, building an index and
+answering queries never import TensorFlow (see ``export.py`` for why and how). The ONNX
+graph is written from the Keras weights when training ends and checked against Keras
+there; ``keras_model()`` / ``siamese_model()`` rebuild the Keras side when wanted.
+
+The fingerprint is a SHA-256 of the architecture, vocabulary and ONNX graph: an index
+records it, and loading recomputes it, so a damaged or swapped file is refused rather than
+served. Nothing stored is executed: the ONNX graph is data for onnxruntime's fixed
+operators, and Keras rebuilds its architecture from config.json and reads weights only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 
 from . import __version__
-from .errors import InputError, ModelDirectoryError
-from .model import EncoderConfig, build_encoder, build_siamese, keras, tf
+from .errors import InputError, ModelDirectoryError, SiamsearchError
 from .scoring import exp_neg_l1
 from .storage import staged_directory, write_json
 from .text import Vocabulary, pad
 
 MODEL_FORMAT = "siamsearch-model"
-MODEL_FORMAT_VERSION = 1
-CONFIG, VOCAB, WEIGHTS, HISTORY, METRICS = (
-    "config.json", "vocab.json", "encoder.weights.h5", "history.json", "metrics.json")
+MODEL_FORMAT_VERSION = 2
+CONFIG, VOCAB, ONNX, WEIGHTS, HISTORY, METRICS = (
+    "config.json", "vocab.json", "encoder.onnx", "encoder.weights.h5", "history.json", "metrics.json")
+ENCODE_BATCH = 64  # measured fastest per thread for onnxruntime's LSTM on 2 cores (16 to 128 are within 10%)
+EXPORT_TOLERANCE = 1e-5
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished, for progress bars."""
 
 
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything needed to rebuild the encoder (saved as config.json's ``encoder``)."""
+
+    vocab_size: int
+    embedding_dim: int = 300
+    lstm_units: tuple[int, int] = (128, 32)
+    dropout: float = 0.5
+    max_length: int = 100
+
+    @property
+    def output_dim(self) -> int:
+        return 2 * self.lstm_units[1]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lstm_units"] = list(self.lstm_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderConfig:
+        """Strictly typed: raises ValueError on unknown keys or wrong types."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) - known:
+            raise ValueError(f"unknown encoder settings {sorted(set(d) - known) if isinstance(d, dict) else d!r}")
+        config = cls(**{**d, "lstm_units": tuple(d.get("lstm_units", (128, 32)))})
+        ints = (config.vocab_size, config.embedding_dim, config.max_length, *config.lstm_units)
+        if len(config.lstm_units) != 2 or not all(isinstance(v, int) and v > 0 for v in ints):
+            raise ValueError("encoder sizes must be positive integers")
+        if not (isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
+            raise ValueError("dropout must be in [0, 1)")
+        return config
+
+
+def _session(onnx_model: bytes) -> onnxruntime.InferenceSession:
+    """One thread per session: ``encode`` runs batches on several threads instead, which
+    measured 1.8× faster on 2 cores than one session using both cores for each batch."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+
+
+def fingerprint(config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes) -> str:
+    """SHA-256 of architecture + vocabulary + ONNX graph: everything that decides a vector."""
+    h = hashlib.sha256()
+    h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    h.update(json.dumps(vocab.chars, ensure_ascii=False).encode())
+    h.update(onnx_model)
+    return h.hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class Encoder:
     """Text → 64-d float32 vectors whose exp(-L1) similarity is the Siamese model's score."""
 
-    def __init__(self, model: keras.Model, vocab: Vocabulary, config: EncoderConfig,
-                 training: dict | None = None, history: list[dict] | None = None,
-                 metrics: dict | None = None):
-        self.model = model
-        self.vocab = vocab
+    def __init__(self, config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes, keras_weights: bytes,
+                 training: dict | None = None, history: list[dict] | None = None, metrics: dict | None = None):
         self.config = config
+        self.vocab = vocab
+        self.onnx_model = onnx_model
+        self.keras_weights = keras_weights
         self.training = training or {}
         self.history = history or []
         self.metrics = metrics or {}
-        self._fingerprint: str | None = None
-        self._forward = tf.function(
-            lambda ids: self.model(ids, training=False),
-            input_signature=[tf.TensorSpec([None, None], tf.int32)],
-        )
+        self.fingerprint = fingerprint(config, vocab, onnx_model)
+        self._session = _session(onnx_model)
+
+    @classmethod
+    def from_keras(cls, model, vocab: Vocabulary, config: EncoderConfig, **info) -> Encoder:
+        """Wrap a trained Keras encoder: export its ONNX graph and check it computes the same vectors."""
+        from .model import EMBEDDING_LAYER, LSTM_LAYERS, keras
+        from .export import encoder_to_onnx
+
+        onnx_model = encoder_to_onnx(model, EMBEDDING_LAYER, LSTM_LAYERS, keras.ops.convert_to_numpy)
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_weights(Path(tmp) / WEIGHTS)
+            weights = (Path(tmp) / WEIGHTS).read_bytes()
+        encoder = cls(config, vocab, onnx_model, weights, **info)
+        probe = _probe_ids(config)
+        gap = float(np.abs(encoder._run(probe) - keras.ops.convert_to_numpy(model(probe, training=False))).max())
+        if not gap <= EXPORT_TOLERANCE:
+            raise SiamsearchError(f"the ONNX export differs from the Keras encoder by {gap:.2g}; please report this")
+        return encoder
 
     @property
     def dim(self) -> int:
         return self.config.output_dim
 
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 of architecture + vocabulary + weights (cached: weights are frozen after training)."""
-        if self._fingerprint is None:
-            h = hashlib.sha256()
-            h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-            h.update(json.dumps(self.vocab.chars, ensure_ascii=False).encode())
-            for w in self.model.weights:
-                a = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
-                h.update(f"{a.dtype}{a.shape}".encode())
-                h.update(a.tobytes())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+    def _run(self, ids: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {"ids": ids})[0]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 1024, progress: Progress | None = None) -> np.ndarray:
-        """Encode texts in length-sorted batches (little padding, much faster); order is kept."""
+    def encode(self, texts: Sequence[str], batch_size: int = ENCODE_BATCH, progress: Progress | None = None,
+               threads: int | None = None) -> np.ndarray:
+        """Encode texts in length-sorted batches (little padding) on ``threads`` threads
+        (default: one per CPU); the order of ``texts`` is kept. A text's vector does not
+        depend on the batch it was encoded in (bit for bit)."""
         rows = [self.vocab.ids(t, self.config.max_length) for t in texts]
         empty = next((i for i, r in enumerate(rows) if not r), None)
         if empty is not None:
             raise InputError(f"text #{empty + 1} is empty or whitespace only; nothing to encode")
         out = np.empty((len(rows), self.dim), dtype=np.float32)
+        if len(rows) == 1:  # one query: no sorting, no thread hand-off
+            out[:] = self._run(pad(rows))
+            return out
         order = np.argsort([len(r) for r in rows], kind="stable")
-        for start in range(0, len(rows), batch_size):
-            batch = order[start : start + batch_size]
-            out[batch] = self._forward(pad([rows[i] for i in batch])).numpy()
-            if progress:
-                progress(len(batch))
+        batches = [order[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+        with ThreadPoolExecutor(max(1, min(threads or os.cpu_count() or 1, len(batches)))) as pool:
+            for batch, vectors in zip(batches, pool.map(lambda b: self._run(pad([rows[i] for i in b])), batches)):
+                out[batch] = vectors
+                if progress:
+                    progress(len(batch))
         return out
 
     def similarity(self, a: str, b: str) -> float:
@@ -94,9 +174,21 @@ class Encoder:
         va, vb = self.encode([a, b])
         return float(exp_neg_l1(va, vb))
 
-    def siamese_model(self) -> keras.Model:
+    def keras_model(self):
+        """The Keras encoder with these weights (imports TensorFlow)."""
+        from .model import build_encoder
+
+        model = build_encoder(self.config)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / WEIGHTS).write_bytes(self.keras_weights)
+            model.load_weights(Path(tmp) / WEIGHTS)
+        return model
+
+    def siamese_model(self):
         """The Keras Siamese network around this encoder (shared weights), as trained."""
-        return build_siamese(self.model)
+        from .model import build_siamese
+
+        return build_siamese(self.keras_model())
 
     # -- model directory ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -117,13 +209,15 @@ class Encoder:
             "format_version": MODEL_FORMAT_VERSION,
             "siamsearch_version": __version__,
             "fingerprint": self.fingerprint,
+            "weights_sha256": _sha256(self.keras_weights),
             "encoder": self.config.to_dict(),
             "training": self.training,
         })
         write_json(directory / VOCAB, {"pad_id": 0, "oov_id": 1, "chars": self.vocab.chars})
         write_json(directory / HISTORY, self.history)
         write_json(directory / METRICS, self.metrics)
-        self.model.save_weights(directory / WEIGHTS)
+        (directory / ONNX).write_bytes(self.onnx_model)
+        (directory / WEIGHTS).write_bytes(self.keras_weights)
 
     @classmethod
     def load(cls, path: str | Path) -> Encoder:
@@ -135,14 +229,10 @@ class Encoder:
         def damaged(why: str) -> ModelDirectoryError:
             return ModelDirectoryError(f"{path}: {why}; train the model again or copy the whole directory")
 
-        for name in (CONFIG, VOCAB, WEIGHTS):
-            if not (path / name).is_file():
-                raise damaged(f"incomplete model directory, {name} is missing")
         try:
             config_doc = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-            vocab_doc = json.loads((path / VOCAB).read_text(encoding="utf-8"))
-            extra = {name: json.loads((path / name).read_text(encoding="utf-8"))
-                     for name in (HISTORY, METRICS) if (path / name).is_file()}
+        except FileNotFoundError:
+            raise damaged(f"incomplete model directory, {CONFIG} is missing") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise damaged(f"unreadable JSON ({e})") from None
         if not isinstance(config_doc, dict) or config_doc.get("format") != MODEL_FORMAT:
@@ -150,7 +240,17 @@ class Encoder:
         if config_doc.get("format_version") != MODEL_FORMAT_VERSION:
             raise ModelDirectoryError(
                 f"{path}: model format version {config_doc.get('format_version')!r} is not supported "
-                f"by siamsearch {__version__} (expects {MODEL_FORMAT_VERSION}); upgrade siamsearch or retrain")
+                f"by siamsearch {__version__} (expects {MODEL_FORMAT_VERSION}); retrain it with this version")
+        for name in (VOCAB, ONNX, WEIGHTS):
+            if not (path / name).is_file():
+                raise damaged(f"incomplete model directory, {name} is missing")
+        try:
+            vocab_doc = json.loads((path / VOCAB).read_text(encoding="utf-8"))
+            extra = {name: json.loads((path / name).read_text(encoding="utf-8"))
+                     for name in (HISTORY, METRICS) if (path / name).is_file()}
+            onnx_model, weights = (path / ONNX).read_bytes(), (path / WEIGHTS).read_bytes()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise damaged(f"unreadable file ({e})") from None
         try:
             config = EncoderConfig.from_dict(config_doc["encoder"])
             vocab = Vocabulary(vocab_doc["chars"])
@@ -158,15 +258,22 @@ class Encoder:
             raise damaged(f"invalid configuration or vocabulary ({e})") from None
         if config.vocab_size != len(vocab):
             raise damaged(f"{VOCAB} has {len(vocab)} ids but {CONFIG} expects {config.vocab_size}")
-        model = build_encoder(config)
+        if fingerprint(config, vocab, onnx_model) != config_doc.get("fingerprint"):  # checked before parsing
+            raise damaged(f"{ONNX} or the vocabulary do not match the fingerprint in {CONFIG}")
+        if _sha256(weights) != config_doc.get("weights_sha256"):
+            raise damaged(f"{WEIGHTS} does not match its checksum in {CONFIG}")
+        info = {"training": config_doc.get("training"), "history": extra.get(HISTORY), "metrics": extra.get(METRICS)}
         try:
-            model.load_weights(path / WEIGHTS)
-        except Exception as e:  # h5py and Keras raise many types for a bad weights file
-            raise damaged(f"{WEIGHTS} cannot be read ({type(e).__name__})") from None
-        encoder = cls(model, vocab, config, config_doc.get("training"), extra.get(HISTORY), extra.get(METRICS))
-        if encoder.fingerprint != config_doc.get("fingerprint"):
-            raise damaged("weights or vocabulary do not match the fingerprint in config.json")
-        return encoder
+            return cls(config, vocab, onnx_model, weights, **info)
+        except Exception as e:  # onnxruntime raises its own types for a graph it cannot load
+            raise damaged(f"{ONNX} cannot be loaded ({type(e).__name__})") from None
+
+
+def _probe_ids(config: EncoderConfig) -> np.ndarray:
+    """A fixed batch of id rows of assorted lengths, for comparing two encoder implementations."""
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, config.vocab_size, size=n).tolist() for n in (1, 2, 5, 9, 17, 33, config.max_length)]
+    return pad(rows)
 
 
 def check_model_path(path: Path) -> None:

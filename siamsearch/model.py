@@ -12,7 +12,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+
+from .encoder import EncoderConfig
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide C++ log lines; real failures still raise
@@ -60,49 +61,16 @@ def _configure_threads() -> None:
 _configure_threads()
 
 EMBEDDING_LAYER = "char_embedding"
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Everything needed to rebuild the encoder (saved as config.json's ``encoder``)."""
-
-    vocab_size: int
-    embedding_dim: int = 300
-    lstm_units: tuple[int, int] = (128, 32)
-    dropout: float = 0.5
-    max_length: int = 100
-
-    @property
-    def output_dim(self) -> int:
-        return 2 * self.lstm_units[1]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lstm_units"] = list(self.lstm_units)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EncoderConfig:
-        """Strictly typed: raises ValueError on unknown keys or wrong types."""
-        known = {f.name for f in fields(cls)}
-        if not isinstance(d, dict) or set(d) - known:
-            raise ValueError(f"unknown encoder settings {sorted(set(d) - known) if isinstance(d, dict) else d!r}")
-        config = cls(**{**d, "lstm_units": tuple(d.get("lstm_units", (128, 32)))})
-        ints = (config.vocab_size, config.embedding_dim, config.max_length, *config.lstm_units)
-        if len(config.lstm_units) != 2 or not all(isinstance(v, int) and v > 0 for v in ints):
-            raise ValueError("encoder sizes must be positive integers")
-        if not (isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
-            raise ValueError("dropout must be in [0, 1)")
-        return config
+LSTM_LAYERS = ("bilstm_1", "bilstm_2")
 
 
 def build_encoder(config: EncoderConfig) -> keras.Model:
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=True, trainable=False,
                          name=EMBEDDING_LAYER)(ids)
-    x = layers.Bidirectional(layers.LSTM(config.lstm_units[0], return_sequences=True), name="bilstm_1")(x)
+    x = layers.Bidirectional(layers.LSTM(config.lstm_units[0], return_sequences=True), name=LSTM_LAYERS[0])(x)
     x = layers.Dropout(config.dropout)(x)
-    x = layers.Bidirectional(layers.LSTM(config.lstm_units[1]), name="bilstm_2")(x)
+    x = layers.Bidirectional(layers.LSTM(config.lstm_units[1]), name=LSTM_LAYERS[1])(x)
     x = layers.Dropout(config.dropout)(x)
     return keras.Model(ids, x, name="encoder")
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from .data import Pairs
-from .encoder import Encoder
+from .encoder import Encoder, EncoderConfig
 from .errors import InputError
 from .evaluation import pair_metrics
-from .model import EMBEDDING_LAYER, EncoderConfig, build_encoder, keras, tf
+from .model import EMBEDDING_LAYER, build_encoder, build_siamese, keras, tf
 from .scoring import exp_neg_l1
 from .text import Vocabulary, pad
 from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_char_vectors
@@ -111,8 +111,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=kv.vector_size, max_length=config.max_length)
     model = build_encoder(enc_config)
     model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
-    encoder = Encoder(model, vocab, enc_config)
-    siamese = encoder.siamese_model()
+    siamese = build_siamese(model)
     siamese.compile(optimizer=keras.optimizers.Nadam(config.learning_rate), loss="binary_crossentropy",
                     metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=False)
 
@@ -127,11 +126,10 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     siamese.fit(train_data, validation_data=valid_data, epochs=config.epochs, verbose=0, shuffle=False,
                 callbacks=[_EpochReporter(config.epochs, history, on_epoch_end)])
 
-    metrics = {}
+    encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
     if valid is not None:
         scores = exp_neg_l1(encoder.encode(valid.left), encoder.encode(valid.right))
-        metrics["valid"] = {"file": Path(valid.source).name, **pair_metrics(scores, valid.labels)}
-    seconds = time.perf_counter() - started
+        encoder.metrics["valid"] = {"file": Path(valid.source).name, **pair_metrics(scores, valid.labels)}
     encoder.training = {
         "settings": asdict(config),
         "pairs": {"file": Path(pairs.source).name, "n": len(pairs)},
@@ -139,7 +137,6 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         "vectors": vectors_source,
         "optimizer": "Nadam",
         "loss": "binary_crossentropy",
-        "seconds": round(seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
     }
-    encoder.history, encoder.metrics = history, metrics
     return encoder

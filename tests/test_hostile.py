@@ -198,10 +198,13 @@ def test_model_directory_missing_truncated_or_swapped_file(model_dir, tmp_path, 
 
     train(rp(SAMPLE_PAIRS), config=TrainConfig(epochs=1, seed=5, max_length=50)).save(other)
     cases = {
-        "missing": (lambda d: (d / "encoder.weights.h5").unlink(), "encoder.weights.h5 is missing"),
-        "truncated": (lambda d: write(d / "encoder.weights.h5", (d / "encoder.weights.h5").read_bytes()[:4096]),
-                      "encoder.weights.h5 cannot be read"),
-        "swapped": (lambda d: shutil.copy(other / "encoder.weights.h5", d / "encoder.weights.h5"),
+        "missing": (lambda d: (d / "encoder.onnx").unlink(), "encoder.onnx is missing"),
+        "missing-weights": (lambda d: (d / "encoder.weights.h5").unlink(), "encoder.weights.h5 is missing"),
+        "truncated": (lambda d: write(d / "encoder.onnx", (d / "encoder.onnx").read_bytes()[:4096]),
+                      "encoder.onnx or the vocabulary do not match the fingerprint"),
+        "truncated-weights": (lambda d: write(d / "encoder.weights.h5", (d / "encoder.weights.h5").read_bytes()[:4096]),
+                              "encoder.weights.h5 does not match its checksum"),
+        "swapped": (lambda d: shutil.copy(other / "encoder.onnx", d / "encoder.onnx"),
                     "do not match the fingerprint"),
         "swapped-config": (lambda d: shutil.copy(other / "config.json", d / "config.json"),
                            "do not match the fingerprint"),

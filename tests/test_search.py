@@ -152,13 +152,11 @@ def test_matching_encoder_is_accepted(saved_index, sample_encoder):
 @pytest.fixture(scope="module")
 def bq_encoder_or_other(sample_encoder):
     """Any encoder with another fingerprint: the same model with one weight changed."""
-    from siamsearch.model import build_encoder
-
-    model = build_encoder(sample_encoder.config)
-    weights = sample_encoder.model.get_weights()
+    model = sample_encoder.keras_model()
+    weights = model.get_weights()
     weights[-1] = weights[-1] + 1e-3
     model.set_weights(weights)
-    return Encoder(model, sample_encoder.vocab, sample_encoder.config)
+    return Encoder.from_keras(model, sample_encoder.vocab, sample_encoder.config)
 
 
 def gen(path):
