@@ -18,6 +18,9 @@ import click
 
 from . import __version__
 from .errors import SiamsearchError
+from .index import IndexSpec, parse_bytes
+
+_SPEC = IndexSpec()  # the defaults shown by --help
 
 
 class _Group(click.Group):
@@ -39,6 +42,13 @@ class _EchoHandler(logging.Handler):
 
 def _columns(value: str | None) -> list[str] | None:
     return None if value is None else [c.strip() for c in value.split(",")]
+
+
+def _parse_bytes(value: str) -> int:
+    try:
+        return parse_bytes(value)
+    except SiamsearchError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _n(x: float) -> str:
@@ -133,18 +143,26 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
               help="Model directory written by 'siamsearch train'.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Index directory to write; default indexes/<corpus name>.")
-@click.option("--kind", default="auto", show_default=True, type=click.Choice(["auto", "flat", "hnsw"]),
-              help="auto: flat (exact) below 100,000 documents, hnsw from there.")
+@click.option("--kind", default="auto", show_default=True, type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
+              help="auto: flat (exact) below 100,000 documents, hnsw up to 2,000,000, ivf above "
+                   "(then the first that fits --max-memory).")
+@click.option("--max-memory", callback=lambda ctx, param, v: None if v is None else _parse_bytes(v),
+              help="RAM budget for the FAISS index with --kind auto, e.g. 2G or 512M.")
 @click.option("--text-column", help="Column holding the text (CSV/TSV/JSONL); default 'text'.")
 @click.option("--id-column", help="Column holding document ids; default 'id' if present, else the row number.")
 @click.option("--rerank-factor", default=4, show_default=True, type=click.IntRange(min=1),
               help="Candidates fetched from FAISS per result, for the exact re-rank.")
-@click.option("--hnsw-m", default=32, show_default=True, type=click.IntRange(min=2))
-@click.option("--ef-construction", default=200, show_default=True, type=click.IntRange(min=1))
-@click.option("--ef-search", default=128, show_default=True, type=click.IntRange(min=1))
-def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, text_column: str | None,
-                id_column: str | None, rerank_factor: int, hnsw_m: int, ef_construction: int,
-                ef_search: int) -> None:
+@click.option("--hnsw-m", default=_SPEC.hnsw_m, show_default=True, type=click.IntRange(min=2),
+              help="hnsw: graph neighbours per node.")
+@click.option("--ef-construction", default=_SPEC.ef_construction, show_default=True, type=click.IntRange(min=1),
+              help="hnsw: search depth while building.")
+@click.option("--ef-search", default=_SPEC.ef_search, show_default=True, type=click.IntRange(min=1),
+              help="hnsw: search depth per query (at least k × rerank factor).")
+@click.option("--nlist", default=0, type=click.IntRange(min=0), help="ivf: number of lists; default ≈ 4·√documents.")
+@click.option("--nprobe", default=0, type=click.IntRange(min=0), help="ivf: lists scanned per query; default nlist/32.")
+def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, max_memory: int | None,
+                text_column: str | None, id_column: str | None, rerank_factor: int, hnsw_m: int,
+                ef_construction: int, ef_search: int, nlist: int, nprobe: int) -> None:
     """Encode CORPUS with a trained model and write a searchable index.
 
     CORPUS is plain text (one document per line; the id is the line number) or
@@ -165,8 +183,9 @@ def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, text
     started = time.perf_counter()
     with ExitStack() as stack:
         index = SearchIndex.build(docs.texts, encoder, ids=docs.ids, metadata=docs.metadata, kind=kind,
-                                  rerank_factor=rerank_factor, progress=_StageBars(stack),
-                                  hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
+                                  max_memory=max_memory, rerank_factor=rerank_factor, progress=_StageBars(stack),
+                                  hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+                                  nlist=nlist, nprobe=nprobe)
     index.save(out)
     seconds = time.perf_counter() - started
     if docs.skipped:
@@ -287,7 +306,7 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
             texts.append(q)
     if not texts:
         raise click.UsageError("give at least one query, or - to read queries from stdin")
-    index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None)
+    index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None, mmap=True)
     for text, hits in zip(texts, index.search_batch(texts, k)):
         if as_json:
             click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))

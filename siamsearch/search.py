@@ -58,13 +58,14 @@ from .storage import fsync_tree, reader_lock, remove_unless_read, write_json_ato
 from .text import normalize
 
 INDEX_FORMAT = "siamsearch-index"
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.npy", "documents.sqlite", "encoder"
 READERS_LOCK = "readers.lock"
 GENERATION = re.compile(r"gen-(\d{6})")
 DEFAULT_RERANK_FACTOR = 4
 LOAD_ATTEMPTS = 10  # a reader retries if a generation is removed between reading the manifest and locking it
+VERIFY_ALL_MAX_BYTES = 256 << 20  # memory-mapped opens hash the data files up to this size (~0.15 s), else check sizes
 
 _COUNT = {"type": "integer", "minimum": 0}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -86,16 +87,19 @@ MANIFEST_SCHEMA = {
         "index": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["kind", "hnsw_m", "ef_construction", "ef_search"],
+            "required": ["kind", "hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe"],
             "properties": {"kind": {"enum": list(faiss_index.KINDS)}, "hnsw_m": {"type": "integer", "minimum": 2},
                            "ef_construction": {"type": "integer", "minimum": 1},
-                           "ef_search": {"type": "integer", "minimum": 1}},
+                           "ef_search": {"type": "integer", "minimum": 1},
+                           "nlist": {"type": "integer", "minimum": 0}, "nprobe": {"type": "integer", "minimum": 0}},
         },
         "rerank_factor": {"type": "integer", "minimum": 1},
         "counts": {"type": "object", "additionalProperties": False, "required": ["documents", "rows"],
                    "properties": {"documents": _COUNT, "rows": _COUNT}},
         "files": {"type": "object", "additionalProperties": False, "required": list(HASHED_FILES),
-                  "properties": {name: _SHA256 for name in HASHED_FILES}},
+                  "properties": {name: {"type": "object", "additionalProperties": False, "required": ["sha256", "bytes"],
+                                        "properties": {"sha256": _SHA256, "bytes": _COUNT}}
+                                 for name in HASHED_FILES}},
     },
 }
 
@@ -133,11 +137,12 @@ def _check_id(doc_id: object) -> str:
 class SearchIndex:
     """A searchable corpus: documents, their encodings, a FAISS index and the encoder."""
 
-    def __init__(self, encoder: Encoder, faiss_index_: faiss.Index, vectors: np.ndarray, documents: Documents,
-                 spec: IndexSpec, rerank_factor: int = DEFAULT_RERANK_FACTOR,
-                 origin: tuple[Path, int] | None = None):
+    def __init__(self, encoder: Encoder, faiss_index_: faiss.Index | None, vectors: np.ndarray,
+                 documents: Documents, spec: IndexSpec, rerank_factor: int = DEFAULT_RERANK_FACTOR,
+                 origin: tuple[Path, int] | None = None, mapped: bool = False):
         self.encoder = encoder
-        self.faiss_index = faiss_index_
+        self.faiss_index = faiss_index_  # None until the first documents arrive (IVF trains on them)
+        self._mapped = mapped  # FAISS data memory-mapped from a file: copied to memory before a change
         self.vectors = vectors
         self.documents = documents
         self.spec = spec
@@ -159,7 +164,7 @@ class SearchIndex:
     @property
     def rows(self) -> int:
         """Vectors held, tombstones included."""
-        return int(self.faiss_index.ntotal)
+        return 0 if self.faiss_index is None else int(self.faiss_index.ntotal)
 
     @property
     def tombstones(self) -> int:
@@ -167,19 +172,21 @@ class SearchIndex:
 
     @classmethod
     def build(cls, texts: Sequence[str], encoder: Encoder, ids: Sequence[str] | None = None,
-              metadata: Sequence[dict] | None = None, kind: str = "auto",
+              metadata: Sequence[dict] | None = None, kind: str = "auto", max_memory: int | None = None,
               rerank_factor: int = DEFAULT_RERANK_FACTOR, progress: BuildProgress | None = None,
               **params: int) -> SearchIndex:
-        """Encode ``texts`` and index them. ``ids`` default to "0", "1", …; ``params`` are IndexSpec fields."""
+        """Encode ``texts`` and index them. ``ids`` default to "0", "1", …; ``params`` are IndexSpec
+        fields; ``kind="auto"`` chooses from the corpus size and ``max_memory`` (bytes, see index.py)."""
         if isinstance(texts, str):
             raise InputError("texts must be a list of documents, not one string")
         if not texts:
             raise InputError("the corpus is empty: nothing to index")
         if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int) or rerank_factor < 1:
             raise InputError(f"rerank factor must be a whole number of at least 1, got {rerank_factor!r}")
-        spec = IndexSpec(kind=faiss_index.resolve_kind(kind, len(texts)), **params)
-        index = cls(encoder, faiss_index.create(spec, encoder.dim), np.empty((0, encoder.dim), np.float32),
-                    Documents.create(), spec, rerank_factor)
+        if kind == "auto":
+            kind = faiss_index.choose_kind(len(texts), encoder.dim, max_memory, params.get("hnsw_m", IndexSpec.hnsw_m))
+        spec = IndexSpec(kind=kind, **params).for_corpus(len(texts))
+        index = cls(encoder, None, np.empty((0, encoder.dim), np.float32), Documents.create(), spec, rerank_factor)
         index.add(texts, ids, metadata, progress)
         return index
 
@@ -221,10 +228,10 @@ class SearchIndex:
         dropped = self.tombstones
         live = self.documents.live_positions()
         vectors = np.asarray(self.vectors[live], dtype=np.float32)
-        rebuilt = faiss_index.create(self.spec, self.encoder.dim)
+        rebuilt = faiss_index.emptied(self.faiss_index)  # IVF keeps its centroids: nothing to retrain
         faiss_index.add(rebuilt, vectors)
         self.documents.renumber()
-        self.faiss_index, self.vectors = rebuilt, vectors
+        self.faiss_index, self.vectors, self._mapped = rebuilt, vectors, False
         return dropped
 
     def _checked(self, texts: Sequence[str], ids: Sequence[str] | None,
@@ -257,6 +264,10 @@ class SearchIndex:
 
         vectors = self.encoder.encode(texts, progress=report("encode"))
         start = self.rows
+        if self.faiss_index is None:
+            self.faiss_index = faiss_index.create(self.spec, self.encoder.dim, vectors)
+        elif self._mapped:
+            self.faiss_index, self._mapped = faiss_index.in_memory(self.faiss_index), False
         faiss_index.add(self.faiss_index, vectors, progress=report("index"))
         self.vectors = np.concatenate([np.asarray(self.vectors, dtype=np.float32), vectors])
         self.documents.delete(list(replaced.values()))
@@ -283,14 +294,24 @@ class SearchIndex:
         return [self._rerank(q, np.unique(pos[pos >= 0]), k) for q, pos in zip(encoded, found)]
 
     def _rerank(self, query: np.ndarray, positions: np.ndarray, k: int) -> list[Hit]:
-        docs = self.documents.get(positions)
-        live = [p for p in positions.tolist() if p in docs]
-        scores = exp_neg_l1(query, self.vectors[live]).tolist()
-        ranked = sorted(zip(scores, live), key=lambda sp: (-sp[0], docs[sp[1]][0]))[:k]
-        return [Hit(rank, *docs[p][:2], score, docs[p][2]) for rank, (score, p) in enumerate(ranked, 1)]
+        """Score every candidate exactly, then read documents best-first only as far as needed:
+        the first ``k`` live ones plus every candidate tied with the last (ties go by id)."""
+        scores = exp_neg_l1(query, self.vectors[positions])
+        order = np.argsort(-scores, kind="stable")
+        end = min(k, len(order))
+        while True:
+            while end < len(order) and scores[order[end]] == scores[order[end - 1]]:
+                end += 1
+            docs = self.documents.get(positions[order[:end]])
+            if len(docs) >= k or end == len(order):
+                break
+            end = min(len(order), end + k - len(docs) + self.tombstones)
+        ranked = sorted(((scores[i], int(positions[i])) for i in order[:end] if int(positions[i]) in docs),
+                        key=lambda sp: (-sp[0], docs[sp[1]][0]))[:k]
+        return [Hit(rank, *docs[p][:2], float(score), docs[p][2]) for rank, (score, p) in enumerate(ranked, 1)]
 
     # -- on disk -----------------------------------------------------------------------
-    def manifest(self, generation: int, files: dict[str, str]) -> dict:
+    def manifest(self, generation: int, files: dict[str, dict]) -> dict:
         return {
             "format": INDEX_FORMAT,
             "format_version": INDEX_FORMAT_VERSION,
@@ -332,7 +353,8 @@ class SearchIndex:
                     (stage / ENCODER_DIR).mkdir()
                     self.encoder.write(stage / ENCODER_DIR)
                     fsync_tree(stage)
-                    files = {name: _sha256(stage / name) for name in HASHED_FILES}
+                    files = {name: {"sha256": _sha256(stage / name), "bytes": (stage / name).stat().st_size}
+                             for name in HASHED_FILES}
                     os.replace(stage, final)
                 finally:
                     shutil.rmtree(stage, ignore_errors=True)
@@ -347,15 +369,22 @@ class SearchIndex:
                     shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, path: str | Path, encoder: Encoder | None = None) -> SearchIndex:
-        """Open an index folder. If ``encoder`` is given it must be the one the index was built with."""
+    def load(cls, path: str | Path, encoder: Encoder | None = None, mmap: bool = False) -> SearchIndex:
+        """Open an index folder. If ``encoder`` is given it must be the one the index was built with.
+
+        Every data file's size is checked against the manifest, and its SHA-256 too unless
+        ``mmap`` is set and the files exceed ``VERIFY_ALL_MAX_BYTES``: ``mmap`` leaves the FAISS
+        data on disk (paged in as searches touch it), so a 10M-document index opens in well
+        under a second instead of reading and hashing gigabytes. A mapped index can still be
+        changed; it is copied into memory first.
+        """
         path = Path(path)
         for _ in range(LOAD_ATTEMPTS):
             manifest = _read_manifest(path)
             data = path / f"gen-{manifest['generation']:06d}"
             try:
                 with reader_lock(data / READERS_LOCK):
-                    return cls._open(path, manifest, encoder)
+                    return cls._open(path, manifest, encoder, mmap)
             except FileNotFoundError:
                 if _committed_generation(path) == manifest["generation"]:
                     raise _damaged(path)(f"incomplete index, {data.name}/{READERS_LOCK} is missing") from None
@@ -363,7 +392,7 @@ class SearchIndex:
         raise IndexDirectoryError(f"{path}: it changed {LOAD_ATTEMPTS} times while being opened; try again")
 
     @classmethod
-    def _open(cls, path: Path, manifest: dict, encoder: Encoder | None) -> SearchIndex:
+    def _open(cls, path: Path, manifest: dict, encoder: Encoder | None, mmap: bool) -> SearchIndex:
         damaged = _damaged(path)
         generation, fingerprint, dim = manifest["generation"], manifest["encoder_fingerprint"], manifest["dimension"]
         n_docs, rows = manifest["counts"]["documents"], manifest["counts"]["rows"]
@@ -375,9 +404,15 @@ class SearchIndex:
         for name in (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR):
             if not (data / name).exists():
                 raise damaged(f"incomplete index, {data.name}/{name} is missing")
-        for name, digest in manifest["files"].items():  # catches truncated, corrupted and swapped files
-            if _sha256(data / name) != digest:
-                raise damaged(f"{data.name}/{name} does not match the checksum in {MANIFEST}")
+        files = manifest["files"]
+        for name, expected in files.items():
+            if (data / name).stat().st_size != expected["bytes"]:
+                raise damaged(f"{data.name}/{name} is {(data / name).stat().st_size:,} bytes, "
+                              f"the manifest says {expected['bytes']:,}")
+        if not mmap or sum(f["bytes"] for f in files.values()) <= VERIFY_ALL_MAX_BYTES:
+            for name, expected in files.items():  # catches corrupted and swapped files
+                if _sha256(data / name) != expected["sha256"]:
+                    raise damaged(f"{data.name}/{name} does not match the checksum in {MANIFEST}")
         if encoder is None:
             try:
                 encoder = Encoder.load(data / ENCODER_DIR)
@@ -389,7 +424,7 @@ class SearchIndex:
             raise damaged(f"the manifest says {dim}-d vectors, the encoder makes {encoder.dim}-d")
         try:
             vectors = np.load(data / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-            built = faiss.read_index(str(data / FAISS_FILE))
+            built = faiss_index.read(str(data / FAISS_FILE), mmap)
             documents = Documents.open(data / DOCUMENTS_FILE)
             top = documents.max_position()
         except (OSError, ValueError, RuntimeError, sqlite3.Error) as e:
@@ -404,7 +439,8 @@ class SearchIndex:
         problem = faiss_index.check(built, spec, rows, dim)
         if problem:
             raise damaged(problem)
-        return cls(encoder, built, vectors, documents, spec, manifest["rerank_factor"], (path.resolve(), generation))
+        return cls(encoder, built, vectors, documents, spec, manifest["rerank_factor"], (path.resolve(), generation),
+                   mapped=mmap)
 
 
 def check_index_path(path: Path) -> None:

@@ -100,7 +100,12 @@ def test_every_command_has_help_with_an_example():
         (["train", "{workdir}/badlabel.tsv", "--out", "m"], "line 2: label 'yes' is not 0 or 1"),
         (["train", "{workdir}/badlabel.tsv", "--out", "{workdir}"], "is not a siamsearch model directory"),
         (["build-index", SAMPLE_FAQ, "--model", "{model}", "--out", "{workdir}"], "is not a siamsearch index"),
-        (["build-index", "{workdir}/empty.txt", "--model", "{model}", "--kind", "ivf"], "'ivf' is not one of"),
+        (["build-index", "{workdir}/empty.txt", "--model", "{model}", "--kind", "pq"], "'pq' is not one of"),
+        (["build-index", SAMPLE_FAQ, "--model", "{model}", "--max-memory", "lots"], "'lots' is not understood"),
+        (["build-index", SAMPLE_FAQ, "--model", "{model}", "--text-column", "question", "--max-memory", "10K",
+          "--out", "{workdir}/small"], "more than --max-memory 10.0 KiB"),
+        (["build-index", SAMPLE_FAQ, "--model", "{model}", "--text-column", "question", "--kind", "ivf",
+          "--nlist", "500", "--out", "{workdir}/ivf"], "needs at least 500 documents to train on"),
     ],
 )
 def test_user_errors_are_one_line_with_nonzero_exit(workdir, model, index, args, message):

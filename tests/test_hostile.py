@@ -184,6 +184,10 @@ def test_queries_of_unknown_characters(small_index, sample_encoder):
 
 # -- directories ---------------------------------------------------------------------
 
+def flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
 def damaged_copy(src: Path, dst: Path, how) -> Path:
     shutil.copytree(src, dst)
     how(dst)
@@ -222,6 +226,8 @@ def test_index_directory_missing_truncated_or_swapped_file(index_dir, tmp_path, 
     cases = {
         "missing": (lambda d: (d / gen / "documents.sqlite").unlink(), "documents.sqlite is missing"),
         "truncated": (lambda d: write(d / gen / "index.faiss", (d / gen / "index.faiss").read_bytes()[:999]),
+                      "index.faiss is 999 bytes, the manifest says"),
+        "corrupted": (lambda d: write(d / gen / "index.faiss", flip_last_byte((d / gen / "index.faiss").read_bytes())),
                       "index.faiss does not match the checksum"),
         "swapped-vectors": (lambda d: shutil.copy(other / gen / "vectors.npy", d / gen / "vectors.npy"),
                             "vectors.npy does not match the checksum"),
@@ -263,7 +269,8 @@ def test_tampered_model_or_index(model_dir, index_dir, tmp_path):
         np.save(d / "gen-000001" / "vectors.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
         m = json.loads((d / "manifest.json").read_text())
         from siamsearch.search import _sha256
-        m["files"]["vectors.npy"] = _sha256(d / "gen-000001" / "vectors.npy")  # a tamperer fixes the checksum
+        m["files"]["vectors.npy"] = {"sha256": _sha256(d / "gen-000001" / "vectors.npy"),  # a tamperer fixes it
+                                     "bytes": (d / "gen-000001" / "vectors.npy").stat().st_size}
         (d / "manifest.json").write_text(json.dumps(m))
 
     one_line_error(IndexDirectoryError, SearchIndex.load, damaged_copy(index_dir, tmp_path / "i", pickled_vectors),

@@ -88,14 +88,14 @@ OPS = st.lists(
                                               min_size=1, max_size=3, unique_by=lambda t: t[0])),
         st.tuples(st.just("remove"), st.integers(0, 100)),
         st.tuples(st.just("compact"), st.none()),
-        st.tuples(st.just("save"), st.none()),
+        st.tuples(st.just("save"), st.booleans()),  # reopen memory-mapped or not
     ),
     max_size=8,
 )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=OPS, kind=st.sampled_from(["flat", "hnsw"]))
+@given(ops=OPS, kind=st.sampled_from(["flat", "hnsw", "ivf"]))
 def test_any_sequence_of_changes_equals_a_fresh_build(sample_encoder, tmp_path_factory, ops, kind):
     path = tmp_path_factory.mktemp("prop") / "idx"
     index = SearchIndex.build(POOL[:5], sample_encoder, kind=kind)
@@ -117,7 +117,7 @@ def test_any_sequence_of_changes_equals_a_fresh_build(sample_encoder, tmp_path_f
             index.compact()
         elif op == "save":
             index.save(path)
-            index = SearchIndex.load(path)
+            index = SearchIndex.load(path, mmap=arg)
     assert len(index) == len(state)
     assert answers(index) == answers(fresh(sample_encoder, state, kind))
 
