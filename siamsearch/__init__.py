@@ -1,7 +1,7 @@
 """siamsearch: semantic search for short texts, with similarity learned from labelled pairs.
 
-``Encoder``, ``SearchIndex`` and ``train`` load TensorFlow; they are imported on first use
-so that ``import siamsearch`` (and ``siamsearch --help``) stay fast.
+Names are imported on first use so that ``import siamsearch`` stays fast. Only ``train``
+loads TensorFlow; ``Encoder`` and ``SearchIndex`` run on onnxruntime and FAISS.
 """
 
 from .errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError

@@ -1,8 +1,9 @@
 """The ``siamsearch`` command: a thin shell over the Python API.
 
 Every user error surfaces as a ``SiamsearchError`` from the library and is printed here as
-one ``Error: …`` line with exit status 1, without a traceback. Heavy modules (TensorFlow)
-are imported inside the commands so that ``--help`` answers at once.
+one ``Error: …`` line with exit status 1, without a traceback. Modules are imported inside
+the commands that need them: TensorFlow only by ``train`` and ``demo``, so ``query`` starts
+in a fraction of a second.
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ class SearchIndex:
         elif self._mapped:
             self.faiss_index, self._mapped = faiss_index.in_memory(self.faiss_index), False
         faiss_index.add(self.faiss_index, vectors, progress=report("index"))
-        self.vectors = np.concatenate([np.asarray(self.vectors, dtype=np.float32), vectors])
+        self.vectors = vectors if start == 0 else np.concatenate([np.asarray(self.vectors, np.float32), vectors])
         self.documents.delete(list(replaced.values()))
         self.documents.insert(start, ids, texts, metadata)
 
