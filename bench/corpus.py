@@ -32,6 +32,7 @@ SOURCES = [
     ("chinese_sts_b/sts-b-test.txt", (0, 1), 0),
 ]
 MAX_CHARS = 100
+SAMPLE_CHUNK = 200_000
 
 
 def real_sentences(shared: Path = SHARED) -> list[str]:
@@ -75,8 +76,15 @@ class TrigramSampler:
         self.following = following
 
     def sample(self, n: int, seed: int) -> list[str]:
+        """``n`` sentences, generated ``SAMPLE_CHUNK`` at a time so memory stays small."""
         rng = np.random.default_rng(seed)
-        out = np.zeros((n, MAX_CHARS), np.int64)
+        out: list[str] = []
+        while len(out) < n:
+            out += self._sample(min(SAMPLE_CHUNK, n - len(out)), rng)
+        return out
+
+    def _sample(self, n: int, rng: np.random.Generator) -> list[str]:
+        out = np.zeros((n, MAX_CHARS), np.int32)
         prev2, prev1 = np.zeros(n, np.int64), np.zeros(n, np.int64)
         active = np.arange(n)
         for t in range(MAX_CHARS):
