@@ -65,7 +65,7 @@ READERS_LOCK = "readers.lock"
 GENERATION = re.compile(r"gen-(\d{6})")
 DEFAULT_RERANK_FACTOR = 4
 LOAD_ATTEMPTS = 10  # a reader retries if a generation is removed between reading the manifest and locking it
-VERIFY_ALL_MAX_BYTES = 256 << 20  # memory-mapped opens hash the data files up to this size (~0.15 s), else check sizes
+VERIFY_ALL_MAX_BYTES = 256 << 20  # memory-mapped opens hash the data files up to this size (~0.2 s), else check sizes
 
 _COUNT = {"type": "integer", "minimum": 0}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
