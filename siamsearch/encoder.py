@@ -128,8 +128,8 @@ class Encoder:
     @classmethod
     def from_keras(cls, model, vocab: Vocabulary, config: EncoderConfig, **info) -> Encoder:
         """Wrap a trained Keras encoder: export its ONNX graph and check it computes the same vectors."""
-        from .model import EMBEDDING_LAYER, LSTM_LAYERS, keras
         from .export import encoder_to_onnx
+        from .model import EMBEDDING_LAYER, LSTM_LAYERS, keras
 
         onnx_model = encoder_to_onnx(model, EMBEDDING_LAYER, LSTM_LAYERS, keras.ops.convert_to_numpy)
         with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +169,7 @@ class Encoder:
                 rows = [self.vocab.ids(t, max_length) for t in texts[start : start + ENCODE_CHUNK]]
                 order = np.argsort([len(r) for r in rows], kind="stable")
                 batches = [order[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-                for batch, vectors in zip(batches, pool.map(lambda b: self._run(pad([rows[i] for i in b])), batches)):
+                for batch, vectors in zip(batches, pool.map(lambda b, rows=rows: self._run(pad([rows[i] for i in b])), batches)):
                     out[start + batch] = vectors
                     if progress:
                         progress(len(batch))
