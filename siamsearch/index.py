@@ -186,6 +186,15 @@ def read(path: str, mmap: bool) -> faiss.Index:
     return index
 
 
+def write(index: faiss.Index, path: str) -> None:
+    """Write an index file. A memory-mapped IVF index is written from an in-memory copy:
+    FAISS would otherwise write a reference to its (unnamed) mapping instead of the lists."""
+    if isinstance(index, faiss.IndexIVFFlat) and not isinstance(
+            faiss.downcast_InvertedLists(index.invlists), faiss.ArrayInvertedLists):
+        index = in_memory(index)
+    faiss.write_index(index, path)
+
+
 def in_memory(index: faiss.Index) -> faiss.Index:
     """A private in-memory copy of a memory-mapped index, which FAISS cannot grow in place
     (adding to a mapped flat index aborts the process; mapped IVF lists are read-only)."""

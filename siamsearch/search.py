@@ -346,7 +346,7 @@ class SearchIndex:
             try:
                 stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=path))
                 try:
-                    faiss.write_index(self.faiss_index, str(stage / FAISS_FILE))
+                    faiss_index.write(self.faiss_index, str(stage / FAISS_FILE))
                     np.save(stage / VECTORS_FILE, np.asarray(self.vectors, dtype=np.float32))
                     self.documents.save(stage / DOCUMENTS_FILE)
                     (stage / READERS_LOCK).touch()

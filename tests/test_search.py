@@ -335,3 +335,13 @@ def test_the_query_path_never_imports_tensorflow(saved_index):
             "assert not heavy, heavy\nprint('light')")
     done = subprocess.run([sys.executable, "-c", code, str(saved_index)], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip().endswith("light"), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_a_memory_mapped_index_saves_its_data_not_its_mapping(sample_encoder, sample_faq, tmp_path, kind):
+    """Regression: FAISS wrote a mapped IVF index as a reference to its mapping, unreadable once reopened."""
+    index = SearchIndex.build(sample_faq.texts, sample_encoder, ids=sample_faq.ids, kind=kind)
+    index.save(tmp_path / kind)
+    SearchIndex.load(tmp_path / kind, mmap=True).save(tmp_path / kind)  # no change: straight from the mapping
+    for mmap in (False, True):
+        assert SearchIndex.load(tmp_path / kind, mmap=mmap).search_batch(QUERIES, 10) == index.search_batch(QUERIES, 10)
