@@ -374,8 +374,8 @@ class SearchIndex:
 
         Every data file's size is checked against the manifest, and its SHA-256 too unless
         ``mmap`` is set and the files exceed ``VERIFY_ALL_MAX_BYTES``: ``mmap`` leaves the FAISS
-        data on disk (paged in as searches touch it), so a 10M-document index opens in well
-        under a second instead of reading and hashing gigabytes. A mapped index can still be
+        data on disk (paged in as searches touch it), so opening a large index does not read
+        and hash gigabytes first. A mapped index can still be
         changed; it is copied into memory first.
         """
         path = Path(path)
