@@ -15,7 +15,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -30,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from corpus import TrigramSampler, corpus, real_sentences  # noqa: E402
+from report import machine, write_section  # noqa: E402
 
 QUERY_SEED = 99
 N_QUERIES = 1000
@@ -271,29 +271,9 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start, end = "<!-- search-benchmarks:start", "<!-- search-benchmarks:end -->\n"
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
-def machine() -> str:
-    import faiss
-    import onnxruntime
-
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {memory:.0f} GiB, no GPU used, Python "
-            f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, faiss {faiss.__version__}")
-
-
 def render(results: dict) -> None:
     plot(results["rows"], ROOT / "docs" / "search-scaling.png")
-    write_docs(markdown(results))
+    write_section("search-benchmarks", markdown(results))
 
 
 def main() -> None:

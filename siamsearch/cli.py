@@ -22,6 +22,9 @@ from .errors import SiamsearchError
 from .index import IndexSpec, parse_bytes
 
 _SPEC = IndexSpec()  # the defaults shown by --help
+_MODEL_OPTION = click.option(
+    "--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory written by 'siamsearch train'; default: the model shipped with siamsearch.")
 
 
 class _Group(click.Group):
@@ -101,9 +104,17 @@ def main() -> None:
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-length", default=100, show_default=True, type=click.IntRange(min=1),
               help="Characters kept per sentence (the first ones).")
+@click.option("--objective", default="bce", show_default=True, type=click.Choice(["bce", "contrastive", "both"]),
+              help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum.")
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="In-batch softmax over -L1/temperature (contrastive, both).")
+@click.option("--patience", default=0, show_default=True, type=click.IntRange(min=0),
+              help="With --valid: stop after this many epochs without a lower validation loss and keep "
+                   "the best epoch (0: run all epochs, keep the last).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None,
-          epochs: int, batch_size: int, max_length: int, seed: int) -> None:
+          epochs: int, batch_size: int, max_length: int, objective: str, temperature: float, patience: int,
+          seed: int) -> None:
     """Train the Siamese encoder on labelled PAIRS (sentence1<TAB>sentence2<TAB>label).
 
     \b
@@ -116,7 +127,8 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
     from .training import TrainConfig, train as train_model
 
     check_model_path(out)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
+                         objective=objective, temperature=temperature, patience=patience)
     train_pairs = read_pairs(pairs, _columns(columns))
     valid_pairs = read_pairs(valid, _columns(columns)) if valid else None
     click.echo(f"read {_n(len(train_pairs))} training pairs from {pairs}"
@@ -140,8 +152,7 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
 
 @main.command("build-index")
 @click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model directory written by 'siamsearch train'.")
+@_MODEL_OPTION
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Index directory to write; default indexes/<corpus name>.")
 @click.option("--kind", default="auto", show_default=True, type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
@@ -161,7 +172,7 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
               help="hnsw: search depth per query (at least k × rerank factor).")
 @click.option("--nlist", default=0, type=click.IntRange(min=0), help="ivf: number of lists; default ≈ 4·√documents.")
 @click.option("--nprobe", default=0, type=click.IntRange(min=0), help="ivf: lists scanned per query; default nlist/32.")
-def build_index(corpus: Path, model_dir: Path, out: Path | None, kind: str, max_memory: int | None,
+def build_index(corpus: Path, model_dir: Path | None, out: Path | None, kind: str, max_memory: int | None,
                 text_column: str | None, id_column: str | None, rerank_factor: int, hnsw_m: int,
                 ef_construction: int, ef_search: int, nlist: int, nprobe: int) -> None:
     """Encode CORPUS with a trained model and write a searchable index.
@@ -318,8 +329,8 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
 @main.command()
 @click.argument("text_a")
 @click.argument("text_b")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def similarity(text_a: str, text_b: str, model_dir: Path) -> None:
+@_MODEL_OPTION
+def similarity(text_a: str, text_b: str, model_dir: Path | None) -> None:
     """Print the model's similarity score exp(-L1) for TEXT_A and TEXT_B, in (0, 1].
 
     \b
@@ -334,6 +345,82 @@ def similarity(text_a: str, text_b: str, model_dir: Path) -> None:
         if not normalize(text):
             raise InputError(f"{name} is empty or whitespace only")
     click.echo(f"{Encoder.load(model_dir).similarity(text_a, text_b):.6f}")
+
+
+@main.command()
+@click.argument("pairs", type=click.Path(dir_okay=False, path_type=Path))
+@_MODEL_OPTION
+@click.option("--retrieval", is_flag=True,
+              help="Evaluate search instead of pair classification (recall@1, recall@10, MRR@10, latency).")
+@click.option("--distractors", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="With --retrieval: a pair file whose sentences join the corpus; repeat for several.")
+@click.option("--baselines", is_flag=True, help="With --retrieval: also run character BM25 and TF-IDF on the same task.")
+@click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: tuple[Path, ...], baselines: bool,
+             columns: str | None, as_json: bool) -> None:
+    """Measure a model on labelled PAIRS: as a pair classifier (accuracy, precision, recall,
+    F1, ROC-AUC at the model's threshold), or with --retrieval as a search engine.
+
+    \b
+    Retrieval task: the corpus is every distinct sentence of PAIRS and the distractor files;
+    each distinct sentence1 of a positive pair is a query, and its relevant documents are the
+    sentences positive pairs of PAIRS link it to (transitively), itself excluded.
+
+    \b
+    Example:
+      siamsearch evaluate ../shared/data/bq/test.tsv
+      siamsearch evaluate --retrieval ../shared/data/bq/test.tsv --baselines \\
+          --distractors ../shared/data/bq/train.tsv --distractors ../shared/data/bq/dev.tsv
+    """
+    from .data import read_pairs
+    from .encoder import Encoder
+    from .evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask, pair_metrics
+    from .scoring import exp_neg_l1
+
+    if not retrieval and (distractors or baselines):
+        raise click.UsageError("--distractors and --baselines apply to --retrieval only")
+    started = time.perf_counter()
+    main_pairs = read_pairs(pairs, _columns(columns))
+    encoder = Encoder.load(model_dir)
+    model_name = str(model_dir) if model_dir else "default model"
+    if not retrieval:
+        scores = exp_neg_l1(encoder.encode(main_pairs.left), encoder.encode(main_pairs.right))
+        metrics = {"file": str(pairs), "model": model_name, **pair_metrics(scores, main_pairs.labels, encoder.threshold)}
+        if as_json:
+            click.echo(json.dumps(metrics))
+        else:
+            auc = "n/a (one class)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
+            click.echo(f"{pairs} ({_n(metrics['n'])} pairs), {model_name}, threshold {metrics['threshold']:.4f}\n"
+                       f"  accuracy {metrics['accuracy']:.4f}  precision {metrics['precision']:.4f}  "
+                       f"recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}  ROC-AUC {auc}")
+        return
+    task = RetrievalTask.from_pairs(main_pairs, [read_pairs(d, _columns(columns)) for d in distractors])
+    if not task.queries:
+        raise click.ClickException(f"{pairs}: no positive pairs of two different sentences, so no queries")
+    click.echo(f"retrieval task: {_n(len(task.corpus))} sentences, {_n(len(task.queries))} queries", err=True)
+    retrievers = [EncoderRetriever(encoder, name=f"siamsearch ({model_name})")]
+    if baselines:
+        from .baselines import BM25Retriever, TfidfRetriever
+
+        retrievers += [BM25Retriever(), TfidfRetriever()]
+    evaluate_on = RetrievalEvaluator(task)
+    results = []
+    for retriever in retrievers:
+        results.append(evaluate_on(retriever))
+        click.echo(f"  {retriever.name}: done in {results[-1]['index_seconds'] + results[-1]['ms_per_query'] * len(task.queries) / 1000:.1f} s", err=True)
+    if as_json:
+        click.echo(json.dumps({"file": str(pairs), "distractors": [str(d) for d in distractors],
+                               "corpus": len(task.corpus), "queries": len(task.queries), "results": results},
+                              ensure_ascii=False))
+    else:
+        width = max(len(r["name"]) for r in results)
+        click.echo(f"{'':<{width}}  recall@1  recall@10  MRR@10  ms/query")
+        for r in results:
+            click.echo(f"{r['name']:<{width}}  {r['recall@1']:8.4f}  {r['recall@10']:9.4f}  {r['mrr@10']:6.4f}  "
+                       f"{r['ms_per_query']:8.2f}")
+    click.echo(f"evaluated {_n(len(task.queries))} queries over {_n(len(task.corpus))} sentences with "
+               f"{len(results)} method{'s' if len(results) > 1 else ''} in {time.perf_counter() - started:.1f} s", err=True)
 
 
 @main.command()

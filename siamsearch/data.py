@@ -260,3 +260,22 @@ def read_corpus(path: str | Path, text_column: str | None = None, id_column: str
     if not texts:
         raise InputError(f"{path}: the corpus has no documents (every {text_key!r} is blank)")
     return Corpus(ids, texts, metadata, skipped, ids_given=id_key is not None)
+
+
+def paraphrase_groups(texts: Sequence[str], pairs: Pairs) -> np.ndarray:
+    """Group number of each of ``texts``: texts linked by positive pairs, directly or through
+    other texts, share a group (connected components); texts in no positive pair are alone.
+
+    Used for the relevant documents of the retrieval task and to keep paraphrases from
+    being treated as negatives of each other during in-batch training. Both sentences of
+    every pair must be among ``texts``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    position = {t: i for i, t in enumerate(texts)}
+    positive = np.asarray(pairs.labels) >= 0.5
+    rows = [position[a] for a, p in zip(pairs.left, positive) if p]
+    cols = [position[b] for b, p in zip(pairs.right, positive) if p]
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(texts), len(texts)))
+    return connected_components(graph, directed=False)[1]

@@ -9,6 +9,10 @@ Model directory (written by ``siamsearch train`` / ``Encoder.save``)::
     history.json         per-epoch loss / accuracy / validation accuracy / seconds
     metrics.json         validation metrics at the end of training
 
+config.json's ``threshold`` is the score above which ``predict`` calls a pair the same
+meaning: chosen on the validation pairs when training ends (the best accuracy there),
+0.5 when training had no validation file. It does not change encodings or search.
+
 Encoding runs the ONNX graph with onnxruntime, so loading a model, building an index and
 answering queries never import TensorFlow (see ``export.py`` for why and how). The ONNX
 graph is written from the Keras weights when training ends and checked against Keras
@@ -47,6 +51,9 @@ CONFIG, VOCAB, ONNX, WEIGHTS, HISTORY, METRICS = (
 ENCODE_BATCH = 64  # measured fastest per thread for onnxruntime's LSTM on 2 cores (16 to 128 are within 10%)
 ENCODE_CHUNK = 100_000
 EXPORT_TOLERANCE = 1e-5
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
+"""The model shipped with siamsearch (see its MODEL_CARD.md): what every ``--model`` defaults to."""
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished, for progress bars."""
@@ -114,8 +121,10 @@ class Encoder:
     """Text → 64-d float32 vectors whose exp(-L1) similarity is the Siamese model's score."""
 
     def __init__(self, config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes, keras_weights: bytes,
-                 training: dict | None = None, history: list[dict] | None = None, metrics: dict | None = None):
+                 training: dict | None = None, history: list[dict] | None = None, metrics: dict | None = None,
+                 threshold: float = DEFAULT_THRESHOLD):
         self.config = config
+        self.threshold = threshold
         self.vocab = vocab
         self.onnx_model = onnx_model
         self.keras_weights = keras_weights
@@ -180,6 +189,10 @@ class Encoder:
         va, vb = self.encode([a, b])
         return float(exp_neg_l1(va, vb))
 
+    def predict(self, a: str, b: str) -> bool:
+        """Whether the model calls the pair the same meaning: ``similarity >= threshold``."""
+        return self.similarity(a, b) >= self.threshold
+
     def keras_model(self):
         """The Keras encoder with these weights (imports TensorFlow)."""
         from .model import build_encoder
@@ -217,6 +230,7 @@ class Encoder:
             "fingerprint": self.fingerprint,
             "weights_sha256": _sha256(self.keras_weights),
             "encoder": self.config.to_dict(),
+            "threshold": self.threshold,
             "training": self.training,
         })
         write_json(directory / VOCAB, {"pad_id": 0, "oov_id": 1, "chars": self.vocab.chars})
@@ -226,9 +240,10 @@ class Encoder:
         (directory / WEIGHTS).write_bytes(self.keras_weights)
 
     @classmethod
-    def load(cls, path: str | Path) -> Encoder:
-        """Load a model directory; refuse one that is incomplete, corrupted or of another format."""
-        path = Path(path)
+    def load(cls, path: str | Path | None = None) -> Encoder:
+        """Load a model directory (default: the shipped model, ``DEFAULT_MODEL``); refuse one
+        that is incomplete, corrupted or of another format."""
+        path = DEFAULT_MODEL if path is None else Path(path)
         if not path.is_dir():
             raise ModelDirectoryError(f"{path}: no such model directory; train one with 'siamsearch train'")
 
@@ -268,7 +283,11 @@ class Encoder:
             raise damaged(f"{ONNX} or the vocabulary do not match the fingerprint in {CONFIG}")
         if _sha256(weights) != config_doc.get("weights_sha256"):
             raise damaged(f"{WEIGHTS} does not match its checksum in {CONFIG}")
-        info = {"training": config_doc.get("training"), "history": extra.get(HISTORY), "metrics": extra.get(METRICS)}
+        threshold = config_doc.get("threshold", DEFAULT_THRESHOLD)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise damaged(f"threshold {threshold!r} in {CONFIG} is not a score between 0 and 1")
+        info = {"training": config_doc.get("training"), "history": extra.get(HISTORY), "metrics": extra.get(METRICS),
+                "threshold": float(threshold)}
         try:
             return cls(config, vocab, onnx_model, weights, **info)
         except Exception as e:  # onnxruntime raises its own types for a graph it cannot load

@@ -1,12 +1,46 @@
-"""Pair-classification metrics: how well exp(-L1) scores separate same-meaning pairs."""
+"""How good a model is: as a pair classifier, and as a search engine.
+
+Pair classification
+    ``pair_metrics``: accuracy, precision, recall and F1 of ``exp(-L1) >= threshold``, and
+    ROC-AUC (threshold-free); ``best_threshold`` picks the threshold on validation pairs.
+Retrieval (``RetrievalTask``, ``RetrievalEvaluator``)
+    Defined from labelled pair files so that numbers compare across models and baselines:
+
+    * the corpus is every distinct sentence of the main file and the distractor files;
+    * the queries are the distinct sentence1 of the main file's positive pairs, skipping
+      pairs whose two sentences are identical;
+    * a query's relevant documents are all sentences linked to it through positive pairs of
+      the main file, transitively, except the query itself, which is also removed from its
+      own result list.
+
+    Metrics: recall@1 and recall@10 (the share of queries with at least one relevant
+    document in the top 1 / top 10, the usual "success@k" of FAQ retrieval), MRR@10 (the
+    mean of 1/rank of the first relevant document, 0 beyond rank 10) and the mean latency of
+    one query. Any ``Retriever`` can be evaluated: the encoder's ``SearchIndex``
+    (``EncoderRetriever``) or a lexical baseline (``baselines.py``).
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
 import numpy as np
+
+from .data import Pairs, paraphrase_groups
+from .encoder import DEFAULT_THRESHOLD
+
+RECALL_AT = (1, 10)
+MRR_AT = 10
 
 
 def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, precision, recall and F1 of ``score >= threshold`` against 0/1 labels."""
+    """Accuracy, precision, recall and F1 of ``score >= threshold`` against 0/1 labels, and
+    ROC-AUC (None when the labels hold only one class)."""
+    from sklearn.metrics import roc_auc_score
+
     predicted = np.asarray(scores) >= threshold
     actual = np.asarray(labels) >= 0.5
     tp = int(np.sum(predicted & actual))
@@ -21,4 +55,116 @@ def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5)
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "roc_auc": float(roc_auc_score(actual, scores)) if 0 < actual.sum() < actual.size else None,
     }
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold with the highest accuracy of ``score >= threshold`` on these pairs:
+    halfway between the two adjacent distinct scores where the best split lies (so a
+    slightly different score on new data falls on the side it fell on here)."""
+    scores, actual = np.asarray(scores, dtype=np.float64), np.asarray(labels) >= 0.5
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], actual[order]
+    # a split after sorted position i (predict positive for s[i+1:]): correct = negatives up to i + positives after i
+    correct = np.concatenate([[0], np.cumsum(~y)]) + (y.sum() - np.concatenate([[0], np.cumsum(y)]))
+    distinct = np.concatenate([[True], s[1:] > s[:-1], [True]])  # splits between equal scores are not real
+    best = int(np.flatnonzero(distinct)[np.argmax(correct[distinct])])
+    if best == 0:
+        return float(s[0]) if len(s) else DEFAULT_THRESHOLD
+    if best == len(s):
+        return float(np.nextafter(s[-1], np.inf))
+    return float((s[best - 1] + s[best]) / 2)
+
+
+@dataclass(frozen=True)
+class RetrievalTask:
+    """A corpus, the queries (corpus positions) and each query's relevant corpus positions."""
+
+    corpus: list[str]
+    queries: list[int]
+    relevant: list[frozenset[int]]
+
+    @classmethod
+    def from_pairs(cls, main: Pairs, distractors: Sequence[Pairs] = ()) -> RetrievalTask:
+        """The task of the module docstring. The corpus is in reading order (main file first,
+        row by row), which is also how the lexical baselines order equal scores."""
+        corpus = list(dict.fromkeys(s for pairs in (main, *distractors) for pair in zip(pairs.left, pairs.right)
+                                    for s in pair))
+        group = paraphrase_groups(corpus, main)
+        members: dict[int, list[int]] = {}
+        for position, g in enumerate(group.tolist()):
+            members.setdefault(g, []).append(position)
+        position = {s: i for i, s in enumerate(corpus)}
+        queries = list(dict.fromkeys(position[a] for a, b, label in zip(main.left, main.right, main.labels)
+                                     if label >= 0.5 and a != b))
+        relevant = [frozenset(members[group[q]]) - {q} for q in queries]
+        return cls(corpus, queries, relevant)
+
+
+def retrieval_metrics(ranked: Sequence[Sequence[int]], relevant: Sequence[frozenset[int]]) -> dict:
+    """recall@1, recall@10 and MRR@10 of ranked result lists (best first) against the relevant sets."""
+    first = np.array([next((rank for rank, doc in enumerate(docs[:MRR_AT], 1) if doc in rel), 0)
+                      for docs, rel in zip(ranked, relevant)])
+    found = first > 0
+    metrics = {f"recall@{k}": float(np.mean(found & (first <= k))) if len(first) else 0.0 for k in RECALL_AT}
+    metrics[f"mrr@{MRR_AT}"] = float(np.mean(np.where(found, 1.0 / np.maximum(first, 1), 0.0))) if len(first) else 0.0
+    return metrics
+
+
+class Retriever(Protocol):
+    """What the retrieval evaluator needs: index a corpus once, then rank it for one query."""
+
+    name: str
+
+    def index(self, corpus: Sequence[str]) -> None: ...
+
+    def search(self, query: str, k: int) -> list[int]:
+        """Corpus positions of the ``k`` best documents, best first."""
+        ...
+
+
+class EncoderRetriever:
+    """The product's own path: a ``SearchIndex`` over the corpus (FAISS candidates, exact
+    exp(-L1) re-rank), with corpus positions as document ids."""
+
+    def __init__(self, encoder, name: str = "siamsearch", **build_options):
+        self.encoder, self.name, self.build_options = encoder, name, build_options
+        self._index = None
+
+    def index(self, corpus: Sequence[str]) -> None:
+        from .search import SearchIndex
+
+        self._index = SearchIndex.build(list(corpus), self.encoder, ids=[str(i) for i in range(len(corpus))],
+                                        **self.build_options)
+
+    def search(self, query: str, k: int) -> list[int]:
+        return [int(hit.id) for hit in self._index.search(query, k)]
+
+
+class RetrievalEvaluator:
+    """Runs a ``RetrievalTask`` against retrievers, one query at a time (as users query)."""
+
+    def __init__(self, task: RetrievalTask):
+        self.task = task
+
+    def __call__(self, retriever: Retriever) -> dict:
+        """Metrics plus ``ms_per_query`` (mean over queries) and ``index_seconds``."""
+        task = self.task
+        started = time.perf_counter()
+        retriever.index(task.corpus)
+        index_seconds = time.perf_counter() - started
+        ranked, seconds = [], 0.0
+        for q in task.queries:
+            started = time.perf_counter()
+            docs = retriever.search(task.corpus[q], MRR_AT + 1)
+            seconds += time.perf_counter() - started
+            ranked.append([d for d in docs if d != q][:MRR_AT])
+        return {
+            "name": retriever.name,
+            **retrieval_metrics(ranked, task.relevant),
+            "ms_per_query": 1000 * seconds / max(len(task.queries), 1),
+            "index_seconds": index_seconds,
+            "queries": len(task.queries),
+            "corpus": len(task.corpus),
+        }

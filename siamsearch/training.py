@@ -1,9 +1,26 @@
-"""Training the Siamese network on labelled pairs (the MaLSTM recipe).
+"""Training the Siamese network on labelled pairs (the MaLSTM recipe, and objectives for search).
 
 Recipe: character vocabulary from the training pairs; frozen 300-d character vectors
 (gensim CBOW trained on the training sentences unless a file is given); shared BiLSTM
 encoder; exp(-L1) head; binary cross-entropy; Nadam (learning rate 0.002, the Keras 2
 default the recipe ran with); 20 epochs; batch 512.
+
+Objectives (``TrainConfig.objective``); the model and its score exp(-L1) are the same for all:
+
+``bce``
+    The recipe: binary cross-entropy of exp(-L1) against each pair's 0/1 label. It teaches
+    a pair classifier; sentences it never saw as a negative pair can land close together.
+``contrastive``
+    In-batch negatives, for search: only positive pairs are used, and each sentence's
+    partner must out-score every other sentence of the batch. The loss is the cross-entropy
+    of a softmax over the batch of -L1/temperature (both directions, averaged), i.e. with
+    temperature 1 the softmax of the product's own scores exp(-L1). Sentences that the
+    positive pairs link to the same meaning (``data.paraphrase_groups``) are not counted as
+    negatives of each other.
+``both``
+    All labelled pairs: the recipe's binary cross-entropy on every pair plus the in-batch
+    loss on the positive pairs, whose candidates then include the partners of negative
+    pairs (hard negatives: the labelled "looks alike, means something else").
 
 Speed: batches are bucketed by length (pairs sorted by their longer side, with random
 tie-breaking, re-drawn every epoch, and batch order shuffled), so a batch is padded only
@@ -22,16 +39,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Pairs
+from .data import Pairs, paraphrase_groups
 from .encoder import Encoder, EncoderConfig
 from .errors import InputError
-from .evaluation import pair_metrics
-from .model import EMBEDDING_LAYER, build_encoder, build_siamese, keras, tf
+from .evaluation import best_threshold, pair_metrics
+from .model import EMBEDDING_LAYER, ManhattanSimilarity, build_encoder, keras, ops, tf
 from .scoring import exp_neg_l1
 from .text import Vocabulary, pad
 from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_char_vectors
 
 log = logging.getLogger(__name__)
+
+OBJECTIVES = ("bce", "contrastive", "both")
 
 EpochCallback = Callable[[int, int, dict], None]
 """Called after each epoch with (epoch number from 1, total epochs, metrics incl. ``seconds``)."""
@@ -45,18 +64,100 @@ class TrainConfig:
     seed: int = 0
     learning_rate: float = 0.002
     embedding_dim: int = 300
+    objective: str = "bce"
+    temperature: float = 1.0
+    patience: int = 0
+    """With validation pairs: stop after this many epochs without a lower validation loss and
+    keep the best epoch's weights (0: run every epoch and keep the last, as the recipe does)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "embedding_dim"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1")
-        if self.learning_rate <= 0:
-            raise InputError("learning-rate must be positive")
+        if self.patience < 0:
+            raise InputError("patience must be 0 (off) or more")
+        for name in ("learning_rate", "temperature"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name.replace('_', '-')} must be positive")
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
 
 
-def _bucketed(left: list[list[int]], right: list[list[int]], labels: np.ndarray, batch_size: int,
+def in_batch_loss(a, b, labels, left_groups, right_groups, temperature: float):
+    """Mean over positive pairs i of the cross-entropy of softmax_j(-L1(a_i, b_j)/temperature)
+    at j = i, and the same from b_i's side; a_i, b_j with the same group and j != i are left
+    out of the softmax (they mean the same, so they are not negatives)."""
+    logits = -ops.sum(ops.abs(ops.expand_dims(a, 1) - ops.expand_dims(b, 0)), axis=-1) / temperature
+    n = ops.shape(logits)[0]
+    paraphrase = ops.logical_and(ops.equal(ops.expand_dims(left_groups, 1), ops.expand_dims(right_groups, 0)),
+                                 ops.logical_not(ops.eye(n, dtype="bool")))
+    logits = ops.where(paraphrase, -1e9, logits)
+    targets = ops.arange(n)
+    both_sides = (keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+                  + keras.losses.sparse_categorical_crossentropy(targets, ops.transpose(logits), from_logits=True)) / 2
+    positive = ops.cast(labels >= 0.5, both_sides.dtype)
+    return ops.sum(both_sides * positive) / ops.maximum(ops.sum(positive), 1.0)
+
+
+class _Trainer(keras.Model):
+    """The Siamese network seen from training: the shared encoder on both sides, and the
+    objective's loss computed from the two encodings (the in-batch loss needs them, not
+    just the pair score). Reports the loss and the pair accuracy of exp(-L1) >= 0.5."""
+
+    def __init__(self, encoder: keras.Model, objective: str, temperature: float):
+        super().__init__(name="siamese_trainer")
+        self.encoder, self.objective, self.temperature = encoder, objective, temperature
+        self.similarity = ManhattanSimilarity(name="similarity")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy")
+        self.built = True  # nothing left to build: the encoder is built and the similarity has no weights
+
+    @property
+    def metrics(self) -> list:
+        return [self.loss_tracker, self.accuracy]
+
+    def call(self, inputs, training=False):
+        return self.encoder(inputs[0], training=training), self.encoder(inputs[1], training=training)
+
+    def _step(self, data, training: bool):
+        (left, right, left_groups, right_groups), labels = data
+        a, b = self((left, right), training=training)
+        score = self.similarity(a, b)
+        loss = 0.0
+        if self.objective in ("bce", "both"):
+            loss += ops.mean(keras.losses.binary_crossentropy(ops.expand_dims(labels, 1), ops.expand_dims(score, 1)))
+        if self.objective in ("contrastive", "both"):
+            loss += in_batch_loss(a, b, labels, left_groups, right_groups, self.temperature)
+        return loss, score, labels
+
+    def _report(self, loss, score, labels) -> dict:
+        self.loss_tracker.update_state(loss)
+        self.accuracy.update_state(labels, score)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss, score, labels = self._step(data, training=True)
+        self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+        return self._report(loss, score, labels)
+
+    def test_step(self, data):
+        return self._report(*self._step(data, training=False))
+
+
+def _groups(pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Paraphrase group of each pair's left and right sentence."""
+    texts = list(dict.fromkeys(pairs.left + pairs.right))
+    group = dict(zip(texts, paraphrase_groups(texts, pairs).tolist()))
+    return np.array([group[t] for t in pairs.left]), np.array([group[t] for t in pairs.right])
+
+
+def _bucketed(left: list[list[int]], right: list[list[int]], pairs: Pairs, batch_size: int,
               rng: np.random.Generator | None) -> tf.data.Dataset:
-    """Length-bucketed batches; with ``rng``, re-shuffled each time the dataset is iterated."""
+    """Length-bucketed batches of ((left ids, right ids, left groups, right groups), labels);
+    with ``rng``, re-shuffled each time the dataset is iterated."""
+    labels = pairs.labels
+    left_groups, right_groups = _groups(pairs)
     lengths = np.maximum([len(r) for r in left], [len(r) for r in right])
 
     def batches():
@@ -68,11 +169,11 @@ def _bucketed(left: list[list[int]], right: list[list[int]], labels: np.ndarray,
         if rng is not None:
             rng.shuffle(chunks)
         for b in chunks:
-            yield (pad([left[i] for i in b]), pad([right[i] for i in b])), labels[b]
+            yield (pad([left[i] for i in b]), pad([right[i] for i in b]), left_groups[b], right_groups[b]), labels[b]
 
-    ids = tf.TensorSpec([None, None], tf.int32)
+    ids, groups = tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int64)
     dataset = tf.data.Dataset.from_generator(
-        batches, output_signature=((ids, ids), tf.TensorSpec([None], tf.float32)))
+        batches, output_signature=((ids, ids, groups, groups), tf.TensorSpec([None], tf.float32)))
     return dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(len(labels) / batch_size))).prefetch(2)
 
 
@@ -97,6 +198,9 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
           vectors: str | Path | None = None, on_epoch_end: EpochCallback | None = None) -> Encoder:
     """Train the Siamese network and return its shared encoder (save it with ``Encoder.save``)."""
     started = time.perf_counter()
+    used = pairs if config.objective != "contrastive" else _positives(pairs)
+    if not len(used):
+        raise InputError(f"{pairs.source or 'training pairs'}: no positive pairs, which the contrastive objective needs")
     keras.utils.set_random_seed(config.seed)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     if vectors is None:
@@ -111,32 +215,42 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=kv.vector_size, max_length=config.max_length)
     model = build_encoder(enc_config)
     model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
-    siamese = build_siamese(model)
-    siamese.compile(optimizer=keras.optimizers.Nadam(config.learning_rate), loss="binary_crossentropy",
-                    metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=False)
+    trainer = _Trainer(model, config.objective, config.temperature)
+    trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate), jit_compile=False)
 
     def ids(texts: list[str]) -> list[list[int]]:
         return [vocab.ids(t, config.max_length) for t in texts]
 
     rng = np.random.default_rng(config.seed)
-    train_data = _bucketed(ids(pairs.left), ids(pairs.right), pairs.labels, config.batch_size, rng)
-    valid_data = None if valid is None else _bucketed(
-        ids(valid.left), ids(valid.right), valid.labels, config.batch_size, None)
+    train_data = _bucketed(ids(used.left), ids(used.right), used, config.batch_size, rng)
+    valid_data = None if valid is None else _bucketed(ids(valid.left), ids(valid.right), valid, config.batch_size, None)
     history: list[dict] = []
-    siamese.fit(train_data, validation_data=valid_data, epochs=config.epochs, verbose=0, shuffle=False,
-                callbacks=[_EpochReporter(config.epochs, history, on_epoch_end)])
+    callbacks = [_EpochReporter(config.epochs, history, on_epoch_end)]
+    if valid is not None and config.patience:
+        callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True))
+    trainer.fit(train_data, validation_data=valid_data, epochs=config.epochs, verbose=0, shuffle=False,
+                callbacks=callbacks)
 
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
+    kept = 1 + int(np.argmin([h["val_loss"] for h in history])) if valid is not None and config.patience else len(history)
     if valid is not None:
         scores = exp_neg_l1(encoder.encode(valid.left), encoder.encode(valid.right))
-        encoder.metrics["valid"] = {"file": Path(valid.source).name, **pair_metrics(scores, valid.labels)}
+        encoder.threshold = best_threshold(scores, valid.labels)
+        encoder.metrics["valid"] = {"file": Path(valid.source).name,
+                                    **pair_metrics(scores, valid.labels, encoder.threshold)}
     encoder.training = {
         "settings": asdict(config),
-        "pairs": {"file": Path(pairs.source).name, "n": len(pairs)},
+        "pairs": {"file": Path(pairs.source).name, "n": len(pairs), "used": len(used)},
         "valid": None if valid is None else {"file": Path(valid.source).name, "n": len(valid)},
+        "epoch_kept": kept,
         "vectors": vectors_source,
         "optimizer": "Nadam",
-        "loss": "binary_crossentropy",
+        "objective": config.objective,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return encoder
+
+
+def _positives(pairs: Pairs) -> Pairs:
+    keep = np.flatnonzero(pairs.labels >= 0.5)
+    return Pairs([pairs.left[i] for i in keep], [pairs.right[i] for i in keep], pairs.labels[keep], pairs.source)

@@ -1,0 +1,67 @@
+"""Lexical baselines for the retrieval evaluation: what keyword search gets on the same task.
+
+Both work on characters, because the texts are Chinese with no word boundaries: a text's
+terms are its characters and its character bigrams.
+
+``BM25Retriever``
+    BM25 from ``bm25s`` (Lucene's variant: idf = ln(1 + (N - df + 0.5) / (df + 0.5))),
+    k1 = 1.2, b = 0.75; a query term is counted once however often it occurs.
+``TfidfRetriever``
+    scikit-learn's ``TfidfVectorizer`` (smoothed idf, sublinear tf off, L2-normalised
+    rows), ranked by cosine similarity.
+
+Equal scores are ordered by corpus position. Both implement ``evaluation.Retriever``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def char_terms(text: str) -> list[str]:
+    """Character unigrams then bigrams: "开通" → ["开", "通", "开通"]."""
+    return [*text, *(text[i : i + 2] for i in range(len(text) - 1))]
+
+
+def _top(scores: np.ndarray, k: int) -> list[int]:
+    """Positions of the ``k`` highest scores, best first, equal scores by position."""
+    k = min(k, len(scores))
+    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    # widen to everything tied with the k-th score, so ties are broken by position, not by argpartition
+    candidates = np.flatnonzero(scores >= scores[candidates].min())
+    return candidates[np.lexsort((candidates, -scores[candidates]))][:k].tolist()
+
+
+class BM25Retriever:
+    name = "BM25 (chars+bigrams)"
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75):
+        import bm25s
+
+        self._bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+
+    def index(self, corpus: Sequence[str]) -> None:
+        self._bm25.index([char_terms(t) for t in corpus], show_progress=False)
+
+    def search(self, query: str, k: int) -> list[int]:
+        terms = list(dict.fromkeys(char_terms(query)))
+        return _top(self._bm25.get_scores(terms), k)
+
+
+class TfidfRetriever:
+    name = "TF-IDF (chars+bigrams)"
+
+    def __init__(self):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._vectorizer = TfidfVectorizer(analyzer=char_terms, lowercase=False)
+        self._matrix = None
+
+    def index(self, corpus: Sequence[str]) -> None:
+        self._matrix = self._vectorizer.fit_transform(corpus).T.tocsr()
+
+    def search(self, query: str, k: int) -> list[int]:
+        scores = (self._vectorizer.transform([query]) @ self._matrix).toarray().ravel()
+        return _top(scores, k)
