@@ -143,10 +143,12 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
     seconds = encoder.training["seconds"]
     if "valid" in encoder.metrics:
         m = encoder.metrics["valid"]
-        click.echo(f"validation accuracy {m['accuracy']:.4f} on {_n(m['n'])} pairs "
-                   f"(precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f})")
-    click.echo(f"trained on {_n(len(train_pairs))} pairs × {epochs} epochs in {seconds:.1f} s "
-               f"({_n(len(train_pairs) * epochs / seconds)} pairs/s); saved {out} "
+        click.echo(f"validation accuracy {m['accuracy']:.4f} on {_n(m['n'])} pairs at threshold {m['threshold']:.4f} "
+                   f"(precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}, "
+                   f"ROC-AUC {m['roc_auc'] if m['roc_auc'] is None else format(m['roc_auc'], '.4f')})")
+    ran, kept, used = len(encoder.history), encoder.training["epoch_kept"], encoder.training["pairs"]["used"]
+    click.echo(f"trained on {_n(used)} pairs × {ran} epochs in {seconds:.1f} s ({_n(used * ran / seconds)} pairs/s)"
+               f"{f', kept epoch {kept} (lowest validation loss)' if kept != ran else ''}; saved {out} "
                f"(fingerprint {encoder.fingerprint[:12]})")
 
 
@@ -408,7 +410,8 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     results = []
     for retriever in retrievers:
         results.append(evaluate_on(retriever))
-        click.echo(f"  {retriever.name}: done in {results[-1]['index_seconds'] + results[-1]['ms_per_query'] * len(task.queries) / 1000:.1f} s", err=True)
+        click.echo(f"  {retriever.name}: indexed in {results[-1]['index_seconds']:.1f} s, "
+                   f"{results[-1]['ms_per_query']:.2f} ms per query", err=True)
     if as_json:
         click.echo(json.dumps({"file": str(pairs), "distractors": [str(d) for d in distractors],
                                "corpus": len(task.corpus), "queries": len(task.queries), "results": results},
@@ -425,29 +428,33 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
 
 @main.command()
 @click.option("--workdir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where models/demo and indexes/demo are written.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
-def demo(workdir: Path, epochs: int) -> None:
-    """Train on the bundled sample pairs, index the sample FAQ and run sample queries.
+              help="Where indexes/demo (and, with --train, models/demo) are written.")
+@click.option("--train", "train_first", is_flag=True,
+              help="Train a model on the bundled sample pairs first instead of using the shipped model.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1), help="With --train.")
+def demo(workdir: Path, train_first: bool, epochs: int) -> None:
+    """Index the bundled sample FAQ with the shipped model and answer sample queries.
 
     \b
     Example:
       siamsearch demo
+      siamsearch demo --train     # train on the bundled sample pairs first, as you would on yours
     """
     from .demo import SAMPLE_FAQ, SAMPLE_PAIRS, run_demo
 
     started = time.perf_counter()
-    click.echo(f"training on {SAMPLE_PAIRS.name} (bundled sample, 1,000 pairs), {epochs} "
-               f"epoch{'s' if epochs > 1 else ''}", err=True)
+    if train_first:
+        click.echo(f"training on {SAMPLE_PAIRS.name} (bundled sample, 1,000 pairs), {epochs} "
+                   f"epoch{'s' if epochs > 1 else ''}", err=True)
 
     def report(epoch: int, total: int, logs: dict) -> None:
         if epoch == total or epoch % 5 == 0:
             click.echo(f"  epoch {epoch}/{total}  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}", err=True)
 
     with ExitStack() as stack:
-        result = run_demo(workdir, epochs, on_epoch_end=report, progress=_StageBars(stack))
-    click.echo(f"model → {result.model_dir}   index of {SAMPLE_FAQ.name} ({len(result.index)} FAQ entries) → "
-               f"{result.index_dir}\n")
+        result = run_demo(workdir, epochs if train_first else None, on_epoch_end=report, progress=_StageBars(stack))
+    click.echo(f"model: {result.model_dir or 'the shipped default model'}   index of {SAMPLE_FAQ.name} "
+               f"({len(result.index)} FAQ entries) → {result.index_dir}\n")
     for text, hits in result.results:
         _print_table(text, hits)
         click.echo(f"  answer: {hits[0].metadata.get('answer', '')}\n" if hits else "")

@@ -140,11 +140,27 @@ def test_real_process_prints_one_error_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    result = run("demo", "--workdir", tmp_path, "--epochs", 2)
+def test_demo_runs_end_to_end_with_the_shipped_model_without_training(tmp_path):
+    result = run("demo", "--workdir", tmp_path)
     assert result.exit_code == 0, result.output
     assert result.output.count("query: ") == 6 and "answer:" in result.output and "demo finished" in result.output
+    assert "epoch" not in result.output and not (tmp_path / "models").exists()
     assert (tmp_path / "indexes" / "demo" / "manifest.json").is_file()
+    assert run("query", "--index", tmp_path / "indexes" / "demo", "退货").exit_code == 0
+
+
+def test_the_demo_with_the_shipped_model_never_imports_tensorflow(tmp_path):
+    code = ("import sys; from siamsearch.demo import run_demo; r = run_demo(sys.argv[1]); "
+            "assert r.results and r.results[0][1]; print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_demo_can_train_on_the_sample_pairs_first(tmp_path):
+    result = run("demo", "--workdir", tmp_path, "--train", "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/2" in result.output and "demo finished" in result.output
     shutil.rmtree(tmp_path / "models")
     assert run("query", "--index", tmp_path / "indexes" / "demo", "退货").exit_code == 0  # needs no model dir
 

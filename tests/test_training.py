@@ -1,0 +1,50 @@
+"""Training objectives: the in-batch loss against a NumPy transcription, and what train() records."""
+
+import numpy as np
+import pytest
+
+from siamsearch import TrainConfig, read_pairs, train
+from siamsearch.demo import SAMPLE_PAIRS
+from siamsearch.errors import InputError
+
+
+def numpy_in_batch_loss(a, b, labels, ga, gb, temperature):
+    logits = -np.abs(a[:, None, :] - b[None, :, :]).sum(-1) / temperature
+    n = len(a)
+    losses = []
+    for i in np.flatnonzero(labels >= 0.5):
+        for rows, own, other in ((logits, ga, gb), (logits.T, gb, ga)):
+            keep = [j for j in range(n) if j == i or own[i] != other[j]]
+            z = rows[i, keep]
+            losses.append((np.log(np.exp(z - z.max()).sum()) + z.max() - rows[i, i]) / 2)
+    return np.sum(losses) / max(1, np.sum(labels >= 0.5))
+
+
+def test_in_batch_loss_matches_the_definition():
+    from siamsearch.training import in_batch_loss
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
+    labels = np.array([1, 1, 0, 1, 1], np.float32)
+    # pairs 0 and 3 are paraphrases of each other (same group): neither is the other's negative;
+    # pair 2 is a labelled negative, its right sentence stays a candidate (a hard negative)
+    ga, gb = np.array([7, 8, 9, 7, 11]), np.array([7, 8, 10, 7, 11])
+    for temperature in (1.0, 0.5):
+        got = float(in_batch_loss(a, b, labels, ga, gb, temperature))
+        assert got == pytest.approx(numpy_in_batch_loss(a, b, labels, ga, gb, temperature), rel=1e-5)
+
+
+def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
+    pairs = read_pairs(SAMPLE_PAIRS)
+    encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="contrastive", temperature=0.5, patience=1, seed=4))
+    assert encoder.training["objective"] == "contrastive"
+    assert encoder.training["pairs"]["used"] == int((pairs.labels >= 0.5).sum()) < len(pairs)
+    assert encoder.training["settings"]["temperature"] == 0.5
+    val_losses = [h["val_loss"] for h in encoder.history]
+    assert encoder.training["epoch_kept"] == 1 + int(np.argmin(val_losses))
+
+
+@pytest.mark.parametrize("bad", [{"objective": "triplet"}, {"temperature": 0}, {"patience": -1}])
+def test_bad_training_settings_are_refused(bad):
+    with pytest.raises(InputError):
+        TrainConfig(**bad)
