@@ -108,13 +108,14 @@ def main() -> None:
               help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="In-batch softmax over -L1/temperature (contrastive, both).")
+@click.option("--fine-tune-vectors", is_flag=True, help="Update the character vectors while training (the recipe freezes them).")
 @click.option("--patience", default=0, show_default=True, type=click.IntRange(min=0),
               help="With --valid: stop after this many epochs without a lower validation loss and keep "
                    "the best epoch (0: run all epochs, keep the last).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None,
-          epochs: int, batch_size: int, max_length: int, objective: str, temperature: float, patience: int,
-          seed: int) -> None:
+          epochs: int, batch_size: int, max_length: int, objective: str, temperature: float,
+          fine_tune_vectors: bool, patience: int, seed: int) -> None:
     """Train the Siamese encoder on labelled PAIRS (sentence1<TAB>sentence2<TAB>label).
 
     \b
@@ -128,7 +129,8 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
 
     check_model_path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
-                         objective=objective, temperature=temperature, patience=patience)
+                         objective=objective, temperature=temperature, fine_tune_vectors=fine_tune_vectors,
+                         patience=patience)
     train_pairs = read_pairs(pairs, _columns(columns))
     valid_pairs = read_pairs(valid, _columns(columns)) if valid else None
     click.echo(f"read {_n(len(train_pairs))} training pairs from {pairs}"
@@ -143,7 +145,7 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
     seconds = encoder.training["seconds"]
     if "valid" in encoder.metrics:
         m = encoder.metrics["valid"]
-        click.echo(f"validation accuracy {m['accuracy']:.4f} on {_n(m['n'])} pairs at threshold {m['threshold']:.4f} "
+        click.echo(f"validation accuracy {m['accuracy']:.4f} on {_n(m['n'])} pairs at threshold {m['threshold']:.4g} "
                    f"(precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}, "
                    f"ROC-AUC {m['roc_auc'] if m['roc_auc'] is None else format(m['roc_auc'], '.4f')})")
     ran, kept, used = len(encoder.history), encoder.training["epoch_kept"], encoder.training["pairs"]["used"]
@@ -393,7 +395,7 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
             click.echo(json.dumps(metrics))
         else:
             auc = "n/a (one class)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
-            click.echo(f"{pairs} ({_n(metrics['n'])} pairs), {model_name}, threshold {metrics['threshold']:.4f}\n"
+            click.echo(f"{pairs} ({_n(metrics['n'])} pairs), {model_name}, threshold {metrics['threshold']:.4g}\n"
                        f"  accuracy {metrics['accuracy']:.4f}  precision {metrics['precision']:.4f}  "
                        f"recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}  ROC-AUC {auc}")
         return

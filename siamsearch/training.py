@@ -66,6 +66,8 @@ class TrainConfig:
     embedding_dim: int = 300
     objective: str = "bce"
     temperature: float = 1.0
+    fine_tune_vectors: bool = False
+    """Let training update the character vectors (the recipe keeps them frozen)."""
     patience: int = 0
     """With validation pairs: stop after this many epochs without a lower validation loss and
     keep the best epoch's weights (0: run every epoch and keep the last, as the recipe does)."""
@@ -215,6 +217,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=kv.vector_size, max_length=config.max_length)
     model = build_encoder(enc_config)
     model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
+    model.get_layer(EMBEDDING_LAYER).trainable = config.fine_tune_vectors
     trainer = _Trainer(model, config.objective, config.temperature)
     trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate), jit_compile=False)
 
