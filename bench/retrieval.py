@@ -93,7 +93,7 @@ def markdown(results: dict) -> str:
         "## Retrieval quality by training objective, beside keyword search",
         "",
         f"Command: `{results['command']}` on {results['machine']}; the whole run took "
-        f"{results['seconds'] / 60:.0f} min.",
+        f"{results['seconds'] / 60:.1f} min.",
         "",
         "Models: trained on bq/train.tsv (100,000 pairs) with bq/dev.tsv as validation, the recipe's settings "
         "otherwise (20 epochs, batch 512, Nadam 0.002, seed 0); `bce` keeps the last epoch as the recipe does, "
