@@ -79,7 +79,7 @@ def test_similarity_prints_the_pair_score(model, index):
 
 
 def test_every_command_has_help_with_an_example():
-    for command in ("train", "build-index", "query", "similarity", "demo"):
+    for command in ("train", "build-index", "query", "similarity", "evaluate", "demo"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example:" in result.output
 
@@ -106,12 +106,21 @@ def test_every_command_has_help_with_an_example():
           "--out", "{workdir}/small"], "more than --max-memory 10.0 KiB"),
         (["build-index", SAMPLE_FAQ, "--model", "{model}", "--text-column", "question", "--kind", "ivf",
           "--nlist", "500", "--out", "{workdir}/ivf"], "needs at least 500 documents to train on"),
+        (["evaluate", "missing.tsv", "--model", "{model}"], "missing.tsv: no such file"),
+        (["evaluate", "{workdir}/badlabel.tsv", "--model", "{model}"], "line 2: label 'yes' is not 0 or 1"),
+        (["evaluate", "--retrieval", "{workdir}/negatives.tsv", "--model", "{model}"], "no positive pairs"),
+        (["evaluate", "--retrieval", SAMPLE_PAIRS, "--model", "{model}", "--distractors", "nope.tsv"],
+         "nope.tsv: no such file"),
+        (["evaluate", SAMPLE_PAIRS, "--distractors", SAMPLE_PAIRS], "apply to --retrieval only"),
+        (["train", SAMPLE_PAIRS, "--out", "m", "--objective", "triplet"], "'triplet' is not one of"),
+        (["train", SAMPLE_PAIRS, "--out", "m", "--temperature", "0"], "0.0 is not in the range x>0"),
     ],
 )
 def test_user_errors_are_one_line_with_nonzero_exit(workdir, model, index, args, message):
     (workdir / "empty.txt").write_text("\n")
     (workdir / "bad.tsv").write_text("id\ttext\n1\tx\ty\n")
     (workdir / "badlabel.tsv").write_text("a\tb\t1\nc\td\tyes\n")
+    (workdir / "negatives.tsv").write_text("a\tb\t0\nc\tc\t1\n")
     other = workdir / "models" / "other"
     if not other.exists():
         assert run("train", SAMPLE_PAIRS, "--out", other, "--epochs", 1, "--seed", 9).exit_code == 0
