@@ -108,13 +108,15 @@ def main() -> None:
               help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="In-batch softmax over -L1/temperature (contrastive, both).")
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout after each BiLSTM while training.")
 @click.option("--fine-tune-vectors", is_flag=True, help="Update the character vectors while training (the recipe freezes them).")
 @click.option("--patience", default=0, show_default=True, type=click.IntRange(min=0),
               help="With --valid: stop after this many epochs without a lower validation loss and keep "
                    "the best epoch (0: run all epochs, keep the last).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None,
-          epochs: int, batch_size: int, max_length: int, objective: str, temperature: float,
+          epochs: int, batch_size: int, max_length: int, objective: str, temperature: float, dropout: float,
           fine_tune_vectors: bool, patience: int, seed: int) -> None:
     """Train the Siamese encoder on labelled PAIRS (sentence1<TAB>sentence2<TAB>label).
 
@@ -129,7 +131,7 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
 
     check_model_path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
-                         objective=objective, temperature=temperature, fine_tune_vectors=fine_tune_vectors,
+                         objective=objective, temperature=temperature, dropout=dropout, fine_tune_vectors=fine_tune_vectors,
                          patience=patience)
     train_pairs = read_pairs(pairs, _columns(columns))
     valid_pairs = read_pairs(valid, _columns(columns)) if valid else None

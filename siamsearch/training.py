@@ -66,6 +66,8 @@ class TrainConfig:
     embedding_dim: int = 300
     objective: str = "bce"
     temperature: float = 1.0
+    dropout: float = 0.5
+    """After each BiLSTM (the recipe: 0.5); only active while training."""
     fine_tune_vectors: bool = False
     """Let training update the character vectors (the recipe keeps them frozen)."""
     patience: int = 0
@@ -81,6 +83,8 @@ class TrainConfig:
         for name in ("learning_rate", "temperature"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be positive")
+        if not 0 <= self.dropout < 1:
+            raise InputError("dropout must be at least 0 and below 1")
         if self.objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
 
@@ -214,7 +218,8 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         kv = load_vectors(vectors)
         vectors_source = {"file": Path(vectors).name, "dim": kv.vector_size, "rows": len(kv)}
 
-    enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=kv.vector_size, max_length=config.max_length)
+    enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=kv.vector_size, max_length=config.max_length,
+                               dropout=config.dropout)
     model = build_encoder(enc_config)
     model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
     model.get_layer(EMBEDDING_LAYER).trainable = config.fine_tune_vectors

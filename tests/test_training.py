@@ -36,7 +36,9 @@ def test_in_batch_loss_matches_the_definition():
 
 def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
     pairs = read_pairs(SAMPLE_PAIRS)
-    encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="contrastive", temperature=0.5, patience=1, seed=4))
+    encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="contrastive", temperature=0.5, patience=1, seed=4,
+                                              dropout=0.25))
+    assert encoder.config.dropout == 0.25
     assert encoder.training["objective"] == "contrastive"
     assert encoder.training["pairs"]["used"] == int((pairs.labels >= 0.5).sum()) < len(pairs)
     assert encoder.training["settings"]["temperature"] == 0.5
@@ -44,7 +46,7 @@ def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
     assert encoder.training["epoch_kept"] == 1 + int(np.argmin(val_losses))
 
 
-@pytest.mark.parametrize("bad", [{"objective": "triplet"}, {"temperature": 0}, {"patience": -1}])
+@pytest.mark.parametrize("bad", [{"objective": "triplet"}, {"temperature": 0}, {"patience": -1}, {"dropout": 1}])
 def test_bad_training_settings_are_refused(bad):
     with pytest.raises(InputError):
         TrainConfig(**bad)
