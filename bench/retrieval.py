@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -97,8 +98,8 @@ def markdown(results: dict) -> str:
         "",
         "Models: trained on bq/train.tsv (100,000 pairs) with bq/dev.tsv as validation, the recipe's settings "
         "otherwise (20 epochs, batch 512, Nadam 0.002, seed 0); `bce` keeps the last epoch as the recipe does, "
-        "`contrastive` and `both` keep the epoch with the lowest dev loss (patience 3, temperature 1). The pair "
-        "threshold is the best-accuracy one on dev. Retrieval task (`siamsearch evaluate --retrieval`): the corpus is every distinct "
+        "`contrastive` and `both` keep the epoch with the lowest dev loss (patience 3, temperature 1). Other rows "
+        "are named by their settings (commands in the section above). The pair threshold is the best-accuracy one on dev. Retrieval task (`siamsearch evaluate --retrieval`): the corpus is every distinct "
         "sentence of the files; each distinct sentence1 of a positive pair is a query; its relevant documents are "
         "the sentences that positive pairs of the main file link it to, transitively, itself excluded. "
         "recall@k = share of queries with a relevant document in the top k. The encoder runs through the real "
@@ -142,7 +143,7 @@ def main() -> None:
     models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
     models |= train_models([o for o in args.objectives.split(",") if o and o not in models])
     models = {name: models[name] for name in sorted(models, key=lambda n: list(CONFIGS).index(n) if n in CONFIGS else 99)}
-    results = {**evaluate(models), "command": "python " + " ".join(sys.argv),
+    results = {**evaluate(models), "command": "python " + shlex.join(sys.argv),
                "seconds": time.perf_counter() - started, "machine": machine()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "retrieval.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))

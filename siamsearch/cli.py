@@ -292,9 +292,9 @@ def _print_table(query: str, hits: list) -> None:
     if not hits:
         return
     width = max(2, *(len(h.id) for h in hits))
-    click.echo(f"  {'rank':>4}  {'score':>6}  {'id':<{width}}  text")
+    click.echo(f"  {'rank':>4}  {'score':>9}  {'id':<{width}}  text")
     for h in hits:
-        click.echo(f"  {h.rank:>4}  {h.score:6.4f}  {h.id:<{width}}  {h.text}")
+        click.echo(f"  {h.rank:>4}  {h.score:9.3g}  {h.id:<{width}}  {h.text}")  # scores can be 1e-5: keep digits
 
 
 @main.command()
@@ -350,7 +350,7 @@ def similarity(text_a: str, text_b: str, model_dir: Path | None) -> None:
     for name, text in (("TEXT_A", text_a), ("TEXT_B", text_b)):
         if not normalize(text):
             raise InputError(f"{name} is empty or whitespace only")
-    click.echo(f"{Encoder.load(model_dir).similarity(text_a, text_b):.6f}")
+    click.echo(f"{Encoder.load(model_dir).similarity(text_a, text_b):.7g}")
 
 
 @main.command()

@@ -73,7 +73,7 @@ def test_similarity_prints_the_pair_score(model, index):
     result = run("similarity", "--model", model[0], "怎么退货", "如何退货")
     assert result.exit_code == 0
     expected = Encoder.load(model[0]).similarity("怎么退货", "如何退货")
-    assert abs(float(result.output) - expected) < 1e-6
+    assert float(result.output) == pytest.approx(expected, rel=1e-6)
     hit = SearchIndex.load(index[0]).search("怎么退货", 1)[0]
     assert abs(Encoder.load(model[0]).similarity("怎么退货", hit.text) - hit.score) < 1e-5
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from siamsearch import Encoder
@@ -33,7 +34,7 @@ def test_commands_use_the_shipped_model_when_no_model_is_given(tmp_path):
     runner = CliRunner()
     score = runner.invoke(main, ["similarity", QUESTION, SAME])
     assert score.exit_code == 0, score.output
-    assert float(score.output) == round(Encoder.load().similarity(QUESTION, SAME), 6)
+    assert float(score.output) == pytest.approx(Encoder.load().similarity(QUESTION, SAME), rel=1e-6)
     corpus = tmp_path / "faq.txt"
     corpus.write_text(f"{SAME}\n{OTHER}\n", encoding="utf-8")
     built = runner.invoke(main, ["build-index", str(corpus), "--out", str(tmp_path / "idx")])
