@@ -253,7 +253,6 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         "epoch_kept": kept,
         "vectors": vectors_source,
         "optimizer": "Nadam",
-        "objective": config.objective,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return encoder

@@ -39,7 +39,7 @@ def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
     encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="contrastive", temperature=0.5, patience=1, seed=4,
                                               dropout=0.25))
     assert encoder.config.dropout == 0.25
-    assert encoder.training["objective"] == "contrastive"
+    assert encoder.training["settings"]["objective"] == "contrastive"
     assert encoder.training["pairs"]["used"] == int((pairs.labels >= 0.5).sum()) < len(pairs)
     assert encoder.training["settings"]["temperature"] == 0.5
     val_losses = [h["val_loss"] for h in encoder.history]
