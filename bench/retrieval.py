@@ -65,15 +65,13 @@ def train_models(objectives: list[str]) -> dict[str, Path]:
 def evaluate(models: dict[str, Path]) -> dict:
     from siamsearch import Encoder, read_pairs
     from siamsearch.baselines import BM25Retriever, TfidfRetriever
-    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask, pair_metrics
-    from siamsearch.scoring import exp_neg_l1
+    from siamsearch.evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
 
     encoders = {name: Encoder.load(path) for name, path in models.items()}
-    test = read_pairs(DATA / "bq/test.tsv")
+    on_test = PairEvaluator(read_pairs(DATA / "bq/test.tsv"))
     pairs = {}
     for name, enc in encoders.items():
-        scores = exp_neg_l1(enc.encode(test.left), enc.encode(test.right))
-        pairs[name] = {**pair_metrics(scores, test.labels, enc.threshold),
+        pairs[name] = {**on_test(enc),
                        "valid": enc.metrics.get("valid"), "training": enc.training,
                        "epochs_run": len(enc.history)}
         log(f"pairs {name}: {json.dumps(pairs[name]['accuracy'])}")

@@ -381,8 +381,7 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     """
     from .data import read_pairs
     from .encoder import Encoder
-    from .evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask, pair_metrics
-    from .scoring import exp_neg_l1
+    from .evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
 
     if not retrieval and (distractors or baselines):
         raise click.UsageError("--distractors and --baselines apply to --retrieval only")
@@ -391,8 +390,7 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     encoder = Encoder.load(model_dir)
     model_name = str(model_dir) if model_dir else "default model"
     if not retrieval:
-        scores = exp_neg_l1(encoder.encode(main_pairs.left), encoder.encode(main_pairs.right))
-        metrics = {"file": str(pairs), "model": model_name, **pair_metrics(scores, main_pairs.labels, encoder.threshold)}
+        metrics = {"file": str(pairs), "model": model_name, **PairEvaluator(main_pairs)(encoder)}
         if as_json:
             click.echo(json.dumps(metrics))
         else:

@@ -2,7 +2,8 @@
 
 Pair classification
     ``pair_metrics``: accuracy, precision, recall and F1 of ``exp(-L1) >= threshold``, and
-    ROC-AUC (threshold-free); ``best_threshold`` picks the threshold on validation pairs.
+    ROC-AUC (threshold-free); ``best_threshold`` picks the threshold on validation pairs;
+    ``PairEvaluator`` runs an encoder on a pair file.
 Retrieval (``RetrievalTask``, ``RetrievalEvaluator``)
     Defined from labelled pair files so that numbers compare across models and baselines:
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from .data import Pairs, paraphrase_groups
 from .encoder import DEFAULT_THRESHOLD
+from .scoring import exp_neg_l1
 
 RECALL_AT = (1, 10)
 MRR_AT = 10
@@ -75,6 +77,22 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     if best == len(s):
         return float(np.nextafter(s[-1], np.inf))
     return float((s[best - 1] + s[best]) / 2)
+
+
+class PairEvaluator:
+    """Pair classification of an encoder on labelled pairs."""
+
+    def __init__(self, pairs: Pairs):
+        self.pairs = pairs
+
+    def scores(self, encoder) -> np.ndarray:
+        """The Siamese score of every pair."""
+        return exp_neg_l1(encoder.encode(self.pairs.left), encoder.encode(self.pairs.right))
+
+    def __call__(self, encoder, threshold: float | None = None) -> dict:
+        """``pair_metrics`` at ``threshold``, by default the encoder's own."""
+        return pair_metrics(self.scores(encoder), self.pairs.labels,
+                            encoder.threshold if threshold is None else threshold)
 
 
 @dataclass(frozen=True)

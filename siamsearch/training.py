@@ -42,9 +42,8 @@ import numpy as np
 from .data import Pairs, paraphrase_groups
 from .encoder import Encoder, EncoderConfig
 from .errors import InputError
-from .evaluation import best_threshold, pair_metrics
+from .evaluation import PairEvaluator, best_threshold, pair_metrics
 from .model import EMBEDDING_LAYER, ManhattanSimilarity, build_encoder, keras, ops, tf
-from .scoring import exp_neg_l1
 from .text import Vocabulary, pad
 from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_char_vectors
 
@@ -242,7 +241,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
     kept = 1 + int(np.argmin([h["val_loss"] for h in history])) if valid is not None and config.patience else len(history)
     if valid is not None:
-        scores = exp_neg_l1(encoder.encode(valid.left), encoder.encode(valid.right))
+        scores = PairEvaluator(valid).scores(encoder)
         encoder.threshold = best_threshold(scores, valid.labels)
         encoder.metrics["valid"] = {"file": Path(valid.source).name,
                                     **pair_metrics(scores, valid.labels, encoder.threshold)}

@@ -80,3 +80,15 @@ def test_cli_evaluate_pairs_matches_hand_computed_metrics(sample_encoder, tmp_pa
     assert report["roc_auc"] == pytest.approx(np.mean([sp > sn for sp in scores[labels == 1] for sn in scores[labels == 0]]))
     text = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pairs.tsv"), "--model", str(tmp_path / "m")])
     assert "accuracy" in text.output and "ROC-AUC" in text.output
+
+
+def test_pair_evaluator_scores_every_pair_at_the_encoders_threshold_unless_told(sample_encoder):
+    from siamsearch.data import Pairs
+    from siamsearch.evaluation import PairEvaluator
+
+    pairs = Pairs(["怎么退货", "怎么退货"], ["如何申请退货", "发票怎么开"], np.array([1.0, 0.0], np.float32))
+    evaluator = PairEvaluator(pairs)
+    scores = evaluator.scores(sample_encoder)
+    assert scores == pytest.approx([sample_encoder.similarity(a, b) for a, b in zip(pairs.left, pairs.right)], rel=1e-6)
+    assert evaluator(sample_encoder) == pair_metrics(scores, pairs.labels, sample_encoder.threshold)
+    assert evaluator(sample_encoder, threshold=0.0)["recall"] == 1.0
