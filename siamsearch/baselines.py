@@ -27,10 +27,9 @@ def char_terms(text: str) -> list[str]:
 
 def _top(scores: np.ndarray, k: int) -> list[int]:
     """Positions of the ``k`` highest scores, best first, equal scores by position."""
-    k = min(k, len(scores))
-    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    # widen to everything tied with the k-th score, so ties are broken by position, not by argpartition
-    candidates = np.flatnonzero(scores >= scores[candidates].min())
+    cut = len(scores) - min(k, len(scores))
+    kth_best = np.partition(scores, cut)[cut]
+    candidates = np.flatnonzero(scores >= kth_best)  # everything tied with the k-th best too
     return candidates[np.lexsort((candidates, -scores[candidates]))][:k].tolist()
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from .data import Pairs, paraphrase_groups
 from .encoder import DEFAULT_THRESHOLD
+from .errors import InputError
 from .scoring import exp_neg_l1
 
 RECALL_AT = (1, 10)
@@ -116,6 +117,9 @@ class RetrievalTask:
         position = {s: i for i, s in enumerate(corpus)}
         queries = list(dict.fromkeys(position[a] for a, b, label in zip(main.left, main.right, main.labels)
                                      if label >= 0.5 and a != b))
+        if not queries:
+            raise InputError(f"{main.source or 'the pair file'}: no positive pairs of two different sentences, "
+                             "so no queries; the retrieval task needs some")
         relevant = [frozenset(members[group[q]]) - {q} for q in queries]
         return cls(corpus, queries, relevant)
 

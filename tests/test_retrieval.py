@@ -83,6 +83,23 @@ def test_metrics_stop_at_rank_ten():
     assert retrieval_metrics([list(range(10)) + [99]], relevant) == {"recall@1": 0, "recall@10": 0, "mrr@10": 0}
 
 
+def test_a_pair_file_without_queries_is_refused_by_the_library(tmp_path):
+    from siamsearch.errors import InputError
+
+    (tmp_path / "neg.tsv").write_text("A\tB\t0\nC\tC\t1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no positive pairs of two different sentences"):
+        RetrievalTask.from_pairs(read_pairs(tmp_path / "neg.tsv"))
+
+
+def test_lexical_top_k_breaks_ties_by_corpus_position():
+    from siamsearch.baselines import _top
+
+    scores = np.array([1.0, 3.0, 3.0, 2.0, 3.0])
+    assert _top(scores, 2) == [1, 2]
+    assert _top(scores, 4) == [1, 2, 4, 3]
+    assert _top(scores, 10) == [1, 2, 4, 3, 0]
+
+
 def test_char_terms_are_unigrams_then_bigrams():
     assert char_terms("开通花") == ["开", "通", "花", "开通", "通花"]
 
