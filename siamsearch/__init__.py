@@ -14,6 +14,7 @@ _LAZY = {
     "Hit": "search",
     "train": "training",
     "TrainConfig": "training",
+    "PRESETS": "training",
     "read_pairs": "data",
     "read_corpus": "data",
 }

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -100,24 +101,26 @@ def main() -> None:
 @click.option("--vectors", type=click.Path(dir_okay=False, path_type=Path),
               help="word2vec file (text or binary) of character vectors; default: train them with gensim.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-length", default=100, show_default=True, type=click.IntRange(min=1),
-              help="Characters kept per sentence (the first ones).")
-@click.option("--objective", default="bce", show_default=True, type=click.Choice(["bce", "contrastive", "both"]),
+@click.option("--preset", default="recipe", show_default=True, type=click.Choice(["recipe", "search"]),
+              help="Starting settings, which the options below override. recipe: the MaLSTM recipe "
+                   "(bce, dropout 0.5, 20 epochs); search: the shipped model's (contrastive, temperature 0.5, "
+                   "dropout 0.2, patience 3).")
+@click.option("--epochs", type=click.IntRange(min=1), help="[preset: 20]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")
+@click.option("--max-length", type=click.IntRange(min=1), help="Characters kept per sentence (the first ones). [preset: 100]")
+@click.option("--objective", type=click.Choice(["bce", "contrastive", "both"]),
               help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum.")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
               help="In-batch softmax over -L1/temperature (contrastive, both).")
-@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Dropout after each BiLSTM while training.")
-@click.option("--fine-tune-vectors", is_flag=True, help="Update the character vectors while training (the recipe freezes them).")
-@click.option("--patience", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout after each BiLSTM while training.")
+@click.option("--fine-tune-vectors/--frozen-vectors", default=None,
+              help="Update the character vectors while training, or keep them frozen as the recipe does.")
+@click.option("--patience", type=click.IntRange(min=0),
               help="With --valid: stop after this many epochs without a lower validation loss and keep "
                    "the best epoch (0: run all epochs, keep the last).")
-@click.option("--seed", default=0, show_default=True, type=int)
-def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None,
-          epochs: int, batch_size: int, max_length: int, objective: str, temperature: float, dropout: float,
-          fine_tune_vectors: bool, patience: int, seed: int) -> None:
+@click.option("--seed", type=int, help="[preset: 0]")
+def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None, preset: str,
+          **settings) -> None:
     """Train the Siamese encoder on labelled PAIRS (sentence1<TAB>sentence2<TAB>label).
 
     \b
@@ -127,12 +130,10 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
     """
     from .data import read_pairs
     from .encoder import check_model_path
-    from .training import TrainConfig, train as train_model
+    from .training import PRESETS, train as train_model
 
     check_model_path(out)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
-                         objective=objective, temperature=temperature, dropout=dropout, fine_tune_vectors=fine_tune_vectors,
-                         patience=patience)
+    config = replace(PRESETS[preset], **{k: v for k, v in settings.items() if v is not None})
     train_pairs = read_pairs(pairs, _columns(columns))
     valid_pairs = read_pairs(valid, _columns(columns)) if valid else None
     click.echo(f"read {_n(len(train_pairs))} training pairs from {pairs}"

@@ -50,3 +50,35 @@ def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
 def test_bad_training_settings_are_refused(bad):
     with pytest.raises(InputError):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("group_shared", [False, True])
+def test_batches_encode_each_distinct_sentence_once_and_cover_every_pair_once(group_shared):
+    from siamsearch.text import Vocabulary
+    from siamsearch.training import _bucketed
+
+    pairs = read_pairs(SAMPLE_PAIRS)
+    vocab = Vocabulary.fit(pairs.left + pairs.right)
+    data = _bucketed(pairs, vocab, 100, 8, np.random.default_rng(3), group_shared=group_shared)
+    for _ in range(2):  # two epochs: each re-draws the order, and still covers every pair exactly once
+        seen = []
+        for (sentences, left, right, _, _), labels in data.as_numpy_iterator():
+            assert len({tuple(row) for row in sentences}) == len(sentences)  # no sentence encoded twice
+            unpad = [tuple(int(i) for i in row if i) for row in sentences]
+            seen += [(unpad[a], unpad[b], float(y)) for a, b, y in zip(left, right, labels)]
+        expected = [(tuple(vocab.ids(a, 100)), tuple(vocab.ids(b, 100)), float(y))
+                    for a, b, y in zip(pairs.left, pairs.right, pairs.labels)]
+        assert sorted(seen) == sorted(expected)
+
+
+def test_presets_recipe_is_the_default_and_search_is_the_shipped_models_settings():
+    import json
+
+    from siamsearch import PRESETS
+    from siamsearch.encoder import DEFAULT_MODEL
+
+    assert PRESETS["recipe"] == TrainConfig()
+    shipped = json.loads((DEFAULT_MODEL / "config.json").read_text())["training"]["settings"]
+    assert {k: shipped[k] for k in ("objective", "temperature", "dropout", "patience")} == {
+        "objective": PRESETS["search"].objective, "temperature": PRESETS["search"].temperature,
+        "dropout": PRESETS["search"].dropout, "patience": PRESETS["search"].patience}
