@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -28,3 +31,24 @@ def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
     return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {memory:.0f} GiB, no GPU used, Python "
             f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, faiss {faiss.__version__}")
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_output_options(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--no-write", action="store_true", help="keep the results in bench/results/; leave docs/ alone")
+    parser.add_argument("--render", action="store_true", help=f"rewrite docs/ from bench/results/{name}.json")
+
+
+def render(name: str, markdown: Callable[[dict], str]) -> None:
+    """Rewrite the ``NAME-benchmarks`` section from the last saved results."""
+    write_section(f"{name}-benchmarks", markdown(json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))))
+
+
+def publish(name: str, results: dict, markdown: Callable[[dict], str], write: bool) -> None:
+    """Save the results as bench/results/NAME.json and, with ``write``, rewrite their docs section."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    if write:
+        render(name, markdown)

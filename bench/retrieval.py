@@ -26,11 +26,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from report import machine, write_section  # noqa: E402
+from report import add_output_options, machine, publish, render  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 WORK = HERE / ".work" / "retrieval"
-RESULTS = HERE / "results"
 CONFIGS = {  # objective: TrainConfig settings beyond the defaults; bce is the recipe as published (all 20 epochs)
     "bce": {},
     "contrastive": {"patience": 3},
@@ -131,11 +130,10 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
                         help="use this model directory instead of training NAME (repeat)")
     parser.add_argument("--objectives", default=",".join(CONFIGS))
-    parser.add_argument("--no-write", action="store_true", help="print results; leave docs/ alone")
-    parser.add_argument("--render", action="store_true", help="rewrite docs/ from bench/results/retrieval.json")
+    add_output_options(parser, "retrieval")
     args = parser.parse_args()
     if args.render:
-        write_section("retrieval-benchmarks", markdown(json.loads((RESULTS / "retrieval.json").read_text())))
+        render("retrieval", markdown)
         return
     started = time.perf_counter()
     models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
@@ -143,11 +141,8 @@ def main() -> None:
     models = {name: models[name] for name in sorted(models, key=lambda n: list(CONFIGS).index(n) if n in CONFIGS else 99)}
     results = {**evaluate(models), "command": "python " + shlex.join(sys.argv),
                "seconds": time.perf_counter() - started, "machine": machine()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "retrieval.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(json.dumps(results, ensure_ascii=False))
-    if not args.no_write:
-        write_section("retrieval-benchmarks", markdown(results))
+    publish("retrieval", results, markdown, write=not args.no_write)
 
 
 if __name__ == "__main__":
