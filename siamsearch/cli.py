@@ -101,10 +101,11 @@ def main() -> None:
 @click.option("--vectors", type=click.Path(dir_okay=False, path_type=Path),
               help="word2vec file (text or binary) of character vectors; default: train them with gensim.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
-@click.option("--preset", default="recipe", show_default=True, type=click.Choice(["recipe", "search"]),
+@click.option("--preset", default="recipe", show_default=True, type=click.Choice(["recipe", "search", "classify"]),
               help="Starting settings, which the options below override. recipe: the MaLSTM recipe "
                    "(bce, dropout 0.5, 20 epochs); search: the shipped model's (contrastive, temperature 0.5, "
-                   "dropout 0.2, patience 3).")
+                   "dropout 0.2, patience 3); classify: bce, dropout 0.2, fine-tuned vectors, up to 40 epochs, "
+                   "patience 3.")
 @click.option("--epochs", type=click.IntRange(min=1), help="[preset: 20]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")
 @click.option("--max-length", type=click.IntRange(min=1), help="Characters kept per sentence (the first ones). [preset: 100]")

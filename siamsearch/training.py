@@ -26,7 +26,7 @@ Speed: batches are bucketed by length (pairs sorted by their longer side, ties r
 every epoch, batch order shuffled), so a batch is padded only to its own longest sentence
 instead of the corpus maximum, and a sentence that occurs several times in a batch is
 encoded once (see ``_bucketed``). The training step is traced once for variable shapes and
-not XLA-compiled (XLA recompiles for every shape: measured 10× slower).
+not XLA-compiled (XLA recompiles for every shape: measured over 10× slower).
 """
 
 from __future__ import annotations
@@ -92,10 +92,14 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     "recipe": TrainConfig(),
     "search": TrainConfig(objective="contrastive", temperature=0.5, dropout=0.2, patience=3),
+    "classify": TrainConfig(dropout=0.2, fine_tune_vectors=True, patience=3, epochs=40),
 }
-"""Named configurations. ``recipe``: the MaLSTM recipe as published (also ``TrainConfig()``).
-``search``: the settings of the shipped model, chosen on BQ dev (docs/benchmarks.md); its
-early stopping needs validation pairs, without them it runs all 20 epochs."""
+"""Named configurations (docs/benchmarks.md has their numbers). ``recipe``: the MaLSTM recipe
+as published (also ``TrainConfig()``). ``search``: the shipped model's settings, chosen on
+BQ dev; the best for retrieval and for pairs of sentences unlike the training ones.
+``classify``: the recipe's pair loss with more capacity (fine-tuned vectors, dropout 0.2),
+the best pair classifier when the sentences to judge resemble the training sentences (BQ's
+seed split). Early stopping needs validation pairs; without them every epoch runs."""
 
 
 def in_batch_loss(a, b, labels, left_groups, right_groups, temperature: float):
@@ -190,7 +194,7 @@ def _bucketed(pairs: Pairs, vocab: Vocabulary, max_length: int, batch_size: int,
     longer_side = np.where(sizes[left] >= sizes[right], left, right)
 
     def batches():
-        if rng is None:  # evaluation: the order changes nothing, so keep a sentence's pairs together
+        if rng is None:  # evaluation: a fixed order, pairs sharing a sentence together (fewer to encode)
             order = np.lexsort((longer_side, lengths))
         elif group_shared:  # within a length, pairs sharing their longer sentence, in a new random order
             order = np.lexsort((rng.random(len(lengths)), rng.permutation(len(texts))[longer_side], lengths))
