@@ -50,13 +50,12 @@ from report import RESULTS, add_output_options, machine, publish, render  # noqa
 DATA = ROOT.parent / "shared" / "data" / "bq"
 MODELS = HERE / ".work" / "accuracy"  # each fast run's model directory, e.g. to ship best-standard
 SEED_HOLDOUT = 75_000  # best-seed: the last 5,000 pairs of seed_train choose its epoch and threshold
-RUNS = {  # name: (preset, settings over it, train file, validation file, test file); "file[a:b]" = those rows
-    "recipe-seed": ("recipe", {}, "seed_train.tsv", "seed_test.tsv", "seed_test.tsv"),
-    "naive-seed": ("recipe", {}, "seed_train.tsv", "seed_test.tsv", "seed_test.tsv"),
-    "best-seed": ("classify", {}, f"seed_train.tsv[:{SEED_HOLDOUT}]", f"seed_train.tsv[{SEED_HOLDOUT}:]",
-                  "seed_test.tsv"),
-    "recipe-standard": ("recipe", {}, "train.tsv", "dev.tsv", "test.tsv"),
-    "best-standard": ("search", {}, "train.tsv", "dev.tsv", "test.tsv"),
+RUNS = {  # name: (preset, train file, validation file, test file); "file[a:b]" = those rows
+    "recipe-seed": ("recipe", "seed_train.tsv", "seed_test.tsv", "seed_test.tsv"),
+    "naive-seed": ("recipe", "seed_train.tsv", "seed_test.tsv", "seed_test.tsv"),
+    "best-seed": ("classify", f"seed_train.tsv[:{SEED_HOLDOUT}]", f"seed_train.tsv[{SEED_HOLDOUT}:]", "seed_test.tsv"),
+    "recipe-standard": ("recipe", "train.tsv", "dev.tsv", "test.tsv"),
+    "best-standard": ("search", "train.tsv", "dev.tsv", "test.tsv"),
 }
 PUBLISHED = {  # what the recipe's authors and the literature report
     "seed": "recipe: 0.7956 test accuracy (0.8125 train) after 20 epochs, about 90 s per epoch",
@@ -86,23 +85,14 @@ def read(spec: str):
     return Pairs(pairs.left[keep], pairs.right[keep], pairs.labels[keep], pairs.source)
 
 
-def config(name: str):
-    from dataclasses import replace
-
-    from siamsearch import PRESETS
-
-    preset, settings, *_ = RUNS[name]
-    return replace(PRESETS[preset], **settings)
-
-
 def fast(name: str) -> dict:
     """A run through ``siamsearch.train``: the product's own training path."""
-    from siamsearch import train
+    from siamsearch import PRESETS, train
     from siamsearch.evaluation import PairEvaluator
 
-    _, _, train_file, valid_file, test_file = RUNS[name]
+    preset, train_file, valid_file, test_file = RUNS[name]
     started = time.perf_counter()
-    encoder = train(read(train_file), read(valid_file), config(name),
+    encoder = train(read(train_file), read(valid_file), PRESETS[preset],
                     on_epoch_end=lambda e, n, logs: log(f"  {name} epoch {e}/{n} {json.dumps(logs)}"))
     seconds = time.perf_counter() - started
     encoder.save(MODELS / name)
@@ -116,13 +106,14 @@ def fast(name: str) -> dict:
 def naive(name: str, epochs: int) -> dict:
     """The recipe's own way of training: fixed-length padding, ``fit`` on the Siamese model."""
     os.environ["TF_NUM_INTEROP_THREADS"] = os.environ["TF_NUM_INTRAOP_THREADS"] = "0"  # TensorFlow's defaults
+    from siamsearch import PRESETS
     from siamsearch.encoder import EncoderConfig
     from siamsearch.model import EMBEDDING_LAYER, build_encoder, build_siamese, keras
     from siamsearch.text import Vocabulary
     from siamsearch.vectors import embedding_matrix, train_char_vectors
 
-    settings = config(name)
-    _, _, train_file, valid_file, _ = RUNS[name]
+    preset, train_file, valid_file, _ = RUNS[name]
+    settings = PRESETS[preset]
     started = time.perf_counter()
     pairs, valid = read(train_file), read(valid_file)
     keras.utils.set_random_seed(settings.seed)
@@ -186,17 +177,16 @@ def markdown(results: dict) -> str:
         f"Command: {' then '.join(f'`{c}`' for c in results['commands'])} on {results['machine']}; "
         f"{results['seconds'] / 60:.1f} min in all. What each run is: the docstring of bench/accuracy.py.",
         "",
-        "| run | train → test | settings | test accuracy | threshold | ROC-AUC | epochs run / kept | train s | peak RSS MB |",
+        "| run | train → test | settings | test accuracy | threshold | ROC-AUC | epochs run / kept | train s "
+        "| peak RSS MB |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in runs.items():
         if "test" not in r:
             continue
-        preset, settings, train_file, valid_file, _ = RUNS[name]
+        preset, train_file, valid_file, _ = RUNS[name]
         t = r["test"]
-        shown = " ".join([f"`--preset {preset}`"] + [f"`--{k.replace('_', '-')}" + ("`" if v is True else f" {v}`")
-                                                      for k, v in settings.items()])
-        lines.append(f"| {name} | {train_file} → {t['file']} (valid: {valid_file}) | {shown} "
+        lines.append(f"| {name} | {train_file} → {t['file']} (valid: {valid_file}) | `--preset {preset}` "
                      f"| **{t['accuracy']:.4f}** | {t['threshold']:.4g} "
                      f"| {t['roc_auc']:.4f} | {len(r['epochs'])} / {r['epoch_kept']} | {r['train_seconds']:.0f} "
                      f"| {r['peak_rss_mb']:.0f} |")
@@ -211,7 +201,8 @@ def markdown(results: dict) -> str:
             "| way | epochs measured | s per epoch | 20 epochs, s | whole run, s | peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|",
             f"| siamsearch (length-bucketed, each distinct sentence of a batch encoded once, inter-op 2 / intra-op 1) "
-            f"| {len(fast_run['epochs'])} | {fast_epoch:.1f} | {fast_epoch * epochs:.0f} | {fast_run['train_seconds']:.0f} "
+            f"| {len(fast_run['epochs'])} | {fast_epoch:.1f} | {fast_epoch * epochs:.0f} "
+            f"| {fast_run['train_seconds']:.0f} "
             f"| {fast_run['peak_rss_mb']:.0f} |",
             f"| naive (every sentence padded to {slow['padded_length']}, `fit` on the Siamese model, default threads) "
             f"| {len(slow['epochs'])} | {slow_epoch:.1f} | {slow_epoch * epochs:.0f} (projected) "
@@ -257,7 +248,8 @@ def main() -> None:
                "machine": machine()}
     if args.keep and (RESULTS / "accuracy.json").exists():  # earlier runs of other names stay, and their time
         earlier = json.loads((RESULTS / "accuracy.json").read_text(encoding="utf-8"))
-        results = {**results, "runs": {**earlier["runs"], **runs}, "commands": earlier["commands"] + results["commands"],
+        results = {**results, "runs": {**earlier["runs"], **runs},
+                   "commands": earlier["commands"] + results["commands"],
                    "seconds": earlier["seconds"] + results["seconds"]}
     publish("accuracy", results, markdown, write=not args.no_write)
 

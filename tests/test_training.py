@@ -82,3 +82,11 @@ def test_presets_recipe_is_the_default_and_search_is_the_shipped_models_settings
     assert {k: shipped[k] for k in ("objective", "temperature", "dropout", "patience")} == {
         "objective": PRESETS["search"].objective, "temperature": PRESETS["search"].temperature,
         "dropout": PRESETS["search"].dropout, "patience": PRESETS["search"].patience}
+
+
+def test_the_command_line_offers_exactly_the_presets():
+    from siamsearch import PRESETS
+    from siamsearch.cli import train as train_command
+
+    preset = next(p for p in train_command.params if p.name == "preset")
+    assert list(preset.type.choices) == list(PRESETS)
