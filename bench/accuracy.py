@@ -74,15 +74,13 @@ def _peak_mb() -> float:
 def read(spec: str):
     """``file`` or ``file[a:b]`` (those rows) under the BQ folder."""
     from siamsearch import read_pairs
-    from siamsearch.data import Pairs
 
     name, _, rows = spec.partition("[")
     pairs = read_pairs(DATA / name)
     if not rows:
         return pairs
     start, stop = (int(x) if x else None for x in rows.rstrip("]").split(":"))
-    keep = slice(start, stop)
-    return Pairs(pairs.left[keep], pairs.right[keep], pairs.labels[keep], pairs.source)
+    return pairs.subset(slice(start, stop))
 
 
 def fast(name: str) -> dict:

@@ -50,6 +50,19 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, rows: slice | np.ndarray) -> Pairs:
+        """The pairs at ``rows`` (a slice, positions or a boolean mask), from the same source."""
+        keep = np.arange(len(self))[rows]
+        return Pairs([self.left[i] for i in keep], [self.right[i] for i in keep], self.labels[keep], self.source)
+
+    def distinct(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The distinct sentences (in first-seen order) and each pair's left and right position
+        among them, so that a sentence held by many pairs is encoded once."""
+        texts = list(dict.fromkeys(self.left + self.right))
+        where = {t: i for i, t in enumerate(texts)}
+        return texts, np.array([where[t] for t in self.left], dtype=np.int64), np.array(
+            [where[t] for t in self.right], dtype=np.int64)
+
 
 @dataclass(frozen=True)
 class Corpus:

@@ -87,8 +87,11 @@ class PairEvaluator:
         self.pairs = pairs
 
     def scores(self, encoder) -> np.ndarray:
-        """The Siamese score of every pair."""
-        return exp_neg_l1(encoder.encode(self.pairs.left), encoder.encode(self.pairs.right))
+        """The Siamese score of every pair (each distinct sentence encoded once: a vector does
+        not depend on what it is encoded with)."""
+        texts, left, right = self.pairs.distinct()
+        vectors = encoder.encode(texts)
+        return exp_neg_l1(vectors[left], vectors[right])
 
     def __call__(self, encoder, threshold: float | None = None) -> dict:
         """``pair_metrics`` at ``threshold``, by default the encoder's own."""

@@ -55,11 +55,9 @@ def bq_pairs():
 def bq_encoder(bq_pairs):
     """A small model on a 4,000-pair slice of BQ train, validated on 1,000 dev pairs."""
     from siamsearch import TrainConfig, train
-    from siamsearch.data import Pairs
 
     train_pairs, dev = bq_pairs
-    head = lambda p, n: Pairs(p.left[:n], p.right[:n], p.labels[:n], p.source)  # noqa: E731
-    return train(head(train_pairs, 4000), head(dev, 1000), TrainConfig(epochs=2, seed=0))
+    return train(train_pairs.subset(slice(4000)), dev.subset(slice(1000)), TrainConfig(epochs=2, seed=0))
 
 
 @pytest.fixture(scope="session")

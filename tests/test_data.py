@@ -125,3 +125,18 @@ def test_real_atec_file_bom_crlf_four_columns():
     p = read_pairs(path, [2, 3, 4])
     assert len(p) == 39346
     assert not any("\ufeff" in s or "\r" in s for s in p.left[:100] + p.right[:100])
+
+
+def test_pairs_subset_and_distinct_sentences():
+    import numpy as np
+
+    from siamsearch.data import Pairs
+
+    pairs = Pairs(["a", "b", "a", "c"], ["b", "c", "d", "a"], np.array([1, 0, 1, 0], np.float32), "p.tsv")
+    texts, left, right = pairs.distinct()
+    assert texts == ["a", "b", "c", "d"]
+    assert [texts[i] for i in left] == pairs.left and [texts[i] for i in right] == pairs.right
+    positives = pairs.subset(pairs.labels >= 0.5)
+    assert (positives.left, positives.right, positives.labels.tolist(), positives.source) == (
+        ["a", "a"], ["b", "d"], [1.0, 1.0], "p.tsv")
+    assert pairs.subset(slice(1, 3)).left == ["b", "a"]
