@@ -71,6 +71,37 @@ def test_batches_encode_each_distinct_sentence_once_and_cover_every_pair_once(gr
         assert sorted(seen) == sorted(expected)
 
 
+@pytest.mark.parametrize("objective", ["bce", "both"])
+def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(objective):
+    """Validation encodes every distinct sentence once for all batches; its loss and accuracy
+    must be those of encoding each batch's sentences by themselves, as evaluate() would."""
+    from siamsearch.encoder import EncoderConfig
+    from siamsearch.model import build_encoder, keras
+    from siamsearch.text import Vocabulary, pad
+    from siamsearch.training import _PairIds, _Trainer, _Validation
+
+    pairs = read_pairs(SAMPLE_PAIRS)
+    vocab = Vocabulary.fit(pairs.left + pairs.right)
+    keras.utils.set_random_seed(1)
+    trainer = _Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
+                                                   dropout=0.5)), objective, 0.5)
+    table = _PairIds.of(pairs, vocab, 100)
+    validation = _Validation(trainer, table, batch_size=16)
+    logs = {}
+    validation.on_epoch_end(0, logs)
+
+    losses, correct = [], 0
+    for b in validation.pair_batches:
+        left, right = (validation.encode(pad([table.ids[i] for i in side[b]])) for side in (table.left, table.right))
+        loss, score = trainer.objective_loss(left, right, table.labels[b], table.groups[table.left[b]],
+                                             table.groups[table.right[b]])
+        losses.append(float(loss))
+        correct += int(np.sum((np.asarray(score) > 0.5) == (table.labels[b] >= 0.5)))
+    assert sorted(np.concatenate(validation.pair_batches)) == list(range(len(pairs)))
+    assert logs["val_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert logs["val_accuracy"] == correct / len(pairs)
+
+
 def test_presets_recipe_is_the_default_and_search_is_the_shipped_models_settings():
     import json
 
