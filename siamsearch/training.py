@@ -193,10 +193,8 @@ class _PairIds:
 
 
 def _bucketed(pairs: _PairIds, batch_size: int, rng: np.random.Generator, group_shared: bool = False) -> tf.data.Dataset:
-    """Length-bucketed batches (``_PairIds.batch``), endlessly: each epoch (``_steps`` batches)
-    covers every pair once, in a new random order. One endless dataset lets ``fit`` keep one
-    iterator for the whole run: a new iterator each epoch (a new generator behind it) left
-    some epochs waiting 2.4–3 s for their first batch.
+    """Length-bucketed batches (``_PairIds.batch``) in a new random order each time the
+    dataset is iterated.
 
     A sentence occurring several times in a batch is encoded once. With ``group_shared``,
     pairs of the same length that share their longer sentence are put in the same batch, so
@@ -210,28 +208,21 @@ def _bucketed(pairs: _PairIds, batch_size: int, rng: np.random.Generator, group_
     lengths = pairs.lengths
 
     def batches():
-        while True:
-            if group_shared:  # within a length, pairs sharing their longer sentence, in a new random order
-                order = np.lexsort((rng.random(len(lengths)), rng.permutation(len(pairs.ids))[pairs.longer_side],
-                                    lengths))
-            else:
-                order = np.lexsort((rng.random(len(lengths)), lengths))
-            chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-            rng.shuffle(chunks)
-            for b in chunks:
-                yield pairs.batch(b)
+        if group_shared:  # within a length, pairs sharing their longer sentence, in a new random order
+            order = np.lexsort((rng.random(len(lengths)), rng.permutation(len(pairs.ids))[pairs.longer_side], lengths))
+        else:
+            order = np.lexsort((rng.random(len(lengths)), lengths))
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        rng.shuffle(chunks)
+        for b in chunks:
+            yield pairs.batch(b)
 
     id_spec, row_spec, group_spec = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                                      tf.TensorSpec([None], tf.int64))
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=((id_spec, row_spec, row_spec, group_spec, group_spec),
                                    tf.TensorSpec([None], tf.float32)))
-    return dataset.prefetch(2)
-
-
-def _steps(pairs: _PairIds, batch_size: int) -> int:
-    """Batches per epoch."""
-    return math.ceil(len(pairs.labels) / batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(len(lengths) / batch_size))).prefetch(2)
 
 
 class _Validation(keras.callbacks.Callback):
@@ -314,9 +305,8 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     trainer = _Trainer(model, config.objective, config.temperature)
     trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate), jit_compile=False)
 
-    train_pairs = _PairIds.of(used, vocab, config.max_length)
-    train_data = _bucketed(train_pairs, config.batch_size, np.random.default_rng(config.seed),
-                           group_shared=config.objective == "bce")
+    train_data = _bucketed(_PairIds.of(used, vocab, config.max_length), config.batch_size,
+                           np.random.default_rng(config.seed), group_shared=config.objective == "bce")
     history: list[dict] = []
     callbacks: list[keras.callbacks.Callback] = []
     if valid is not None:
@@ -324,8 +314,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     callbacks.append(_EpochReporter(config.epochs, history, on_epoch_end))
     if valid is not None and config.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True))
-    trainer.fit(train_data, epochs=config.epochs, steps_per_epoch=_steps(train_pairs, config.batch_size), verbose=0,
-                shuffle=False, callbacks=callbacks)
+    trainer.fit(train_data, epochs=config.epochs, verbose=0, shuffle=False, callbacks=callbacks)
 
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
     kept = 1 + int(np.argmin([h["val_loss"] for h in history])) if valid is not None and config.patience else len(history)
