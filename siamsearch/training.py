@@ -259,7 +259,8 @@ class _Validation(keras.callbacks.Callback):
                                                           p.groups[left], p.groups[right])
             losses.append(float(loss))
         if logs is not None:
-            logs.update(val_loss=float(np.mean(losses)), val_accuracy=float(np.mean((scores > 0.5) == (p.labels >= 0.5))))
+            accuracy = np.mean((scores > 0.5) == (p.labels >= 0.5))
+            logs.update(val_loss=float(np.mean(losses)), val_accuracy=float(accuracy))
 
 
 class _EpochReporter(keras.callbacks.Callback):
