@@ -33,9 +33,8 @@ not XLA-compiled (XLA recompiles for every shape: measured over 10× slower).
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -193,9 +192,9 @@ class _PairIds:
                  self.groups[self.left[b]], self.groups[self.right[b]]), self.labels[b])
 
 
-def _bucketed(pairs: _PairIds, batch_size: int, rng: np.random.Generator, group_shared: bool = False) -> tf.data.Dataset:
-    """Length-bucketed batches (``_PairIds.batch``) in a new random order each time the
-    dataset is iterated.
+def _epoch_batches(pairs: _PairIds, batch_size: int, rng: np.random.Generator,
+                   group_shared: bool = False) -> Iterator[tuple]:
+    """One epoch of length-bucketed batches (``_PairIds.batch``), in a new random order each call.
 
     A sentence occurring several times in a batch is encoded once. With ``group_shared``,
     pairs of the same length that share their longer sentence are put in the same batch, so
@@ -207,23 +206,43 @@ def _bucketed(pairs: _PairIds, batch_size: int, rng: np.random.Generator, group_
     length, saves another 1.2× of padded steps but measured slower: twice the LSTM calls.)
     """
     lengths = pairs.lengths
+    if group_shared:  # within a length, pairs sharing their longer sentence, in a new random order
+        order = np.lexsort((rng.random(len(lengths)), rng.permutation(len(pairs.ids))[pairs.longer_side], lengths))
+    else:
+        order = np.lexsort((rng.random(len(lengths)), lengths))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(chunks)
+    for b in chunks:
+        yield pairs.batch(b)
 
-    def batches():
-        if group_shared:  # within a length, pairs sharing their longer sentence, in a new random order
-            order = np.lexsort((rng.random(len(lengths)), rng.permutation(len(pairs.ids))[pairs.longer_side], lengths))
-        else:
-            order = np.lexsort((rng.random(len(lengths)), lengths))
-        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        rng.shuffle(chunks)
-        for b in chunks:
-            yield pairs.batch(b)
 
-    id_spec, row_spec, group_spec = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
-                                     tf.TensorSpec([None], tf.int64))
-    dataset = tf.data.Dataset.from_generator(
-        batches, output_signature=((id_spec, row_spec, row_spec, group_spec, group_spec),
-                                   tf.TensorSpec([None], tf.float32)))
-    return dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(len(lengths) / batch_size))).prefetch(2)
+_IDS, _ROWS, _GROUPS = tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)
+_BATCH_SPEC = ((_IDS, _ROWS, _ROWS, _GROUPS, _GROUPS), tf.TensorSpec([None], tf.float32))
+
+
+def _fit(trainer: _Trainer, batches: Callable[[], Iterable[tuple]], epochs: int,
+         callbacks: list[keras.callbacks.Callback]) -> None:
+    """Keras's ``fit`` loop for batches made in Python: one traced step for every batch shape.
+
+    Why not ``fit`` on a ``tf.data`` generator: a new iterator each epoch left some epochs
+    waiting 2.4-3 s for their first batch, and one iterator for the whole run sometimes
+    stalled 20-55 s as ``fit`` returned. A batch takes about 0.3 ms to make here.
+    """
+    step = tf.function(trainer.train_step, input_signature=[_BATCH_SPEC])
+    trainer.optimizer.build(trainer.trainable_variables)
+    hooks = keras.callbacks.CallbackList(callbacks, model=trainer, epochs=epochs)
+    trainer.stop_training = False
+    hooks.on_train_begin()
+    for epoch in range(epochs):
+        trainer.reset_metrics()
+        hooks.on_epoch_begin(epoch)
+        for batch in batches():
+            logs = step(batch)
+        epoch_logs = {name: float(value) for name, value in logs.items()}
+        hooks.on_epoch_end(epoch, epoch_logs)
+        if trainer.stop_training:
+            break
+    hooks.on_train_end()
 
 
 class _Validation(keras.callbacks.Callback):
@@ -247,7 +266,7 @@ class _Validation(keras.callbacks.Callback):
         pair_order = np.lexsort((pairs.longer_side, pairs.lengths))
         self.pair_batches = [pair_order[i : i + batch_size] for i in range(0, len(pair_order), batch_size)]
         encoder = trainer.encoder
-        self.encode = tf.function(lambda ids: encoder(ids, training=False), reduce_retracing=True)
+        self.encode = tf.function(lambda ids: encoder(ids, training=False), input_signature=[_IDS])
 
     def on_epoch_end(self, epoch, logs=None):
         p = self.pairs
@@ -306,10 +325,9 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
     model.get_layer(EMBEDDING_LAYER).trainable = config.fine_tune_vectors
     trainer = _Trainer(model, config.objective, config.temperature)
-    trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate), jit_compile=False)
+    trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate))
 
-    train_data = _bucketed(_PairIds.of(used, vocab, config.max_length), config.batch_size,
-                           np.random.default_rng(config.seed), group_shared=config.objective == "bce")
+    table, rng = _PairIds.of(used, vocab, config.max_length), np.random.default_rng(config.seed)
     history: list[dict] = []
     callbacks: list[keras.callbacks.Callback] = []
     if valid is not None:
@@ -317,7 +335,8 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     callbacks.append(_EpochReporter(config.epochs, history, on_epoch_end))
     if valid is not None and config.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True))
-    trainer.fit(train_data, epochs=config.epochs, verbose=0, shuffle=False, callbacks=callbacks)
+    _fit(trainer, lambda: _epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce"),
+         config.epochs, callbacks)
 
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
     kept = 1 + int(np.argmin([h["val_loss"] for h in history])) if valid is not None and config.patience else len(history)

@@ -55,14 +55,14 @@ def test_bad_training_settings_are_refused(bad):
 @pytest.mark.parametrize("group_shared", [False, True])
 def test_batches_encode_each_distinct_sentence_once_and_cover_every_pair_once(group_shared):
     from siamsearch.text import Vocabulary
-    from siamsearch.training import _bucketed, _PairIds
+    from siamsearch.training import _epoch_batches, _PairIds
 
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
-    data = _bucketed(_PairIds.of(pairs, vocab, 100), 8, np.random.default_rng(3), group_shared=group_shared)
+    table, rng = _PairIds.of(pairs, vocab, 100), np.random.default_rng(3)
     for _ in range(2):  # two epochs: each re-draws the order, and still covers every pair exactly once
         seen = []
-        for (sentences, left, right, _, _), labels in data.as_numpy_iterator():
+        for (sentences, left, right, _, _), labels in _epoch_batches(table, 8, rng, group_shared=group_shared):
             assert len({tuple(row) for row in sentences}) == len(sentences)  # no sentence encoded twice
             unpad = [tuple(int(i) for i in row if i) for row in sentences]
             seen += [(unpad[a], unpad[b], float(y)) for a, b, y in zip(left, right, labels)]
