@@ -25,7 +25,7 @@ Objectives (``TrainConfig.objective``); the model and its score exp(-L1) are the
 Speed: batches are bucketed by length (pairs sorted by their longer side, ties re-drawn
 every epoch, batch order shuffled), so a batch is padded only to its own longest sentence
 instead of the corpus maximum, and a sentence that occurs several times in a batch is
-encoded once (see ``_bucketed``); validation encodes each distinct validation sentence once
+encoded once (see ``_epoch_batches``); validation encodes each distinct validation sentence once
 per epoch (``_Validation``). The training step is traced once for variable shapes and
 not XLA-compiled (XLA recompiles for every shape: measured over 10× slower).
 """
