@@ -71,6 +71,36 @@ def test_batches_encode_each_distinct_sentence_once_and_cover_every_pair_once(gr
         assert sorted(seen) == sorted(expected)
 
 
+def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_epoch():
+    """_fit drives Keras's callbacks as fit did: EarlyStopping stops the loop and puts back
+    the weights of the epoch with the lowest val_loss."""
+    from siamsearch.encoder import EncoderConfig
+    from siamsearch.model import build_encoder, keras
+    from siamsearch.text import Vocabulary
+    from siamsearch.training import _epoch_batches, _fit, _PairIds, _Trainer
+
+    pairs = read_pairs(SAMPLE_PAIRS)
+    vocab = Vocabulary.fit(pairs.left + pairs.right)
+    keras.utils.set_random_seed(1)
+    trainer = _Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
+                                                   dropout=0.5)), "bce", 1.0)
+    trainer.compile(optimizer=keras.optimizers.Nadam(0.01))
+    table, rng = _PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
+    weights = []
+
+    class FixedValidation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = [3.0, 1.0, 2.0, 4.0, 0.5, 0.1][epoch]  # lowest at epoch 2, then 2 epochs worse
+            weights.append(trainer.get_weights())
+
+    _fit(trainer, lambda: _epoch_batches(table, 16, rng), 6,
+         [FixedValidation(), keras.callbacks.EarlyStopping("val_loss", patience=2, restore_best_weights=True)])
+    assert len(weights) == 4
+    assert int(trainer.optimizer.iterations) == 4 * -(-len(pairs) // 16)  # one step for every batch of every epoch
+    assert not all(np.array_equal(a, b) for a, b in zip(weights[1], weights[3]))
+    assert all(np.array_equal(a, b) for a, b in zip(trainer.get_weights(), weights[1]))
+
+
 @pytest.mark.parametrize("objective", ["bce", "both"])
 def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(objective):
     """Validation encodes every distinct sentence once for all batches; its loss and accuracy
