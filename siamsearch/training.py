@@ -25,9 +25,10 @@ Objectives (``TrainConfig.objective``); the model and its score exp(-L1) are the
 Speed: batches are bucketed by length (pairs sorted by their longer side, ties re-drawn
 every epoch, batch order shuffled), so a batch is padded only to its own longest sentence
 instead of the corpus maximum, and a sentence that occurs several times in a batch is
-encoded once (see ``_epoch_batches``); validation encodes each distinct validation sentence once
-per epoch (``_Validation``). The training step is traced once for variable shapes and
-not XLA-compiled (XLA recompiles for every shape: measured over 10× slower).
+encoded once (see ``_epoch_batches``); validation encodes each distinct validation sentence
+once per epoch (``_Validation``). The training step is traced once for variable shapes and
+not XLA-compiled (XLA recompiles for every shape: measured over 10× slower); ``_fit`` runs
+it over the epochs.
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def _epoch_batches(pairs: _PairIds, batch_size: int, rng: np.random.Generator,
         yield pairs.batch(b)
 
 
-_IDS, _ROWS, _GROUPS = tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)
+_IDS = tf.TensorSpec([None, None], tf.int32)
+_ROWS, _GROUPS = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)
 _BATCH_SPEC = ((_IDS, _ROWS, _ROWS, _GROUPS, _GROUPS), tf.TensorSpec([None], tf.float32))
 
 
