@@ -42,7 +42,7 @@ from . import __version__
 from .errors import InputError, ModelDirectoryError, SiamsearchError
 from .scoring import exp_neg_l1
 from .storage import staged_directory, write_json
-from .text import Vocabulary, normalize, pad
+from .text import Vocabulary, length_sorted_batches, normalize, pad
 
 MODEL_FORMAT = "siamsearch-model"
 MODEL_FORMAT_VERSION = 2
@@ -176,8 +176,7 @@ class Encoder:
         with ThreadPoolExecutor(workers) as pool:
             for start in range(0, len(texts), ENCODE_CHUNK):
                 rows = [self.vocab.ids(t, max_length) for t in texts[start : start + ENCODE_CHUNK]]
-                order = np.argsort([len(r) for r in rows], kind="stable")
-                batches = [order[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+                batches = length_sorted_batches(rows, batch_size)
                 for batch, vectors in zip(batches, pool.map(lambda b, rows=rows: self._run(pad([rows[i] for i in b])), batches)):
                     out[start + batch] = vectors
                     if progress:

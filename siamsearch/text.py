@@ -61,3 +61,10 @@ def pad(rows: Sequence[Sequence[int]]) -> np.ndarray:
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return out
+
+
+def length_sorted_batches(rows: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    """Indices of ``rows`` in batches of similar length (a stable sort by length), so that
+    padding each batch to its own longest row wastes little."""
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -32,3 +32,11 @@ def test_pad_right_pads_with_zero():
     out = pad([[5, 6, 7], [8]])
     assert out.dtype == np.int32
     assert out.tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID]]
+
+
+def test_length_sorted_batches_cover_every_row_once_shortest_first_ties_in_order():
+    from siamsearch.text import length_sorted_batches
+
+    rows = [[1, 2, 3], [1], [1, 2], [4], [1, 2, 3, 4], [5, 6]]
+    batches = length_sorted_batches(rows, 4)
+    assert [b.tolist() for b in batches] == [[1, 3, 2, 5], [0, 4]]
