@@ -26,9 +26,10 @@ Speed: batches are bucketed by length (pairs sorted by their longer side, ties r
 every epoch, batch order shuffled), so a batch is padded only to its own longest sentence
 instead of the corpus maximum, and a sentence that occurs several times in a batch is
 encoded once (see ``_epoch_batches``); validation encodes each distinct validation sentence
-once per epoch (``_Validation``). The training step is traced once for variable shapes and
-not XLA-compiled (XLA recompiles for every shape: measured over 10× slower); ``_fit`` runs
-it over the epochs.
+once per epoch (``_Validation``). Both compute the encoder with ``model.encoder_forward``
+(the same weights and outputs as the Keras model, 1.25-1.3x faster per step on a CPU). The
+training step is traced once for variable shapes and not XLA-compiled (XLA recompiles for
+every shape: measured over 10× slower); ``_fit`` runs it over the epochs.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .data import Pairs, paraphrase_groups
 from .encoder import Encoder, EncoderConfig
 from .errors import InputError
 from .evaluation import PairEvaluator, best_threshold, pair_metrics
-from .model import EMBEDDING_LAYER, ManhattanSimilarity, build_encoder, keras, ops, tf
+from .model import EMBEDDING_LAYER, ManhattanSimilarity, build_encoder, encoder_forward, keras, ops, tf
 from .text import Vocabulary, length_sorted_batches, pad
 from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_char_vectors
 
@@ -139,7 +140,7 @@ class _Trainer(keras.Model):
     def call(self, inputs, training=False):
         """Encode each distinct sentence of the batch once, then pick out both sides' rows."""
         sentences, left, right = inputs
-        encoded = self.encoder(sentences, training=training)
+        encoded = encoder_forward(self.encoder, sentences, training=training)
         return ops.take(encoded, left, axis=0), ops.take(encoded, right, axis=0)
 
     def objective_loss(self, a, b, labels, left_groups, right_groups):
@@ -268,7 +269,7 @@ class _Validation(keras.callbacks.Callback):
         pair_order = np.lexsort((pairs.longer_side, pairs.lengths))
         self.pair_batches = [pair_order[i : i + batch_size] for i in range(0, len(pair_order), batch_size)]
         encoder = trainer.encoder
-        self.encode = tf.function(lambda ids: encoder(ids, training=False), input_signature=[_IDS])
+        self.encode = tf.function(lambda ids: encoder_forward(encoder, ids), input_signature=[_IDS])
 
     def on_epoch_end(self, epoch, logs=None):
         p = self.pairs

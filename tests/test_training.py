@@ -34,6 +34,36 @@ def test_in_batch_loss_matches_the_definition():
         assert got == pytest.approx(numpy_in_batch_loss(a, b, labels, ga, gb, temperature), rel=1e-5)
 
 
+def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
+    """Training runs ``encoder_forward``; the Keras model is what is saved and exported. They
+    must be one function of the weights: same outputs, same gradients (vectors included)."""
+    from siamsearch.encoder import EncoderConfig, _probe_ids
+    from siamsearch.model import EMBEDDING_LAYER, build_encoder, encoder_forward, tf
+
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, lstm_units=(8, 4))
+    model = build_encoder(config)
+    embedding = model.get_layer(EMBEDDING_LAYER)
+    rng = np.random.default_rng(1)
+    embedding.set_weights([rng.normal(size=(50, 12)).astype(np.float32)])
+    embedding.trainable = True
+    model.set_weights([w + rng.normal(0, 0.3, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    ids = _probe_ids(config)[::-1]  # rows of 40 down to 1 characters, right-padded
+    weights = tf.constant(rng.normal(size=(len(ids), 8)).astype(np.float32))
+
+    def value_and_gradients(forward):
+        with tf.GradientTape() as tape:
+            out = forward(ids)
+            loss = tf.reduce_sum(out * weights)
+        return out.numpy(), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    keras_out, keras_grads = value_and_gradients(lambda x: model(x, training=False))
+    out, grads = value_and_gradients(lambda x: encoder_forward(model, x))
+    assert len(model.trainable_variables) == 1 + 2 * 2 * 3  # vectors; 2 BiLSTMs × 2 directions × (W, U, b)
+    np.testing.assert_allclose(out, keras_out, atol=1e-5)
+    for got, want, variable in zip(grads, keras_grads, model.trainable_variables):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=variable.path)
+
+
 def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
     pairs = read_pairs(SAMPLE_PAIRS)
     encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="contrastive", temperature=0.5, patience=1, seed=4,
