@@ -198,7 +198,7 @@ def markdown(results: dict) -> str:
             "validation pass over seed_test's 20,000 pairs):", "",
             "| way | epochs measured | s per epoch | 20 epochs, s | whole run, s | peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|",
-            f"| siamsearch (length-bucketed, each distinct sentence of a batch encoded once, inter-op 2 / intra-op 1) "
+            f"| siamsearch (length-bucketed, each distinct sentence of a batch encoded once, `encoder_forward`, inter-op 2 / intra-op 1) "
             f"| {len(fast_run['epochs'])} | {fast_epoch:.1f} | {fast_epoch * epochs:.0f} "
             f"| {fast_run['train_seconds']:.0f} "
             f"| {fast_run['peak_rss_mb']:.0f} |",
