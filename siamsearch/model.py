@@ -121,9 +121,11 @@ def encoder_forward(encoder: keras.Model, ids, training: bool = False):
     W + b, one row per character) gathered by id, whose gradient into W is a product with
     the vectors instead of one a step; the second BiLSTM's is one matmul over all steps; and
     everything stays time-major, without Keras's per-layer transposes. A training step of
-    the recipe measured 1.25-1.3x faster on a 2-core CPU (docs/benchmarks.md). The outputs
-    equal the Keras model's within float rounding (tests/test_training.py). Dropout draws
-    the same number of masks from the same seeds, laid out time-major.
+    the recipe measured 1.25-1.3x faster on a 2-core CPU (docs/benchmarks.md). The table
+    costs vocabulary × vector size × gates per step, so it pays while the vocabulary is
+    smaller than a batch's padded characters (BQ: 1.5 k characters, batches of ~10 k). The
+    outputs equal the Keras model's within float rounding (tests/test_training.py). Dropout
+    draws the same number of masks from the same seeds, laid out time-major.
     """
     vectors = encoder.get_layer(EMBEDDING_LAYER).embeddings
     first, second = (encoder.get_layer(name) for name in LSTM_LAYERS)
