@@ -97,7 +97,8 @@ def main() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model directory to write, e.g. models/bq.")
 @click.option("--valid", type=click.Path(dir_okay=False, path_type=Path),
-              help="Labelled pairs to report validation accuracy on after every epoch.")
+              help="Labelled pairs measured after every epoch (loss, ROC-AUC; accuracy at 0.5 for bce and both); "
+                   "they also choose the decision threshold and, with --patience, the epoch kept.")
 @click.option("--vectors", type=click.Path(dir_okay=False, path_type=Path),
               help="word2vec file (text or binary) of character vectors; default: train them with gensim.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")

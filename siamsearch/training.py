@@ -123,19 +123,27 @@ def in_batch_loss(a, b, labels, left_groups, right_groups, temperature: float):
 class _Trainer(keras.Model):
     """The Siamese network seen from training: the shared encoder on both sides, and the
     objective's loss computed from the two encodings (the in-batch loss needs them, not
-    just the pair score). Reports the loss and the pair accuracy of exp(-L1) > 0.5 (Keras's BinaryAccuracy)."""
+    just the pair score). Reports the loss and, where the objective fits scores to the 0/1
+    labels (``bce``, ``both``), the pair accuracy of exp(-L1) > 0.5 (Keras's BinaryAccuracy).
+    The in-batch loss only ranks: its scores sit far below 0.5, so that accuracy would
+    say nothing there."""
 
     def __init__(self, encoder: keras.Model, objective: str, temperature: float):
         super().__init__(name="siamese_trainer")
         self.encoder, self.objective, self.temperature = encoder, objective, temperature
         self.similarity = ManhattanSimilarity(name="similarity")
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy")
+        self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if self.fits_labels else None
         self.built = True  # nothing left to build: the encoder is built and the similarity has no weights
 
     @property
+    def fits_labels(self) -> bool:
+        """Whether the loss fits scores to the labels, so that a score above 0.5 means "same"."""
+        return self.objective in ("bce", "both")
+
+    @property
     def metrics(self) -> list:
-        return [self.loss_tracker, self.accuracy]
+        return [self.loss_tracker] + ([self.accuracy] if self.accuracy else [])
 
     def call(self, inputs, training=False):
         """Encode each distinct sentence of the batch once, then pick out both sides' rows."""
@@ -147,7 +155,7 @@ class _Trainer(keras.Model):
         """The objective's loss for a batch of encoded pairs, and the pairs' scores."""
         score = self.similarity(a, b)
         loss = 0.0
-        if self.objective in ("bce", "both"):
+        if self.fits_labels:
             loss += ops.mean(keras.losses.binary_crossentropy(ops.expand_dims(labels, 1), ops.expand_dims(score, 1)))
         if self.objective in ("contrastive", "both"):
             loss += in_batch_loss(a, b, labels, left_groups, right_groups, self.temperature)
@@ -160,7 +168,8 @@ class _Trainer(keras.Model):
             loss, score = self.objective_loss(a, b, labels, left_groups, right_groups)
         self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
         self.loss_tracker.update_state(loss)
-        self.accuracy.update_state(labels, score)
+        if self.accuracy:
+            self.accuracy.update_state(labels, score)
         return {m.name: m.result() for m in self.metrics}
 
 
@@ -249,8 +258,9 @@ def _fit(trainer: _Trainer, batches: Callable[[], Iterable[tuple]], epochs: int,
 
 
 class _Validation(keras.callbacks.Callback):
-    """Puts ``val_loss`` and ``val_accuracy`` (score > 0.5) into each epoch's logs, ahead of
-    the callbacks that read them.
+    """Puts ``val_loss``, ``val_auc`` (ROC-AUC of the scores: needs no threshold, so it means
+    the same for every objective) and, where the objective fits the labels, ``val_accuracy``
+    (score > 0.5) into each epoch's logs, ahead of the callbacks that read them.
 
     Every distinct validation sentence is encoded once, in length-sorted batches, and the loss
     is then averaged over fixed batches of pairs, as ``evaluate`` would do batch by batch. The
@@ -283,8 +293,12 @@ class _Validation(keras.callbacks.Callback):
                                                           p.groups[left], p.groups[right])
             losses.append(float(loss))
         if logs is not None:
-            accuracy = np.mean((scores > 0.5) == (p.labels >= 0.5))
-            logs.update(val_loss=float(np.mean(losses)), val_accuracy=float(accuracy))
+            logs["val_loss"] = float(np.mean(losses))
+            auc = pair_metrics(scores, p.labels)["roc_auc"]
+            if auc is not None:
+                logs["val_auc"] = auc
+            if self.trainer.fits_labels:
+                logs["val_accuracy"] = float(np.mean((scores > 0.5) == (p.labels >= 0.5)))
 
 
 class _EpochReporter(keras.callbacks.Callback):

@@ -131,10 +131,13 @@ def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_
     assert all(np.array_equal(a, b) for a, b in zip(trainer.get_weights(), weights[1]))
 
 
-@pytest.mark.parametrize("objective", ["bce", "both"])
+@pytest.mark.parametrize("objective", ["bce", "both", "contrastive"])
 def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(objective):
-    """Validation encodes every distinct sentence once for all batches; its loss and accuracy
-    must be those of encoding each batch's sentences by themselves, as evaluate() would."""
+    """Validation encodes every distinct sentence once for all batches; its loss, ROC-AUC and
+    accuracy must be those of encoding each batch's sentences by themselves, as evaluate()
+    would. Accuracy at 0.5 is reported only where the objective fits scores to the labels."""
+    from sklearn.metrics import roc_auc_score
+
     from siamsearch.encoder import EncoderConfig
     from siamsearch.model import build_encoder, keras
     from siamsearch.text import Vocabulary, pad
@@ -150,16 +153,21 @@ def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(object
     logs = {}
     validation.on_epoch_end(0, logs)
 
-    losses, correct = [], 0
+    losses, correct, scores = [], 0, np.empty(len(pairs))
     for b in validation.pair_batches:
         left, right = (validation.encode(pad([table.ids[i] for i in side[b]])) for side in (table.left, table.right))
         loss, score = trainer.objective_loss(left, right, table.labels[b], table.groups[table.left[b]],
                                              table.groups[table.right[b]])
         losses.append(float(loss))
+        scores[b] = score
         correct += int(np.sum((np.asarray(score) > 0.5) == (table.labels[b] >= 0.5)))
     assert sorted(np.concatenate(validation.pair_batches)) == list(range(len(pairs)))
     assert logs["val_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
-    assert logs["val_accuracy"] == correct / len(pairs)
+    assert logs["val_auc"] == pytest.approx(roc_auc_score(table.labels >= 0.5, scores), rel=1e-6)
+    if objective == "contrastive":
+        assert "val_accuracy" not in logs and "accuracy" not in {m.name for m in trainer.metrics}
+    else:
+        assert logs["val_accuracy"] == correct / len(pairs)
 
 
 def test_presets_recipe_is_the_default_and_search_is_the_shipped_models_settings():
