@@ -143,7 +143,7 @@ class _Trainer(keras.Model):
 
     @property
     def metrics(self) -> list:
-        return [self.loss_tracker] + ([self.accuracy] if self.accuracy else [])
+        return [self.loss_tracker] + ([self.accuracy] if self.accuracy is not None else [])
 
     def call(self, inputs, training=False):
         """Encode each distinct sentence of the batch once, then pick out both sides' rows."""
@@ -168,7 +168,7 @@ class _Trainer(keras.Model):
             loss, score = self.objective_loss(a, b, labels, left_groups, right_groups)
         self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
         self.loss_tracker.update_state(loss)
-        if self.accuracy:
+        if self.accuracy is not None:
             self.accuracy.update_state(labels, score)
         return {m.name: m.result() for m in self.metrics}
 
