@@ -126,7 +126,13 @@ def encoder_forward(encoder: keras.Model, ids, training: bool = False):
     smaller than a batch's padded characters (BQ: 1.5 k characters, batches of ~10 k). The
     outputs equal the Keras model's within float rounding (tests/test_training.py). Dropout
     draws the same number of masks from the same seeds, laid out time-major.
+
+    With a GPU it returns ``encoder(ids)`` itself: Keras's LSTMs then run cuDNN's fused
+    kernel, which a loop of small steps is not expected to beat (not measured here: the
+    numbers above are from a CPU).
     """
+    if tf.config.list_logical_devices("GPU"):
+        return encoder(ids, training=training)
     vectors = encoder.get_layer(EMBEDDING_LAYER).embeddings
     first, second = (encoder.get_layer(name) for name in LSTM_LAYERS)
     dropouts = [layer for layer in encoder.layers if isinstance(layer, layers.Dropout)]

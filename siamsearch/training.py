@@ -27,9 +27,10 @@ every epoch, batch order shuffled), so a batch is padded only to its own longest
 instead of the corpus maximum, and a sentence that occurs several times in a batch is
 encoded once (see ``_epoch_batches``); validation encodes each distinct validation sentence
 once per epoch (``_Validation``). Both compute the encoder with ``model.encoder_forward``
-(the same weights and outputs as the Keras model, 1.25-1.3x faster per step on a CPU). The
-training step is traced once for variable shapes and not XLA-compiled (XLA recompiles for
-every shape: measured over 10× slower); ``_fit`` runs it over the epochs.
+(the same weights and outputs as the Keras model, 1.25-1.3x faster per step on a CPU;
+Keras's own layers with a GPU). The training step is traced once for variable shapes and
+not XLA-compiled (XLA recompiles for every shape: measured over 10× slower); ``_fit`` runs
+it over the epochs.
 """
 
 from __future__ import annotations

@@ -64,6 +64,16 @@ def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=variable.path)
 
 
+def test_with_a_gpu_training_uses_the_keras_layers_and_their_cudnn_kernels(monkeypatch):
+    from siamsearch.encoder import EncoderConfig, _probe_ids
+    from siamsearch.model import build_encoder, encoder_forward, tf
+
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, lstm_units=(8, 4))
+    model, ids = build_encoder(config), _probe_ids(config)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    np.testing.assert_array_equal(encoder_forward(model, ids), model(ids, training=False))
+
+
 def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
     pairs = read_pairs(SAMPLE_PAIRS)
     encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="contrastive", temperature=0.5, patience=1, seed=4,
