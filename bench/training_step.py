@@ -5,9 +5,10 @@
 
 Both compute the same function of the same weights (tests/test_training.py checks outputs and
 gradients); training uses ``encoder_forward``, and the Keras model is what is saved and
-exported. A step here is what ``siamsearch train`` runs for the recipe: the encoder on a batch
-of distinct sentences, the pair loss (binary cross-entropy of exp(-L1)) on 512 pairs of them,
-and Nadam's update. For each batch shape (sentences × characters, padded on the right to
+exported. A step here is ``_Trainer.train_step``, traced as ``siamsearch train`` traces it,
+for the recipe's pair loss (binary cross-entropy of exp(-L1)) on 512 pairs of a batch of
+distinct sentences, with Nadam's update; the Keras side is the same step with the encoder
+called as a Keras model. For each batch shape (sentences × characters, padded on the right to
 lengths drawn between a third of the width and the width), the two steps alternate, a few
 steps each, and each reports the median over its rounds, so both see the same machine.
 """
@@ -32,46 +33,41 @@ PAIRS, VOCAB, ROUNDS, STEPS = 512, 1600, 5, 4
 
 def measure() -> dict:
     from siamsearch.encoder import EncoderConfig
-    from siamsearch.model import EMBEDDING_LAYER, build_encoder, encoder_forward, keras, tf
-    from siamsearch.training import _Trainer
+    from siamsearch.model import EMBEDDING_LAYER, build_encoder, keras, ops, tf
+    from siamsearch.training import _BATCH_SPEC, _Trainer
+
+    class ThroughKerasLayers(_Trainer):
+        """The same training step with the encoder called as a Keras model."""
+
+        def call(self, inputs, training=False):
+            sentences, left, right = inputs
+            encoded = self.encoder(sentences, training=training)
+            return ops.take(encoded, left, axis=0), ops.take(encoded, right, axis=0)
 
     rng = np.random.default_rng(0)
     model = build_encoder(EncoderConfig(vocab_size=VOCAB, embedding_dim=300, max_length=100))
     model.get_layer(EMBEDDING_LAYER).set_weights([rng.normal(size=(VOCAB, 300)).astype(np.float32)])
-    trainer = _Trainer(model, "bce", 1.0)
-    trainer.compile(optimizer=keras.optimizers.Nadam(0.002))
-    trainer.optimizer.build(trainer.trainable_variables)
-    spec = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32))
-
-    def training_step(forward):
-        @tf.function(input_signature=spec)
-        def step(ids, left, right, labels):
-            with tf.GradientTape() as tape:
-                encoded = forward(ids)
-                groups = tf.zeros_like(left, tf.int64)
-                loss, _ = trainer.objective_loss(tf.gather(encoded, left), tf.gather(encoded, right), labels,
-                                                 groups, groups)
-            trainer.optimizer.apply(tape.gradient(loss, trainer.trainable_variables), trainer.trainable_variables)
-            return loss
-        return step
-
-    steps = {"keras": training_step(lambda ids: model(ids, training=True)),
-             "encoder_forward": training_step(lambda ids: encoder_forward(model, ids, training=True))}
+    steps = {}
+    for name, kind in (("keras", ThroughKerasLayers), ("encoder_forward", _Trainer)):
+        trainer = kind(model, "bce", 1.0)
+        trainer.compile(optimizer=keras.optimizers.Nadam(0.002))
+        trainer.optimizer.build(trainer.trainable_variables)
+        steps[name] = tf.function(trainer.train_step, input_signature=[_BATCH_SPEC])  # as training._fit traces it
     rows = []
     for n, width in SHAPES:
         ids = rng.integers(2, VOCAB, size=(n, width)).astype(np.int32)
         ids[np.arange(width)[None, :] >= rng.integers(max(1, width // 3), width + 1, size=n)[:, None]] = 0
-        batch = (ids, rng.integers(0, n, PAIRS).astype(np.int32), rng.integers(0, n, PAIRS).astype(np.int32),
-                 rng.integers(0, 2, PAIRS).astype(np.float32))
+        groups = np.arange(PAIRS, dtype=np.int64)
+        batch = ((ids, rng.integers(0, n, PAIRS).astype(np.int32), rng.integers(0, n, PAIRS).astype(np.int32),
+                  groups, groups), rng.integers(0, 2, PAIRS).astype(np.float32))
         times: dict[str, list[float]] = {name: [] for name in steps}
         for name, step in steps.items():
-            step(*batch)  # trace and warm up
+            step(batch)  # trace and warm up
         for _ in range(ROUNDS):
             for name, step in steps.items():
                 started = time.perf_counter()
                 for _ in range(STEPS):
-                    float(step(*batch))
+                    float(step(batch)["loss"])
                 times[name].append((time.perf_counter() - started) / STEPS)
         keras_ms, forward_ms = (1000 * float(np.median(times[name])) for name in steps)
         rows.append({"sentences": n, "characters": width, "keras_ms": round(keras_ms, 1),
