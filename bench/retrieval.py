@@ -1,6 +1,6 @@
 """Retrieval quality by training objective, beside character BM25 and TF-IDF.
 
-    python bench/retrieval.py                       # train bce, contrastive, both on BQ train; evaluate; write docs
+    python bench/retrieval.py                       # train bce, contrastive, both, margin on BQ train; evaluate; write docs
     python bench/retrieval.py --model both=models/y  # use this model for 'both', train the others
     python bench/retrieval.py --render              # rewrite docs/ from bench/results/retrieval.json
 
@@ -34,6 +34,7 @@ CONFIGS = {  # objective: TrainConfig settings beyond the defaults; bce is the r
     "bce": {},
     "contrastive": {"patience": 3},
     "both": {"patience": 3},
+    "margin": {"patience": 3},
 }
 TASKS = {  # name: (main file, distractor files)
     "BQ test": ("bq/test.tsv", ()),
@@ -95,7 +96,8 @@ def markdown(results: dict) -> str:
         "",
         "Models: trained on bq/train.tsv (100,000 pairs) with bq/dev.tsv as validation, the recipe's settings "
         "otherwise (20 epochs, batch 512, Nadam 0.002, seed 0); `bce` keeps the last epoch as the recipe does, "
-        "`contrastive` and `both` keep the epoch with the lowest dev loss (patience 3, temperature 1). Other rows "
+        "`contrastive`, `both` and `margin` keep the epoch with the lowest dev loss (patience 3, temperature 1). "
+        "Other rows "
         "are named by their settings (commands in the section above). The pair threshold is the best-accuracy one on dev. Retrieval task (`siamsearch evaluate --retrieval`): the corpus is every distinct "
         "sentence of the files; each distinct sentence1 of a positive pair is a query; its relevant documents are "
         "the sentences that positive pairs of the main file link it to, transitively, itself excluded. "

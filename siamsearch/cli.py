@@ -110,10 +110,17 @@ def main() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), help="[preset: 20]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")
 @click.option("--max-length", type=click.IntRange(min=1), help="Characters kept per sentence (the first ones). [preset: 100]")
-@click.option("--objective", type=click.Choice(["bce", "contrastive", "both"]),
-              help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum.")
+@click.option("--objective", type=click.Choice(["bce", "contrastive", "both", "margin"]),
+              help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum; "
+                   "margin: in-batch negatives plus a pair loss around a learned L1 margin.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
-              help="In-batch softmax over -L1/temperature (contrastive, both).")
+              help="In-batch softmax over -L1/temperature (contrastive, both, margin).")
+@click.option("--hard-negatives", type=click.IntRange(min=0),
+              help="In-batch objectives: each pair brings this many sentences labelled as negatives of its "
+                   "paraphrase group into the batch as more candidates (0: off).")
+@click.option("--char-mask", type=click.FloatRange(0, 1, max_open=True),
+              help="Share of training characters replaced by the unknown-character id, drawn anew each batch "
+                   "(0: off).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout after each BiLSTM while training.")
 @click.option("--fine-tune-vectors/--frozen-vectors", default=None,
               help="Update the character vectors while training, or keep them frozen as the recipe does.")

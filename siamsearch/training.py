@@ -21,6 +21,20 @@ Objectives (``TrainConfig.objective``); the model and its score exp(-L1) are the
     All labelled pairs: the recipe's binary cross-entropy on every pair plus the in-batch
     loss on the positive pairs, whose candidates then include the partners of negative
     pairs (hard negatives: the labelled "looks alike, means something else").
+``margin``
+    All labelled pairs: the in-batch loss on the positive pairs plus, on every pair, the
+    logistic loss of (margin - L1) / scale, with the margin and scale learned. Unlike the
+    recipe's cross-entropy it does not pull a positive pair towards distance 0, only below
+    the margin, and a negative above it: one threshold then separates the pairs, which
+    the in-batch loss alone does not ask for. Without validation pairs, the decision
+    threshold is exp(-margin).
+
+``hard_negatives`` (in-batch objectives): each pair also brings sentences labelled as
+negatives of its paraphrase group into the batch as candidates; in BQ these are the
+near-misses (same words, another meaning) that random in-batch sentences rarely are.
+``char_mask``: training characters are replaced by the unknown-character id at random, a
+new draw each batch, so that the encoder cannot lean on any one character of a sentence it
+has seen many times (BQ's 100,000 training pairs hold about 23,000 distinct sentences).
 
 Speed: batches are bucketed by length (pairs sorted by their longer side, ties re-drawn
 every epoch, batch order shuffled), so a batch is padded only to its own longest sentence
@@ -48,12 +62,12 @@ from .encoder import Encoder, EncoderConfig
 from .errors import InputError
 from .evaluation import PairEvaluator, best_threshold, pair_metrics
 from .model import EMBEDDING_LAYER, ManhattanSimilarity, build_encoder, encoder_forward, keras, ops, tf
-from .text import Vocabulary, length_sorted_batches, pad
+from .text import OOV_ID, Vocabulary, length_sorted_batches, pad
 from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_char_vectors
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("bce", "contrastive", "both")
+OBJECTIVES = ("bce", "contrastive", "both", "margin")
 
 EpochCallback = Callable[[int, int, dict], None]
 """Called after each epoch with (epoch number from 1, total epochs, metrics incl. ``seconds``)."""
@@ -73,6 +87,12 @@ class TrainConfig:
     """After each BiLSTM (the recipe: 0.5); only active while training."""
     fine_tune_vectors: bool = False
     """Let training update the character vectors (the recipe keeps them frozen)."""
+    hard_negatives: int = 0
+    """contrastive, both, margin: each pair brings this many sentences labelled as negatives of
+    its paraphrase group into the batch, as more candidates that every pair must out-score."""
+    char_mask: float = 0.0
+    """Share of training characters replaced by the out-of-vocabulary id, drawn anew each batch
+    (0: off, as the recipe)."""
     patience: int = 0
     """With validation pairs: stop after this many epochs without a lower validation loss and
     keep the best epoch's weights (0: run every epoch and keep the last, as the recipe does)."""
@@ -83,18 +103,23 @@ class TrainConfig:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1")
         if self.patience < 0:
             raise InputError("patience must be 0 (off) or more")
+        if self.hard_negatives < 0:
+            raise InputError("hard-negatives must be 0 (off) or more")
+        if self.hard_negatives and self.objective == "bce":
+            raise InputError("hard-negatives needs an in-batch objective (contrastive, both or margin), not bce")
         for name in ("learning_rate", "temperature"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be positive")
-        if not 0 <= self.dropout < 1:
-            raise InputError("dropout must be at least 0 and below 1")
+        for name in ("dropout", "char_mask"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', '-')} must be at least 0 and below 1")
         if self.objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
 
 
 PRESETS: dict[str, TrainConfig] = {
     "recipe": TrainConfig(),
-    "search": TrainConfig(objective="contrastive", temperature=0.5, dropout=0.2, patience=3),
+    "search": TrainConfig(objective="margin", temperature=0.5, dropout=0.2, char_mask=0.3, patience=3),
     "classify": TrainConfig(dropout=0.2, fine_tune_vectors=True, patience=3, epochs=40),
 }
 """Named configurations (docs/benchmarks.md has their numbers). ``recipe``: the MaLSTM recipe
@@ -105,18 +130,33 @@ the best pair classifier when the sentences to judge resemble the training sente
 seed split). Early stopping needs validation pairs; without them every epoch runs."""
 
 
-def in_batch_loss(a, b, labels, left_groups, right_groups, temperature: float):
-    """Mean over positive pairs i of the cross-entropy of softmax_j(-L1(a_i, b_j)/temperature)
-    at j = i, and the same from b_i's side; a_i, b_j with the same group and j != i are left
-    out of the softmax (they mean the same, so they are not negatives)."""
-    logits = -ops.sum(ops.abs(ops.expand_dims(a, 1) - ops.expand_dims(b, 0)), axis=-1) / temperature
+def in_batch_loss(a, b, labels, left_groups, right_groups, temperature: float, hard=None, hard_groups=None):
+    """Mean over positive pairs i of the cross-entropy of softmax_j(-L1(a_i, c_j)/temperature)
+    at c_j = b_i, and the same from b_i's side, where a_i's candidates c_j are the b_j followed
+    by the ``hard`` negatives (encoded, with their groups; there may be none), and b_i's are
+    the a_j and the hard negatives. A candidate in the pair's own group other than its
+    partner is left out of the softmax (it means the same, so it is not a negative)."""
+    if hard is None:
+        hard, hard_groups = ops.zeros((0, ops.shape(a)[1]), a.dtype), ops.zeros((0,), left_groups.dtype)
+
+    def neg_l1(x, y):
+        return -ops.sum(ops.abs(ops.expand_dims(x, 1) - ops.expand_dims(y, 0)), axis=-1) / temperature
+
+    def same_group(x, y):
+        return ops.equal(ops.expand_dims(x, 1), ops.expand_dims(y, 0))
+
+    logits = neg_l1(a, b)
     n = ops.shape(logits)[0]
-    paraphrase = ops.logical_and(ops.equal(ops.expand_dims(left_groups, 1), ops.expand_dims(right_groups, 0)),
-                                 ops.logical_not(ops.eye(n, dtype="bool")))
+    paraphrase = ops.logical_and(same_group(left_groups, right_groups), ops.logical_not(ops.eye(n, dtype="bool")))
     logits = ops.where(paraphrase, -1e9, logits)
     targets = ops.arange(n)
-    both_sides = (keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-                  + keras.losses.sparse_categorical_crossentropy(targets, ops.transpose(logits), from_logits=True)) / 2
+
+    def cross_entropy(pair_logits, anchor, anchor_groups):
+        with_hard = ops.concatenate([pair_logits, ops.where(same_group(anchor_groups, hard_groups), -1e9,
+                                                             neg_l1(anchor, hard))], axis=1)
+        return keras.losses.sparse_categorical_crossentropy(targets, with_hard, from_logits=True)
+
+    both_sides = (cross_entropy(logits, a, left_groups) + cross_entropy(ops.transpose(logits), b, right_groups)) / 2
     positive = ops.cast(labels >= 0.5, both_sides.dtype)
     return ops.sum(both_sides * positive) / ops.maximum(ops.sum(positive), 1.0)
 
@@ -135,7 +175,10 @@ class _Trainer(keras.Model):
         self.similarity = ManhattanSimilarity(name="similarity")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if self.fits_labels else None
-        self.built = True  # nothing left to build: the encoder is built and the similarity has no weights
+        if objective == "margin":  # the pair loss's logit is (margin - L1) * exp(-log_scale)
+            self.margin = self.add_weight(shape=(), initializer=keras.initializers.Constant(5.0), name="margin")
+            self.log_scale = self.add_weight(shape=(), initializer="zeros", name="log_scale")
+        self.built = True  # nothing left to build: the encoder is built, the similarity has no weights
 
     @property
     def fits_labels(self) -> bool:
@@ -147,26 +190,31 @@ class _Trainer(keras.Model):
         return [self.loss_tracker] + ([self.accuracy] if self.accuracy is not None else [])
 
     def call(self, inputs, training=False):
-        """Encode each distinct sentence of the batch once, then pick out both sides' rows."""
-        sentences, left, right = inputs
+        """Encode each distinct sentence of the batch once, then pick out the rows of each
+        of ``inputs``' row lists (both sides' rows, and any hard negatives' rows)."""
+        sentences, *rows = inputs
         encoded = encoder_forward(self.encoder, sentences, training=training)
-        return ops.take(encoded, left, axis=0), ops.take(encoded, right, axis=0)
+        return tuple(ops.take(encoded, r, axis=0) for r in rows)
 
-    def objective_loss(self, a, b, labels, left_groups, right_groups):
-        """The objective's loss for a batch of encoded pairs, and the pairs' scores."""
+    def objective_loss(self, a, b, labels, left_groups, right_groups, hard=None, hard_groups=None):
+        """The objective's loss for a batch of encoded pairs (and hard negatives), and the pairs' scores."""
         score = self.similarity(a, b)
         loss = 0.0
         if self.fits_labels:
             loss += ops.mean(keras.losses.binary_crossentropy(ops.expand_dims(labels, 1), ops.expand_dims(score, 1)))
-        if self.objective in ("contrastive", "both"):
-            loss += in_batch_loss(a, b, labels, left_groups, right_groups, self.temperature)
+        if self.objective == "margin":
+            logit = (self.margin - ops.sum(ops.abs(a - b), axis=-1)) * ops.exp(-self.log_scale)
+            loss += ops.mean(keras.losses.binary_crossentropy(ops.expand_dims(labels, 1), ops.expand_dims(logit, 1),
+                                                              from_logits=True))
+        if self.objective != "bce":
+            loss += in_batch_loss(a, b, labels, left_groups, right_groups, self.temperature, hard, hard_groups)
         return loss, score
 
     def train_step(self, data):
-        (sentences, left, right, left_groups, right_groups), labels = data
+        (sentences, left, right, left_groups, right_groups, hard_rows, hard_groups), labels = data
         with tf.GradientTape() as tape:
-            a, b = self((sentences, left, right), training=True)
-            loss, score = self.objective_loss(a, b, labels, left_groups, right_groups)
+            a, b, hard = self((sentences, left, right, hard_rows), training=True)
+            loss, score = self.objective_loss(a, b, labels, left_groups, right_groups, hard, hard_groups)
         self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
         self.loss_tracker.update_state(loss)
         if self.accuracy is not None:
@@ -176,7 +224,8 @@ class _Trainer(keras.Model):
 
 @dataclass(frozen=True)
 class _PairIds:
-    """Pairs as rows into their distinct sentences' ids, with what batching sorts by."""
+    """Pairs as rows into their distinct sentences' ids, with what batching sorts by, and
+    each paraphrase group's hard negatives (empty unless asked for)."""
 
     ids: list[list[int]]
     left: np.ndarray
@@ -187,25 +236,59 @@ class _PairIds:
     lengths: np.ndarray
     """Each pair's longer side's length: what a batch of it is padded to."""
     longer_side: np.ndarray
+    hard_keys: np.ndarray
+    """Each paraphrase group's hard negatives (empty unless asked for), sorted by the key
+    group << 32 | length, so that a group's negatives up to a length are one range of it ..."""
+    hard_sentences: np.ndarray
+    """... and the sentences themselves, in the same order."""
 
     @classmethod
-    def of(cls, pairs: Pairs, vocab: Vocabulary, max_length: int) -> _PairIds:
+    def of(cls, pairs: Pairs, vocab: Vocabulary, max_length: int, negatives: Pairs | None = None) -> _PairIds:
+        """``negatives``: labelled pairs whose negative pairs give each group its hard negatives:
+        the sentences labelled "not the same" as any member of the group. Their sentences come
+        after ``pairs``' own, so that ``pairs``' rows and batches are the same as without them."""
         texts, left, right = pairs.distinct()
+        groups = paraphrase_groups(texts, pairs)
+        negative = [] if negatives is None else [
+            (x, y) for x, y, label in zip(negatives.left, negatives.right, negatives.labels) if label < 0.5]
+        where = {t: i for i, t in enumerate(texts)}
+        for t in dict.fromkeys(t for pair in negative for t in pair):
+            if t not in where:
+                where[t] = len(texts)
+                texts.append(t)
+        groups = np.concatenate([groups, groups.max(initial=-1) + 1 + np.arange(len(texts) - len(groups))])
         ids = [vocab.ids(t, max_length) for t in texts]
         sizes = np.array([len(r) for r in ids])
-        return cls(ids, left, right, pairs.labels, paraphrase_groups(texts, pairs),
-                   np.maximum(sizes[left], sizes[right]), np.where(sizes[left] >= sizes[right], left, right))
+        ends = np.array([[where[x], where[y]] for x, y in negative], np.int64).reshape(-1, 2)
+        member, other = np.concatenate([ends, ends[:, ::-1]]).T
+        keep = groups[member] != groups[other]  # a negative inside a group contradicts its positives: skip it
+        keys, sentences = np.unique(np.stack([groups[member[keep]] << 32 | sizes[other[keep]], other[keep]]), axis=1)
+        return cls(ids, left, right, pairs.labels, groups, np.maximum(sizes[left], sizes[right]),
+                   np.where(sizes[left] >= sizes[right], left, right), keys, sentences)
 
-    def batch(self, b: np.ndarray) -> tuple:
-        """Pairs ``b`` as ((distinct sentences' ids, left rows, right rows, left groups, right groups), labels)."""
-        distinct, rows = np.unique(np.concatenate([self.left[b], self.right[b]]), return_inverse=True)
+    def draw_hard_negatives(self, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each pair of ``b``, one hard negative of its group no longer than the batch's longest
+        sentence (so the batch is padded no further), drawn at random; none where none is."""
+        group = self.groups[self.left[b]].astype(np.int64) << 32
+        start = np.searchsorted(self.hard_keys, group)
+        count = np.searchsorted(self.hard_keys, group | self.lengths[b].max(), side="right") - start
+        has = count > 0
+        return self.hard_sentences[start[has] + (rng.random(int(has.sum())) * count[has]).astype(np.int64)]
+
+    def batch(self, b: np.ndarray, hard: np.ndarray | None = None) -> tuple:
+        """Pairs ``b`` (and ``hard`` negative sentences) as ((distinct sentences' ids, left rows,
+        right rows, left groups, right groups, hard rows, hard groups), labels)."""
+        hard = np.zeros(0, np.int64) if hard is None else hard
+        distinct, rows = np.unique(np.concatenate([self.left[b], self.right[b], hard]), return_inverse=True)
         rows = rows.astype(np.int32)
-        return ((pad([self.ids[i] for i in distinct]), rows[: len(b)], rows[len(b) :],
-                 self.groups[self.left[b]], self.groups[self.right[b]]), self.labels[b])
+        n = len(b)
+        return ((pad([self.ids[i] for i in distinct]), rows[:n], rows[n : 2 * n],
+                 self.groups[self.left[b]], self.groups[self.right[b]], rows[2 * n :], self.groups[hard]),
+                self.labels[b])
 
 
 def _epoch_batches(pairs: _PairIds, batch_size: int, rng: np.random.Generator,
-                   group_shared: bool = False) -> Iterator[tuple]:
+                   group_shared: bool = False, hard_negatives: int = 0, char_mask: float = 0.0) -> Iterator[tuple]:
     """One epoch of length-bucketed batches (``_PairIds.batch``), in a new random order each call.
 
     A sentence occurring several times in a batch is encoded once. With ``group_shared``,
@@ -214,6 +297,8 @@ def _epoch_batches(pairs: _PairIds, batch_size: int, rng: np.random.Generator,
     padded steps per epoch, 1.43M with ``group_shared``, 2.42M without removing repeats
     (and 16M padding every sentence to the longest, 100).
     Only for the pair loss: the in-batch loss would lose those pairs as negatives.
+    With ``hard_negatives`` = k, each pair brings k hard negatives of its group
+    (``_PairIds.draw_hard_negatives``), drawn anew each epoch.
     (Splitting a batch's sentences into a shorter and a longer half, each padded to its own
     length, saves another 1.2× of padded steps but measured slower: twice the LSTM calls.)
     """
@@ -225,12 +310,17 @@ def _epoch_batches(pairs: _PairIds, batch_size: int, rng: np.random.Generator,
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(chunks)
     for b in chunks:
-        yield pairs.batch(b)
+        batch = pairs.batch(b, np.concatenate([pairs.draw_hard_negatives(b, rng) for _ in range(hard_negatives)])
+                            if hard_negatives else None)
+        if char_mask:
+            ids = batch[0][0]
+            ids[(ids > 0) & (rng.random(ids.shape) < char_mask)] = OOV_ID
+        yield batch
 
 
 _IDS = tf.TensorSpec([None, None], tf.int32)
 _ROWS, _GROUPS = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)
-_BATCH_SPEC = ((_IDS, _ROWS, _ROWS, _GROUPS, _GROUPS), tf.TensorSpec([None], tf.float32))
+_BATCH_SPEC = ((_IDS, _ROWS, _ROWS, _GROUPS, _GROUPS, _ROWS, _GROUPS), tf.TensorSpec([None], tf.float32))
 
 
 def _fit(trainer: _Trainer, batches: Callable[[], Iterable[tuple]], epochs: int,
@@ -345,7 +435,8 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     trainer = _Trainer(model, config.objective, config.temperature)
     trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate))
 
-    table, rng = _PairIds.of(used, vocab, config.max_length), np.random.default_rng(config.seed)
+    table = _PairIds.of(used, vocab, config.max_length, negatives=pairs if config.hard_negatives else None)
+    rng = np.random.default_rng(config.seed)
     history: list[dict] = []
     callbacks: list[keras.callbacks.Callback] = []
     if valid is not None:
@@ -353,7 +444,8 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     callbacks.append(_EpochReporter(config.epochs, history, on_epoch_end))
     if valid is not None and config.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True))
-    _fit(trainer, lambda: _epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce"),
+    _fit(trainer, lambda: _epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
+                                         hard_negatives=config.hard_negatives, char_mask=config.char_mask),
          config.epochs, callbacks)
 
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
@@ -363,6 +455,8 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         encoder.threshold = best_threshold(scores, valid.labels)
         encoder.metrics["valid"] = {"file": Path(valid.source).name,
                                     **pair_metrics(scores, valid.labels, encoder.threshold)}
+    elif config.objective == "margin":
+        encoder.threshold = float(np.exp(-float(trainer.margin.numpy())))
     encoder.training = {
         "settings": asdict(config),
         "pairs": {"file": Path(pairs.source).name, "n": len(pairs), "used": len(used)},
@@ -372,4 +466,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         "optimizer": "Nadam",
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if config.objective == "margin":
+        encoder.training["learned"] = {"margin": float(trainer.margin.numpy()),
+                                       "scale": float(np.exp(trainer.log_scale.numpy()))}
     return encoder

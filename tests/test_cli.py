@@ -42,8 +42,8 @@ def test_train_preset_gives_the_settings_and_options_override_them(tmp_path):
     result = run("train", SAMPLE_PAIRS, "--out", out, "--preset", "search", "--temperature", 0.3, "--epochs", 1)
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "config.json").read_text())["training"]["settings"]
-    assert (settings["objective"], settings["dropout"], settings["temperature"], settings["epochs"]) == (
-        "contrastive", 0.2, 0.3, 1)
+    assert (settings["objective"], settings["dropout"], settings["char_mask"], settings["temperature"],
+            settings["epochs"]) == ("margin", 0.2, 0.3, 0.3, 1)
 
 
 def test_train_reports_epochs_and_validation_accuracy(model):

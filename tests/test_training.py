@@ -8,15 +8,18 @@ from siamsearch.demo import SAMPLE_PAIRS
 from siamsearch.errors import InputError
 
 
-def numpy_in_batch_loss(a, b, labels, ga, gb, temperature):
-    logits = -np.abs(a[:, None, :] - b[None, :, :]).sum(-1) / temperature
+def numpy_in_batch_loss(a, b, labels, ga, gb, temperature, hard=np.zeros((0, 1)), gh=np.zeros(0)):
+    """The in-batch loss, one pair and one direction at a time: pair i's anchor against every
+    candidate of the other side and every hard negative, paraphrases of the anchor left out."""
     n = len(a)
     losses = []
     for i in np.flatnonzero(labels >= 0.5):
-        for rows, own, other in ((logits, ga, gb), (logits.T, gb, ga)):
-            keep = [j for j in range(n) if j == i or own[i] != other[j]]
-            z = rows[i, keep]
-            losses.append((np.log(np.exp(z - z.max()).sum()) + z.max() - rows[i, i]) / 2)
+        for anchor, own, others, other_groups in ((a[i], ga[i], b, gb), (b[i], gb[i], a, ga)):
+            candidates = [(j, others[j]) for j in range(n) if j == i or other_groups[j] != own]
+            candidates += [(None, h) for h, g in zip(hard, gh) if g != own]
+            z = np.array([-np.abs(anchor - c).sum() / temperature for _, c in candidates])
+            target = z[[j for j, _ in candidates].index(i)]
+            losses.append((np.log(np.exp(z - z.max()).sum()) + z.max() - target) / 2)
     return np.sum(losses) / max(1, np.sum(labels >= 0.5))
 
 
@@ -32,6 +35,12 @@ def test_in_batch_loss_matches_the_definition():
     for temperature in (1.0, 0.5):
         got = float(in_batch_loss(a, b, labels, ga, gb, temperature))
         assert got == pytest.approx(numpy_in_batch_loss(a, b, labels, ga, gb, temperature), rel=1e-5)
+    # hard negatives: more candidates for both sides, except for the pairs of their own group
+    hard, gh = rng.normal(size=(3, 4)).astype(np.float32), np.array([7, 10, 99])
+    got = float(in_batch_loss(a, b, labels, ga, gb, 0.5, hard, gh))
+    want = numpy_in_batch_loss(a, b, labels, ga, gb, 0.5, hard, gh)
+    assert got == pytest.approx(want, rel=1e-5)
+    assert want > numpy_in_batch_loss(a, b, labels, ga, gb, 0.5)
 
 
 def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
@@ -86,7 +95,18 @@ def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
     assert encoder.training["epoch_kept"] == 1 + int(np.argmin(val_losses))
 
 
-@pytest.mark.parametrize("bad", [{"objective": "triplet"}, {"temperature": 0}, {"patience": -1}, {"dropout": 1}])
+def test_margin_learns_its_margin_and_without_validation_decides_at_it():
+    pairs = read_pairs(SAMPLE_PAIRS)
+    encoder = train(pairs, None, TrainConfig(epochs=2, objective="margin", hard_negatives=1, seed=4))
+    learned = encoder.training["learned"]
+    assert learned["margin"] != 5.0 and learned["scale"] != 1.0  # both moved from their starting values
+    assert encoder.threshold == pytest.approx(np.exp(-learned["margin"]))
+    assert encoder.training["pairs"]["used"] == len(pairs)  # every labelled pair, not just the positives
+
+
+@pytest.mark.parametrize("bad", [{"objective": "triplet"}, {"temperature": 0}, {"patience": -1}, {"dropout": 1},
+                                 {"hard_negatives": -1}, {"hard_negatives": 1, "objective": "bce"},
+                                 {"char_mask": 1}, {"char_mask": -0.1}])
 def test_bad_training_settings_are_refused(bad):
     with pytest.raises(InputError):
         TrainConfig(**bad)
@@ -102,7 +122,7 @@ def test_batches_encode_each_distinct_sentence_once_and_cover_every_pair_once(gr
     table, rng = _PairIds.of(pairs, vocab, 100), np.random.default_rng(3)
     for _ in range(2):  # two epochs: each re-draws the order, and still covers every pair exactly once
         seen = []
-        for (sentences, left, right, _, _), labels in _epoch_batches(table, 8, rng, group_shared=group_shared):
+        for (sentences, left, right, *_), labels in _epoch_batches(table, 8, rng, group_shared=group_shared):
             assert len({tuple(row) for row in sentences}) == len(sentences)  # no sentence encoded twice
             unpad = [tuple(int(i) for i in row if i) for row in sentences]
             seen += [(unpad[a], unpad[b], float(y)) for a, b, y in zip(left, right, labels)]
@@ -141,7 +161,7 @@ def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_
     assert all(np.array_equal(a, b) for a, b in zip(trainer.get_weights(), weights[1]))
 
 
-@pytest.mark.parametrize("objective", ["bce", "both", "contrastive"])
+@pytest.mark.parametrize("objective", ["bce", "both", "contrastive", "margin"])
 def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(objective):
     """Validation encodes every distinct sentence once for all batches; its loss, ROC-AUC and
     accuracy must be those of encoding each batch's sentences by themselves, as evaluate()
@@ -174,7 +194,7 @@ def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(object
     assert sorted(np.concatenate(validation.pair_batches)) == list(range(len(pairs)))
     assert logs["val_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
     assert logs["val_auc"] == pytest.approx(roc_auc_score(table.labels >= 0.5, scores), rel=1e-6)
-    if objective == "contrastive":
+    if objective in ("contrastive", "margin"):
         assert "val_accuracy" not in logs and "accuracy" not in {m.name for m in trainer.metrics}
     else:
         assert logs["val_accuracy"] == correct / len(pairs)
@@ -188,14 +208,67 @@ def test_presets_recipe_is_the_default_and_search_is_the_shipped_models_settings
 
     assert PRESETS["recipe"] == TrainConfig()
     shipped = json.loads((DEFAULT_MODEL / "config.json").read_text())["training"]["settings"]
-    assert {k: shipped[k] for k in ("objective", "temperature", "dropout", "patience")} == {
-        "objective": PRESETS["search"].objective, "temperature": PRESETS["search"].temperature,
-        "dropout": PRESETS["search"].dropout, "patience": PRESETS["search"].patience}
+    assert TrainConfig(**shipped) == PRESETS["search"]
 
 
-def test_the_command_line_offers_exactly_the_presets():
+def test_the_command_line_offers_exactly_the_presets_objectives_and_settings():
+    """The command line names its choices itself (importing training would import TensorFlow)."""
+    from dataclasses import fields
+
     from siamsearch import PRESETS
     from siamsearch.cli import train as train_command
+    from siamsearch.training import OBJECTIVES
 
-    preset = next(p for p in train_command.params if p.name == "preset")
-    assert list(preset.type.choices) == list(PRESETS)
+    options = {p.name: p for p in train_command.params}
+    assert list(options["preset"].type.choices) == list(PRESETS)
+    assert list(options["objective"].type.choices) == list(OBJECTIVES)
+    assert {f.name for f in fields(TrainConfig)} - set(options) == {"embedding_dim", "learning_rate"}
+
+
+def test_hard_negatives_are_labelled_negatives_of_the_pairs_group_and_no_longer_than_its_batch():
+    """Each pair's hard negative is a sentence labelled "not the same" as some member of its
+    paraphrase group (never one of the group), short enough not to widen the batch."""
+    from siamsearch.data import Pairs
+    from siamsearch.text import Vocabulary
+    from siamsearch.training import _PairIds
+
+    rows = [("aa", "ab", 1), ("ab", "ac", 1), ("ba", "bb", 1),  # groups {aa, ab, ac} and {ba, bb}
+            ("aa", "xxxx", 0), ("ac", "y", 0), ("ab", "ba", 0),  # the first group's negatives: xxxx, y, ba
+            ("bb", "z", 0), ("aa", "ac", 0)]  # the second's: ab, z; aa-ac contradicts the positives: skipped
+    pairs = Pairs(*map(list, zip(*[(a, b) for a, b, _ in rows])), np.array([y for *_, y in rows], np.float32))
+    vocab = Vocabulary.fit(pairs.left + pairs.right)
+    positives = pairs.subset(pairs.labels >= 0.5)
+    table = _PairIds.of(positives, vocab, 100, negatives=pairs)
+    texts = list(dict.fromkeys(positives.left + positives.right))
+    text_of = lambda row: "".join(vocab.chars[i - 2] for i in table.ids[row])  # noqa: E731
+    assert texts == [text_of(i) for i in range(len(texts))]  # the pairs' own rows come first, as without negatives
+    rng = np.random.default_rng(0)
+    drawn = {0: set(), 2: set()}
+    for _ in range(200):
+        for pair in (0, 2):
+            drawn[pair] |= {text_of(r) for r in table.draw_hard_negatives(np.array([pair]), rng)}
+    assert drawn == {0: {"y", "ba"}, 2: {"ab", "z"}}  # xxxx is longer than pair 0's batch
+    assert {text_of(r) for _ in range(200) for r in table.draw_hard_negatives(np.array([0, 1]), rng)} \
+        == {"y", "ba"}
+    assert len(table.draw_hard_negatives(np.array([0, 2]), rng)) == 2  # one a pair, while each has some
+
+
+def test_char_mask_hides_a_share_of_the_characters_and_nothing_else():
+    """One epoch's batches with and without the mask (same seed: the same pairs, in the same
+    order): masked batches differ only where a character became the unknown-character id."""
+    from siamsearch.text import OOV_ID, Vocabulary
+    from siamsearch.training import _epoch_batches, _PairIds
+
+    pairs = read_pairs(SAMPLE_PAIRS)
+    vocab = Vocabulary.fit(pairs.left + pairs.right)
+    table = _PairIds.of(pairs, vocab, 100)
+    plain = list(_epoch_batches(table, 32, np.random.default_rng(5)))
+    masked = list(_epoch_batches(table, 32, np.random.default_rng(5), char_mask=0.3))
+    changed = characters = 0
+    for ((ids, *rows), labels), ((masked_ids, *masked_rows), masked_labels) in zip(plain, masked, strict=True):
+        for a, b in zip(rows + [labels], masked_rows + [masked_labels]):
+            np.testing.assert_array_equal(a, b)
+        differs = ids != masked_ids
+        assert np.all(masked_ids[differs] == OOV_ID) and np.all(ids[differs] > OOV_ID)
+        changed, characters = changed + differs.sum(), characters + (ids > 0).sum()
+    assert 0.27 < changed / characters < 0.33
