@@ -104,8 +104,8 @@ def main() -> None:
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
 @click.option("--preset", default="recipe", show_default=True, type=click.Choice(["recipe", "search", "classify"]),
               help="Starting settings, which the options below override. recipe: the MaLSTM recipe "
-                   "(bce, dropout 0.5, 20 epochs); search: the shipped model's (contrastive, temperature 0.5, "
-                   "dropout 0.2, patience 3); classify: bce, dropout 0.2, fine-tuned vectors, up to 40 epochs, "
+                   "(bce, dropout 0.5, 20 epochs); search: the shipped model's (margin, temperature 0.5, "
+                   "dropout 0.2, char-mask 0.3, patience 3); classify: bce, dropout 0.2, fine-tuned vectors, up to 40 epochs, "
                    "patience 3.")
 @click.option("--epochs", type=click.IntRange(min=1), help="[preset: 20]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")
