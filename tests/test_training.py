@@ -229,7 +229,7 @@ def test_hard_negatives_are_labelled_negatives_of_the_pairs_group_and_no_longer_
     """Each pair's hard negative is a sentence labelled "not the same" as some member of its
     paraphrase group (never one of the group), short enough not to widen the batch."""
     from siamsearch.data import Pairs
-    from siamsearch.text import Vocabulary
+    from siamsearch.text import RESERVED, Vocabulary
     from siamsearch.training import _PairIds
 
     rows = [("aa", "ab", 1), ("ab", "ac", 1), ("ba", "bb", 1),  # groups {aa, ab, ac} and {ba, bb}
@@ -240,7 +240,7 @@ def test_hard_negatives_are_labelled_negatives_of_the_pairs_group_and_no_longer_
     positives = pairs.subset(pairs.labels >= 0.5)
     table = _PairIds.of(positives, vocab, 100, negatives=pairs)
     texts = list(dict.fromkeys(positives.left + positives.right))
-    text_of = lambda row: "".join(vocab.chars[i - 2] for i in table.ids[row])  # noqa: E731
+    text_of = lambda row: "".join(vocab.chars[i - RESERVED] for i in table.ids[row])  # noqa: E731
     assert texts == [text_of(i) for i in range(len(texts))]  # the pairs' own rows come first, as without negatives
     rng = np.random.default_rng(0)
     drawn = {0: set(), 2: set()}
