@@ -125,8 +125,14 @@ def main() -> None:
 @click.option("--fine-tune-vectors/--frozen-vectors", default=None,
               help="Update the character vectors while training, or keep them frozen as the recipe does.")
 @click.option("--patience", type=click.IntRange(min=0),
-              help="With --valid: stop after this many epochs without a lower validation loss and keep "
+              help="With --valid: stop after this many epochs without a better --monitor value and keep "
                    "the best epoch (0: run all epochs, keep the last).")
+@click.option("--monitor", type=click.Choice(["val_loss", "val_auc"]),
+              help="What --patience watches: the validation loss (lower is better) or ROC-AUC (higher). "
+                   "[preset: val_loss]")
+@click.option("--average", type=click.FloatRange(0, 1, max_open=True),
+              help="Momentum of a moving average of the weights over training steps, which validation and the "
+                   "saved model use (e.g. 0.995; 0: off).")
 @click.option("--seed", type=int, help="[preset: 0]")
 def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None, preset: str,
           **settings) -> None:
@@ -162,7 +168,7 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
                    f"ROC-AUC {m['roc_auc'] if m['roc_auc'] is None else format(m['roc_auc'], '.4f')})")
     ran, kept, used = len(encoder.history), encoder.training["epoch_kept"], encoder.training["pairs"]["used"]
     click.echo(f"trained on {_n(used)} pairs × {ran} epochs in {seconds:.1f} s ({_n(used * ran / seconds)} pairs/s)"
-               f"{f', kept epoch {kept} (lowest validation loss)' if kept != ran else ''}; saved {out} "
+               f"{f', kept epoch {kept} (best {config.monitor})' if kept != ran else ''}; saved {out} "
                f"(fingerprint {encoder.fingerprint[:12]})")
 
 

@@ -68,6 +68,8 @@ from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_ch
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("bce", "contrastive", "both", "margin")
+MONITORS = {"val_loss": "min", "val_auc": "max"}
+"""What early stopping may watch, and which way is better."""
 
 EpochCallback = Callable[[int, int, dict], None]
 """Called after each epoch with (epoch number from 1, total epochs, metrics incl. ``seconds``)."""
@@ -94,8 +96,13 @@ class TrainConfig:
     """Share of training characters replaced by the out-of-vocabulary id, drawn anew each batch
     (0: off, as the recipe)."""
     patience: int = 0
-    """With validation pairs: stop after this many epochs without a lower validation loss and
+    """With validation pairs: stop after this many epochs without a better ``monitor`` value and
     keep the best epoch's weights (0: run every epoch and keep the last, as the recipe does)."""
+    monitor: str = "val_loss"
+    """What early stopping watches: ``val_loss`` (lower is better) or ``val_auc`` (higher)."""
+    average: float = 0.0
+    """Momentum of a moving average of the weights over training steps, which validation and
+    the saved model then use instead of the last step's weights (0: off, as the recipe)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "embedding_dim"):
@@ -110,11 +117,13 @@ class TrainConfig:
         for name in ("learning_rate", "temperature"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be positive")
-        for name in ("dropout", "char_mask"):
+        for name in ("dropout", "char_mask", "average"):
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 0 and below 1")
         if self.objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        if self.monitor not in MONITORS:
+            raise InputError(f"monitor must be one of {', '.join(MONITORS)}, not {self.monitor!r}")
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -393,6 +402,28 @@ class _Validation(keras.callbacks.Callback):
                 logs["val_accuracy"] = float(np.mean((scores > 0.5) == (p.labels >= 0.5)))
 
 
+class _AveragedWeights(keras.callbacks.Callback):
+    """Between epochs the network holds the optimizer's moving average of its weights (Keras's
+    ``use_ema``), so that validation, early stopping and the saved model see the average;
+    each epoch's training resumes from the weights the steps themselves reached. Why: the
+    average of the last few hundred steps generalises better than any one step's weights,
+    at no cost in training time."""
+
+    def __init__(self, trainer: _Trainer):
+        super().__init__()
+        self.trainer, self.stepped = trainer, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.stepped is not None:
+            for variable, value in zip(self.trainer.trainable_variables, self.stepped):
+                variable.assign(value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = self.trainer.trainable_variables
+        self.stepped = [v.numpy() for v in variables]
+        self.trainer.optimizer.finalize_variable_values(variables)
+
+
 class _EpochReporter(keras.callbacks.Callback):
     def __init__(self, epochs: int, history: list[dict], on_epoch_end: EpochCallback | None):
         super().__init__()
@@ -417,6 +448,9 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     used = pairs if config.objective != "contrastive" else pairs.subset(pairs.labels >= 0.5)
     if not len(used):
         raise InputError(f"{pairs.source or 'training pairs'}: no positive pairs, which the contrastive objective needs")
+    if valid is not None and config.patience and config.monitor == "val_auc" and len(set(valid.labels >= 0.5)) < 2:
+        raise InputError(f"{valid.source or 'validation pairs'}: early stopping on val_auc needs both positive and "
+                         "negative pairs; use --monitor val_loss")
     keras.utils.set_random_seed(config.seed)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     if vectors is None:
@@ -434,23 +468,28 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
     model.get_layer(EMBEDDING_LAYER).trainable = config.fine_tune_vectors
     trainer = _Trainer(model, config.objective, config.temperature)
-    trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate))
+    averaging = {"use_ema": True, "ema_momentum": config.average} if config.average else {}
+    trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate, **averaging))
 
     table = _PairIds.of(used, vocab, config.max_length, negatives=pairs if config.hard_negatives else None)
     rng = np.random.default_rng(config.seed)
     history: list[dict] = []
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks: list[keras.callbacks.Callback] = [_AveragedWeights(trainer)] if config.average else []
     if valid is not None:
         callbacks.append(_Validation(trainer, _PairIds.of(valid, vocab, config.max_length), config.batch_size))
     callbacks.append(_EpochReporter(config.epochs, history, on_epoch_end))
     if valid is not None and config.patience:
-        callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True))
+        callbacks.append(keras.callbacks.EarlyStopping(config.monitor, patience=config.patience,
+                                                       mode=MONITORS[config.monitor], restore_best_weights=True))
     _fit(trainer, lambda: _epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
                                          hard_negatives=config.hard_negatives, char_mask=config.char_mask),
          config.epochs, callbacks)
 
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
-    kept = 1 + int(np.argmin([h["val_loss"] for h in history])) if valid is not None and config.patience else len(history)
+    kept = len(history)
+    if valid is not None and config.patience:
+        watched = np.array([h[config.monitor] for h in history])
+        kept = 1 + int(np.argmin(watched) if MONITORS[config.monitor] == "min" else np.argmax(watched))
     if valid is not None:
         scores = PairEvaluator(valid).scores(encoder)
         encoder.threshold = best_threshold(scores, valid.labels)

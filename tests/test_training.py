@@ -104,9 +104,20 @@ def test_margin_learns_its_margin_and_without_validation_decides_at_it():
     assert encoder.training["pairs"]["used"] == len(pairs)  # every labelled pair, not just the positives
 
 
+def test_early_stopping_on_validation_auc_keeps_the_epoch_of_the_highest_auc():
+    pairs = read_pairs(SAMPLE_PAIRS)
+    encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="margin", monitor="val_auc", patience=1,
+                                              average=0.9, seed=4))
+    assert encoder.training["settings"]["monitor"] == "val_auc"
+    assert encoder.training["epoch_kept"] == 1 + int(np.argmax([h["val_auc"] for h in encoder.history]))
+    with pytest.raises(InputError, match="both positive and negative"):
+        train(pairs, pairs.subset(pairs.labels >= 0.5), TrainConfig(epochs=1, monitor="val_auc", patience=1))
+
+
 @pytest.mark.parametrize("bad", [{"objective": "triplet"}, {"temperature": 0}, {"patience": -1}, {"dropout": 1},
                                  {"hard_negatives": -1}, {"hard_negatives": 1, "objective": "bce"},
-                                 {"char_mask": 1}, {"char_mask": -0.1}])
+                                 {"char_mask": 1}, {"char_mask": -0.1}, {"monitor": "val_accuracy"},
+                                 {"average": 1}, {"average": -0.5}])
 def test_bad_training_settings_are_refused(bad):
     with pytest.raises(InputError):
         TrainConfig(**bad)
@@ -159,6 +170,50 @@ def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_
     assert int(trainer.optimizer.iterations) == 4 * -(-len(pairs) // 16)  # one step for every batch of every epoch
     assert not all(np.array_equal(a, b) for a, b in zip(weights[1], weights[3]))
     assert all(np.array_equal(a, b) for a, b in zip(trainer.get_weights(), weights[1]))
+
+
+def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_the_steps_weights():
+    """With average = m, what an epoch's end sees (validation, early stopping, the saved model)
+    is the average a = m·a + (1 - m)·w over every step's weights w so far (the first step's to
+    start), and the next epoch's first step starts from the last step's own weights."""
+    from siamsearch.encoder import EncoderConfig
+    from siamsearch.model import build_encoder, keras
+    from siamsearch.text import Vocabulary
+    from siamsearch.training import _AveragedWeights, _epoch_batches, _fit, _PairIds, _Trainer
+
+    pairs = read_pairs(SAMPLE_PAIRS)
+    vocab = Vocabulary.fit(pairs.left + pairs.right)
+    keras.utils.set_random_seed(2)
+    trainer = _Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
+                                                   dropout=0.5)), "bce", 1.0)
+    trainer.compile(optimizer=keras.optimizers.Nadam(0.01, use_ema=True, ema_momentum=0.5))
+    table, rng = _PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
+    before, after, at_epoch_end = [], [], []
+
+    def weights():
+        return [v.numpy() for v in trainer.trainable_variables]
+
+    def batches():
+        for batch in _epoch_batches(table, 16, rng):
+            before.append(weights())
+            yield batch
+            after.append(weights())  # runs once the step on this batch is done
+
+    class Seen(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            at_epoch_end.append((len(after), weights()))
+
+    _fit(trainer, batches, 2, [_AveragedWeights(trainer), Seen()])
+    steps = len(after) // 2
+    assert steps > 1
+    for done, seen in at_epoch_end:
+        average = after[0]
+        for w in after[1:done]:
+            average = [0.5 * a + 0.5 * x for a, x in zip(average, w)]
+        for s, a, last in zip(seen, average, after[done - 1]):
+            np.testing.assert_allclose(s, a, rtol=1e-5, atol=1e-6)
+        assert not all(np.allclose(s, last) for s, last in zip(seen, after[done - 1]))
+    assert all(np.array_equal(b, a) for b, a in zip(before[steps], after[steps - 1]))
 
 
 @pytest.mark.parametrize("objective", ["bce", "both", "contrastive", "margin"])
@@ -217,11 +272,12 @@ def test_the_command_line_offers_exactly_the_presets_objectives_and_settings():
 
     from siamsearch import PRESETS
     from siamsearch.cli import train as train_command
-    from siamsearch.training import OBJECTIVES
+    from siamsearch.training import MONITORS, OBJECTIVES
 
     options = {p.name: p for p in train_command.params}
     assert list(options["preset"].type.choices) == list(PRESETS)
     assert list(options["objective"].type.choices) == list(OBJECTIVES)
+    assert list(options["monitor"].type.choices) == list(MONITORS)
     assert {f.name for f in fields(TrainConfig)} - set(options) == {"embedding_dim", "learning_rate"}
 
 
