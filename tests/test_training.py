@@ -109,9 +109,24 @@ def test_early_stopping_on_validation_auc_keeps_the_epoch_of_the_highest_auc():
     encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="margin", monitor="val_auc", patience=1,
                                               average=0.9, seed=4))
     assert encoder.training["settings"]["monitor"] == "val_auc"
+    assert not encoder.training["weights_averaged"]  # 3 epochs × 2 batches: too few steps for a span of 10
     assert encoder.training["epoch_kept"] == 1 + int(np.argmax([h["val_auc"] for h in encoder.history]))
     with pytest.raises(InputError, match="both positive and negative"):
         train(pairs, pairs.subset(pairs.labels >= 0.5), TrainConfig(epochs=1, monitor="val_auc", patience=1))
+
+
+def test_weights_are_averaged_only_over_enough_training_steps():
+    """An average over few steps would keep mostly the first step's weights: below
+    AVERAGE_MIN_SPAN spans of 1 / (1 - momentum) steps it is left off."""
+    from siamsearch.training import AVERAGE_MIN_SPAN, _applied_average
+
+    config = TrainConfig(average=0.9)
+    assert _applied_average(config, steps=10 * AVERAGE_MIN_SPAN) == 0.9
+    assert _applied_average(config, steps=10 * AVERAGE_MIN_SPAN - 1) == 0.0
+    assert _applied_average(TrainConfig(), steps=10**6) == 0.0
+    pairs = read_pairs(SAMPLE_PAIRS)  # 1,000 pairs: 4 batches of 256 an epoch
+    encoder = train(pairs, None, TrainConfig(epochs=13, batch_size=256, average=0.9, seed=4))
+    assert encoder.training["weights_averaged"]
 
 
 @pytest.mark.parametrize("bad", [{"objective": "triplet"}, {"temperature": 0}, {"patience": -1}, {"dropout": 1},
