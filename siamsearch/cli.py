@@ -132,7 +132,8 @@ def main() -> None:
                    "[preset: val_loss]")
 @click.option("--average", type=click.FloatRange(0, 1, max_open=True),
               help="Momentum of a moving average of the weights over training steps, which validation and the "
-                   "saved model use (e.g. 0.995; 0: off).")
+                   "saved model use (e.g. 0.995; 0: off; left off, and said so, when the run has fewer "
+                   "than 5 / (1 - M) steps).")
 @click.option("--seed", type=int, help="[preset: 0]")
 def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None, preset: str,
           **settings) -> None:

@@ -35,6 +35,8 @@ near-misses (same words, another meaning) that random in-batch sentences rarely 
 ``char_mask``: training characters are replaced by the unknown-character id at random, a
 new draw each batch, so that the encoder cannot lean on any one character of a sentence it
 has seen many times (BQ's 100,000 training pairs hold about 23,000 distinct sentences).
+``average``: validation, early stopping and the saved model use a moving average of the
+weights over the training steps, which generalises better than the last step's weights.
 
 Speed: batches are bucketed by length (pairs sorted by their longer side, ties re-drawn
 every epoch, batch order shuffled), so a batch is padded only to its own longest sentence

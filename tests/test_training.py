@@ -109,7 +109,7 @@ def test_early_stopping_on_validation_auc_keeps_the_epoch_of_the_highest_auc():
     encoder = train(pairs, pairs, TrainConfig(epochs=3, objective="margin", monitor="val_auc", patience=1,
                                               average=0.9, seed=4))
     assert encoder.training["settings"]["monitor"] == "val_auc"
-    assert not encoder.training["weights_averaged"]  # 3 epochs × 2 batches: too few steps for a span of 10
+    assert not encoder.training["weights_averaged"]  # 3 epochs × 2 batches, and 0.9 needs 50 steps
     assert encoder.training["epoch_kept"] == 1 + int(np.argmax([h["val_auc"] for h in encoder.history]))
     with pytest.raises(InputError, match="both positive and negative"):
         train(pairs, pairs.subset(pairs.labels >= 0.5), TrainConfig(epochs=1, monitor="val_auc", patience=1))
@@ -225,7 +225,7 @@ def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_
         average = after[0]
         for w in after[1:done]:
             average = [0.5 * a + 0.5 * x for a, x in zip(average, w)]
-        for s, a, last in zip(seen, average, after[done - 1]):
+        for s, a in zip(seen, average):
             np.testing.assert_allclose(s, a, rtol=1e-5, atol=1e-6)
         assert not all(np.allclose(s, last) for s, last in zip(seen, after[done - 1]))
     assert all(np.array_equal(b, a) for b, a in zip(before[steps], after[steps - 1]))
