@@ -502,18 +502,17 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     if valid is not None:
         callbacks.append(_Validation(trainer, _PairIds.of(valid, vocab, config.max_length), config.batch_size))
     callbacks.append(_EpochReporter(config.epochs, history, on_epoch_end))
+    stopper = None
     if valid is not None and config.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(config.monitor, patience=config.patience,
-                                                       mode=MONITORS[config.monitor], restore_best_weights=True))
+        stopper = keras.callbacks.EarlyStopping(config.monitor, patience=config.patience,
+                                                mode=MONITORS[config.monitor], restore_best_weights=True)
+        callbacks.append(stopper)
     _fit(trainer, lambda: _epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
                                          hard_negatives=config.hard_negatives, char_mask=config.char_mask),
          config.epochs, callbacks)
 
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
-    kept = len(history)
-    if valid is not None and config.patience:
-        watched = np.array([h[config.monitor] for h in history])
-        kept = 1 + int(np.argmin(watched) if MONITORS[config.monitor] == "min" else np.argmax(watched))
+    kept = len(history) if stopper is None else stopper.best_epoch + 1  # the epoch whose weights it restored
     if valid is not None:
         scores = PairEvaluator(valid).scores(encoder)
         encoder.threshold = best_threshold(scores, valid.labels)
