@@ -2,9 +2,12 @@
 
 How often is a top-1 result that the labels count as a miss in fact a paraphrase of the query?
 
-    python bench/relevance_audit.py sheet ../shared/data/bq/dev.tsv --out bench/audits/bq-dev.tsv > /tmp/sheet.txt
+    python bench/relevance_audit.py sheet ../shared/data/bq/dev.tsv --out /tmp/audit.tsv > /tmp/sheet.txt
     # read /tmp/sheet.txt; in the TSV, replace each verdict '?' by 1 (same meaning) or 0
-    python bench/relevance_audit.py score ../shared/data/bq/dev.tsv bench/audits/bq-dev.tsv  # writes docs/
+    python bench/relevance_audit.py score ../shared/data/bq/dev.tsv /tmp/audit.tsv  # writes docs/
+
+bench/audits/bq-dev.tsv holds the verdicts of docs/benchmarks.md: two draws (``--n 40`` and
+``--n 80``, seed 7), merged.
 
 Why: a query's relevant documents in the task of ``siamsearch.evaluation`` are the sentences
 that positive pairs of the file link it to. BQ's annotators paired each question with a few
@@ -59,6 +62,8 @@ def sample(n_queries: int, n: int, seed: int) -> np.ndarray:
 
 
 def sheet(args: argparse.Namespace) -> None:
+    if Path(args.out).exists():
+        sys.exit(f"{args.out} exists (it may hold verdicts); choose another --out")
     task, best = top1(args.pairs, args.model)
     rng = np.random.default_rng(args.seed + 1)
     rows = []
