@@ -31,6 +31,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,11 +40,14 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from report import machine, publish  # noqa: E402
 
+if TYPE_CHECKING:
+    from siamsearch.evaluation import RetrievalTask
+
 FIELDS = ("n", "query", "document", "verdict")
 SYSTEMS = ("model", "bm25")
 
 
-def top1(pairs_file: str, model: str | None) -> tuple:
+def top1(pairs_file: str, model: str | None) -> tuple[RetrievalTask, dict[str, np.ndarray]]:
     """The retrieval task of ``pairs_file`` and each system's best document per query (self excluded)."""
     from siamsearch import Encoder, read_pairs
     from siamsearch.baselines import BM25Retriever
@@ -58,6 +62,7 @@ def top1(pairs_file: str, model: str | None) -> tuple:
 
 
 def sample(n_queries: int, n: int, seed: int) -> np.ndarray:
+    """``n`` query numbers drawn without replacement: the same for the same seed and n."""
     return np.random.default_rng(seed).choice(n_queries, min(n, n_queries), replace=False)
 
 
