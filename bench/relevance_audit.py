@@ -6,8 +6,9 @@ How often is a top-1 result that the labels count as a miss in fact a paraphrase
     # read /tmp/sheet.txt; in the TSV, replace each verdict '?' by 1 (same meaning) or 0
     python bench/relevance_audit.py score ../shared/data/bq/dev.tsv /tmp/audit.tsv  # writes docs/
 
-bench/audits/bq-dev.tsv holds the verdicts of docs/benchmarks.md: two draws (``--n 40`` and
-``--n 80``, seed 7), merged.
+The verdicts of docs/benchmarks.md: bench/audits/bq-dev.tsv (two draws, ``--n 40`` and
+``--n 80``, seed 7, merged) and bench/audits/bq-test.tsv (``--n 80``, seed 7). ``score`` writes
+one docs section per pair file.
 
 Why: a query's relevant documents in the task of ``siamsearch.evaluation`` are the sentences
 that positive pairs of the file link it to. BQ's annotators paired each question with a few
@@ -93,7 +94,8 @@ def score(args: argparse.Namespace) -> None:
     task, best = top1(args.pairs, args.model)
     queries = sorted({q for q, _ in verdicts})
     position = {q: i for i, q in enumerate(task.queries)}
-    results = {"machine": machine(), "pairs": Path(args.pairs).name, "audit": args.audit, "queries": len(queries),
+    results = {"name": f"relevance_audit_{Path(args.pairs).stem}",  # one docs section per pair file
+               "machine": machine(), "pairs": Path(args.pairs).name, "audit": args.audit, "queries": len(queries),
                "command": " ".join(["python bench/relevance_audit.py score", *sys.argv[2:]]), "systems": {}}
     for name in SYSTEMS:
         docs = [(q, int(best[name][position[q]])) for q in queries]
@@ -111,14 +113,16 @@ def score(args: argparse.Namespace) -> None:
             "labelled_but_judged_different": int((labelled & ~judged).sum()),
             "labelled_recall@1_all_queries": float(np.mean([b in r for b, r in zip(best[name], task.relevant)])),
         }
-    publish("relevance_audit", results, markdown, write=not args.no_write)
+    publish(results["name"], results, markdown, write=not args.no_write)
     print(markdown(results))
 
 
 def markdown(results: dict) -> str:
     names = {"model": "the shipped model", "bm25": "character BM25"}
-    lines = ["<!-- relevance_audit-benchmarks:start (written by bench/relevance_audit.py; do not edit by hand) -->",
-             "## How complete are the retrieval task's labels? A blind audit of top-1 results", "",
+    marker = f"{results['name']}-benchmarks"
+    lines = [f"<!-- {marker}:start (written by bench/relevance_audit.py; do not edit by hand) -->",
+             f"## How complete are the retrieval task's labels? A blind audit of top-1 results on {results['pairs']}",
+             "",
              f"Command: `{results['command']}` on {results['machine']}. {results['queries']} queries of "
              f"{results['pairs']}'s retrieval task, drawn at random; each system's top-1 (the query excluded) "
              "was judged same meaning or not, blind to the system (bench/relevance_audit.py says how).", "",
@@ -129,7 +133,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {names[name]} | {r['labelled_recall@1_all_queries']:.3f} | {r['labelled_recall@1']:.3f} | "
                      f"**{r['judged_precision@1']:.3f}** | {r['labelled_misses']} | {r['misses_judged_same']:.2f} | "
                      f"{r['labelled_but_judged_different']} |")
-    return "\n".join(lines + ["", "<!-- relevance_audit-benchmarks:end -->", ""])
+    return "\n".join(lines + ["", f"<!-- {marker}:end -->", ""])
 
 
 def main() -> None:
