@@ -52,19 +52,14 @@ def top1(pairs_file: str, model: str | None) -> tuple[RetrievalTask, dict[str, n
     """The retrieval task of ``pairs_file`` and each system's best document per query (self excluded)."""
     from siamsearch import Encoder, read_pairs
     from siamsearch.baselines import BM25Retriever
-    from siamsearch.evaluation import EncoderRetriever, RetrievalTask
+    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
 
     task = RetrievalTask.from_pairs(read_pairs(pairs_file))
-    best = {}
+    evaluator, best = RetrievalEvaluator(task), {}
     for name, retriever in (("model", EncoderRetriever(Encoder.load(model))), ("bm25", BM25Retriever())):
         retriever.index(task.corpus)
-        best[name] = np.array([next(d for d in retriever.search(task.corpus[q], 2) if d != q) for q in task.queries])
+        best[name] = np.array([docs[0] for docs in evaluator.rank(retriever, 1)])
     return task, best
-
-
-def sample(n_queries: int, n: int, seed: int) -> np.ndarray:
-    """``n`` query numbers drawn without replacement: the same for the same seed and n."""
-    return np.random.default_rng(seed).choice(n_queries, min(n, n_queries), replace=False)
 
 
 def sheet(args: argparse.Namespace) -> None:
@@ -73,7 +68,8 @@ def sheet(args: argparse.Namespace) -> None:
     task, best = top1(args.pairs, args.model)
     rng = np.random.default_rng(args.seed + 1)
     rows = []
-    for n, i in enumerate(sample(len(task.queries), args.n, args.seed)):
+    drawn = np.random.default_rng(args.seed).choice(len(task.queries), min(args.n, len(task.queries)), replace=False)
+    for n, i in enumerate(drawn):
         shown = list(dict.fromkeys(int(best[name][i]) for name in SYSTEMS))
         rng.shuffle(shown)
         print(f"{n:3d} Q: {task.corpus[task.queries[i]]}")

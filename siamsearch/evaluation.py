@@ -173,18 +173,22 @@ class RetrievalEvaluator:
     def __init__(self, task: RetrievalTask):
         self.task = task
 
+    def rank(self, retriever: Retriever, k: int = MRR_AT) -> list[list[int]]:
+        """Each query's ``k`` best corpus positions from an indexed ``retriever``, best first,
+        the query itself removed (the task's rule: it is in the corpus, and finding it says
+        nothing)."""
+        corpus = self.task.corpus
+        return [[d for d in retriever.search(corpus[q], k + 1) if d != q][:k] for q in self.task.queries]
+
     def __call__(self, retriever: Retriever) -> dict:
         """Metrics plus ``ms_per_query`` (mean over queries) and ``index_seconds``."""
         task = self.task
         started = time.perf_counter()
         retriever.index(task.corpus)
         index_seconds = time.perf_counter() - started
-        ranked, seconds = [], 0.0
-        for q in task.queries:
-            started = time.perf_counter()
-            docs = retriever.search(task.corpus[q], MRR_AT + 1)
-            seconds += time.perf_counter() - started
-            ranked.append([d for d in docs if d != q][:MRR_AT])
+        started = time.perf_counter()
+        ranked = self.rank(retriever)
+        seconds = time.perf_counter() - started
         return {
             "name": retriever.name,
             **retrieval_metrics(ranked, task.relevant),
