@@ -105,7 +105,7 @@ def score(args: argparse.Namespace) -> None:
             "labelled_recall@1": float(labelled.mean()),
             "judged_precision@1": float(judged.mean()),
             "labelled_misses": int((~labelled).sum()),
-            "misses_judged_same": float(judged[~labelled].mean()) if (~labelled).any() else 0.0,
+            "misses_judged_same": float(judged[~labelled].mean()) if (~labelled).any() else None,  # no misses
             "labelled_but_judged_different": int((labelled & ~judged).sum()),
             "labelled_recall@1_all_queries": float(np.mean([b in r for b, r in zip(best[name], task.relevant)])),
         }
@@ -126,8 +126,9 @@ def markdown(results: dict) -> str:
              "| labelled misses in sample | of them judged same meaning | labelled relevant, judged different |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results["systems"].items():
+        same = "—" if r["misses_judged_same"] is None else f"{r['misses_judged_same']:.2f}"
         lines.append(f"| {names[name]} | {r['labelled_recall@1_all_queries']:.3f} | {r['labelled_recall@1']:.3f} | "
-                     f"**{r['judged_precision@1']:.3f}** | {r['labelled_misses']} | {r['misses_judged_same']:.2f} | "
+                     f"**{r['judged_precision@1']:.3f}** | {r['labelled_misses']} | {same} | "
                      f"{r['labelled_but_judged_different']} |")
     return "\n".join(lines + ["", f"<!-- {marker}:end -->", ""])
 
