@@ -15,17 +15,19 @@ here ships. What it keeps of the product: one shared encoder → vector, the sco
 the shipped model's character vocabulary and 300-d vectors; its objective (``margin``: the
 in-batch loss over positive pairs at temperature 0.5 with paraphrases not counted as
 negatives, plus the logistic loss of (margin - L1) / scale on every pair), masked characters
-(0.3), dropout 0.2, Nadam at 0.002, batches of 512 pairs bucketed by length, and a moving
-average of the weights (0.998). What it changes per configuration: the encoder's size and
+(0.3), dropout 0.2 (the transformer's own layers: 0.1), Nadam at 0.002, batches of 512 pairs
+bucketed by length, and a moving average of the weights (0.998). The loss and the batching are
+written again here in PyTorch (``in_batch_loss``, ``_batches``): siamsearch's own import
+TensorFlow, which the GPU machine does not have. What it changes per configuration: the encoder's size and
 kind, whether the vectors are tuned, the batch size. Each epoch is scored on bq/dev; the
 epoch with the best dev MRR@10 is kept (more generous to the probe than the shipped model's
 early stopping on dev ROC-AUC), and its bq/test figures are reported beside, never chosen on.
 
 The task is ``siamsearch.evaluation.RetrievalTask`` (each file alone), ranked exactly (all
 L1 distances, the query removed). ``prepare`` stores the shipped model's vectors of both
-corpora and its metrics from siamsearch's own ``retrieval_metrics``; ``run`` first scores those
-vectors with its own code and stops unless the two agree, so its metric code is checked where
-it runs. ``prepare``'s file holds character ids derived from BQ (research-only licence): keep it
+corpora and its metrics from siamsearch's own ``RetrievalEvaluator`` (the product's search
+path); ``run`` first scores those vectors with its own code and stops unless the two agree, so
+its metric code is checked where it runs. ``prepare``'s file holds character ids derived from BQ (research-only licence): keep it
 in ignored bench/.work/ and never commit it.
 """
 
@@ -56,7 +58,8 @@ EPOCHS = 20
 """What ``run`` trains, in this order (most telling first: a run cut short keeps what finished),
 each for ``EPOCHS`` epochs at learning rate 0.002. BiLSTM outputs are 2 × the second layer's
 units. The transformer, at that rate without warm-up, collapsed within three epochs (every
-sentence to one vector): it needs a lower rate, which no GPU time was left to run."""
+sentence to one vector): it needs a lower rate; a run at one was prepared, but no GPU was lent
+again in that session."""
 
 
 def _padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +74,7 @@ def prepare(out: Path, data: Path, model: str | None) -> None:
     shipped model's corpus vectors and metrics."""
     from siamsearch import Encoder, read_pairs
     from siamsearch.data import paraphrase_groups
-    from siamsearch.evaluation import RetrievalTask, retrieval_metrics
+    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
     from siamsearch.model import EMBEDDING_LAYER
 
     encoder = Encoder.load(model)
@@ -90,14 +93,9 @@ def prepare(out: Path, data: Path, model: str | None) -> None:
         arrays[f"{split}_queries"] = np.array(task.queries, np.int64)
         arrays[f"{split}_relevant_offsets"] = np.cumsum([0] + [len(r) for r in task.relevant])
         arrays[f"{split}_relevant"] = np.array([d for r in task.relevant for d in sorted(r)], np.int64)
-        vectors = encoder.encode(task.corpus)
-        arrays[f"{split}_shipped"] = vectors
-        ranked = []
-        for q in task.queries:
-            distance = np.abs(vectors - vectors[q]).sum(axis=1)
-            distance[q] = np.inf
-            ranked.append(np.argsort(distance, kind="stable")[:TOP].tolist())
-        shipped[split] = retrieval_metrics(ranked, task.relevant)
+        arrays[f"{split}_shipped"] = encoder.encode(task.corpus)
+        measured = RetrievalEvaluator(task)(EncoderRetriever(encoder))
+        shipped[split] = {k: measured[k] for k in ("recall@1", "recall@10", "mrr@10")}
     training = {"epochs_run": len(encoder.history), "epoch_kept": encoder.training.get("epoch_kept"),
                 "seconds": encoder.training.get("seconds")}
     arrays["shipped_metrics"] = np.array(json.dumps({"fingerprint": encoder.fingerprint, "training": training,
@@ -109,16 +107,11 @@ def prepare(out: Path, data: Path, model: str | None) -> None:
 
 # ---- everything below runs with PyTorch and NumPy alone (the GPU machine has no TensorFlow) ----
 
-def _torch():
-    import torch
-
-    return torch
-
-
 def metrics_of(vectors, queries, relevant_offsets, relevant) -> dict:
     """recall@1, recall@10 and MRR@10 of exact L1 ranking of ``vectors`` (a torch tensor),
     each query removed from its own results: the task's metrics, as ``retrieval_metrics``."""
-    torch = _torch()
+    import torch
+
     device = vectors.device
     q = torch.as_tensor(queries, device=device)
     n = len(vectors)
@@ -142,8 +135,8 @@ def metrics_of(vectors, queries, relevant_offsets, relevant) -> dict:
 
 def build_encoder(config: dict, vectors: np.ndarray):
     """The encoder of ``config``: ids [B, T] and lengths [B] → vectors [B, d]."""
-    torch = _torch()
-    nn = torch.nn
+    import torch
+    from torch import nn
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     def keras_init(lstm) -> None:  # Keras's LSTM initialisers: Glorot kernel, orthogonal recurrent, forget bias 1
@@ -199,7 +192,8 @@ def build_encoder(config: dict, vectors: np.ndarray):
 
 def in_batch_loss(a, b, left_groups, right_groups, temperature: float = 0.5):
     """``siamsearch.training.in_batch_loss`` without hard negatives, for positive pairs only."""
-    torch = _torch()
+    import torch
+
     logits = -torch.cdist(a, b, p=1) / temperature
     n = len(a)
     paraphrase = (left_groups[:, None] == right_groups[None, :]) & ~torch.eye(n, dtype=torch.bool, device=a.device)
@@ -220,7 +214,8 @@ def _batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[n
 
 def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS, seed: int = 0, log=print) -> dict:
     """Train ``config``; score every epoch's averaged weights on dev and test; keep the best dev epoch."""
-    torch = _torch()
+    import torch
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     encoder = build_encoder(config, data["vectors"]).to(device)
@@ -238,16 +233,18 @@ def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS,
     longer = np.maximum(data["train_lengths"][left], data["train_lengths"][right])
 
     def encode(model, rows: np.ndarray):
-        """The rows' sentences with characters masked at random; no step waits for the GPU."""
+        """The rows' sentences, with characters masked at random."""
         batch_lengths = lengths[rows]
         batch = ids[torch.as_tensor(rows, device=device), : int(batch_lengths.max())]
         batch = torch.where((batch > 0) & (torch.rand(batch.shape, device=device) < MASK_PROBABILITY), OOV, batch)
         return model(batch, batch_lengths)
 
+    corpora = {split: (torch.as_tensor(data[f"{split}_ids"].astype(np.int64), device=device),
+                       torch.as_tensor(data[f"{split}_lengths"].astype(np.int64))) for split in SPLITS}
+
     def evaluate(split: str) -> dict:
         average.eval()
-        corpus_ids = torch.as_tensor(data[f"{split}_ids"].astype(np.int64), device=device)
-        corpus_lengths = torch.as_tensor(data[f"{split}_lengths"].astype(np.int64))
+        corpus_ids, corpus_lengths = corpora[split]
         with torch.no_grad():
             vectors = torch.cat([average.module(corpus_ids[i : i + 2048, : int(corpus_lengths[i : i + 2048].max())],
                                                 corpus_lengths[i : i + 2048]) for i in range(0, len(corpus_ids), 2048)])
@@ -286,7 +283,8 @@ def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS,
 
 
 def run(data_file: Path, out: Path, names: list[str], limit: int | None, epochs: int | None) -> None:
-    torch = _torch()
+    import torch
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = dict(np.load(data_file))
     shipped = json.loads(str(data.pop("shipped_metrics")))
