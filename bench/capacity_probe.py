@@ -8,20 +8,21 @@ shipped model's objective, and reports labelled retrieval on bq/dev and bq/test.
 
     python bench/capacity_probe.py prepare bench/.work/probe.npz   # here: siamsearch, ../shared
     python bench/capacity_probe.py run bench/.work/probe.npz --out results.json   # PyTorch, a GPU
-    python bench/capacity_probe.py report results.json              # here: writes docs/
+    python bench/capacity_probe.py report results.json [more.json]  # here: writes docs/
 
-It is a probe, not the product: PyTorch is no dependency of siamsearch and nothing trained
-here ships. What it keeps of the product: one shared encoder → vector, the score exp(-L1);
-the shipped model's character vocabulary and 300-d vectors; its objective (``margin``: the
-in-batch loss over positive pairs at temperature 0.5 with paraphrases not counted as
-negatives, plus the logistic loss of (margin - L1) / scale on every pair), masked characters
-(0.3), dropout 0.2 (the transformer's own layers: 0.1), Nadam at 0.002, batches of 512 pairs
-bucketed by length, and a moving average of the weights (0.998). The loss and the batching are
-written again here in PyTorch (``in_batch_loss``, ``_batches``): siamsearch's own import
-TensorFlow, which the GPU machine does not have. What it changes per configuration: the encoder's size and
-kind, whether the vectors are tuned, the batch size. Each epoch is scored on bq/dev; the
-epoch with the best dev MRR@10 is kept (more generous to the probe than the shipped model's
-early stopping on dev ROC-AUC), and its bq/test figures are reported beside, never chosen on.
+It is a probe, not the product: PyTorch is no dependency of siamsearch and nothing trained here
+ships. What it keeps of the product: one shared encoder → vector, the score exp(-L1); the
+shipped model's character vocabulary and 300-d vectors; its objective (``margin``: the in-batch
+loss over positive pairs at temperature 0.5 with paraphrases not counted as negatives, plus the
+logistic loss of (margin - L1) / scale on every pair), masked characters (0.3), dropout 0.2
+(the transformer's own layers: 0.1), Nadam at 0.002 (unless a configuration says otherwise),
+batches of 512 pairs bucketed by length, and a moving average of the weights (0.998). The loss
+and the batching are written again here in PyTorch (``in_batch_loss``, ``_batches``):
+siamsearch's own import TensorFlow, which the GPU machine does not have. What it changes per
+configuration: the encoder's size and kind, whether the vectors are tuned, the batch size, the
+learning rate and its warm-up. Each epoch is scored on bq/dev; the epoch with the best dev
+MRR@10 is kept (more generous to the probe than the shipped model's early stopping on dev
+ROC-AUC), and its bq/test figures are reported beside, never chosen on.
 
 The task is ``siamsearch.evaluation.RetrievalTask`` (each file alone), ranked exactly (all
 L1 distances, the query removed). ``prepare`` stores the shipped model's vectors of both
@@ -53,13 +54,18 @@ CONFIGS: dict[str, dict] = {
     "transformer": {"kind": "transformer", "layers": 4, "width": 384, "out": 256, "tune_vectors": True, "batch": 512},
     "wide": {"kind": "bilstm", "units": (512, 256), "tune_vectors": False, "batch": 512},
     "wide-tuned-b2048": {"kind": "bilstm", "units": (512, 256), "tune_vectors": True, "batch": 2048},
+    "transformer-lr3e-4": {"kind": "transformer", "layers": 4, "width": 384, "out": 256, "tune_vectors": True,
+                           "batch": 512, "lr": 3e-4, "warmup_steps": 400},
+    "transformer-lr1e-4": {"kind": "transformer", "layers": 4, "width": 384, "out": 256, "tune_vectors": True,
+                           "batch": 512, "lr": 1e-4, "warmup_steps": 400},
 }
 EPOCHS = 20
 """What ``run`` trains, in this order (most telling first: a run cut short keeps what finished),
-each for ``EPOCHS`` epochs at learning rate 0.002. BiLSTM outputs are 2 × the second layer's
-units. The transformer, at that rate without warm-up, collapsed within three epochs (every
-sentence to one vector): it needs a lower rate; a run at one was prepared, but no GPU was lent
-again in that session."""
+each for ``EPOCHS`` epochs at learning rate ``lr`` (default 0.002), reached linearly over
+``warmup_steps`` (default none). BiLSTM outputs are 2 × the second layer's units. The
+transformer at 0.002 without warm-up collapsed within three epochs (every sentence to one
+vector), hence the two at lower rates with about two epochs of warm-up (BQ train: 196
+batches an epoch)."""
 
 
 def _padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +228,9 @@ def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS,
     margin = torch.nn.Parameter(torch.tensor(5.0, device=device))
     log_scale = torch.nn.Parameter(torch.tensor(0.0, device=device))
     parameters = [p for p in encoder.parameters() if p.requires_grad] + [margin, log_scale]
-    optimizer = torch.optim.NAdam(parameters, lr=0.002, eps=1e-7)
+    optimizer = torch.optim.NAdam(parameters, lr=config.get("lr", 0.002), eps=1e-7)
+    warmup = config.get("warmup_steps", 0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
     average = torch.optim.swa_utils.AveragedModel(encoder, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.998))
 
     ids = torch.as_tensor(data["train_ids"].astype(np.int64), device=device)
@@ -269,6 +277,7 @@ def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             average.update_parameters(encoder)
         record = {"epoch": epoch, "loss": loss.item(), "seconds": round(time.perf_counter() - epoch_started, 2),
                   **{split: evaluate(split) for split in SPLITS}}
@@ -308,6 +317,22 @@ def run(data_file: Path, out: Path, names: list[str], limit: int | None, epochs:
         print(f"{name}: best epoch {r['best_epoch']}, dev {r['dev']}, test {r['test']}, {r['seconds']} s", flush=True)
 
 
+def merged(files: list[Path]) -> dict:
+    """The runs of several ``run`` results (GPU loans) as one table: only if they scored the same
+    shipped model on the same data; differing devices or PyTorch versions are listed together."""
+    results = json.loads(files[0].read_text())
+    for file in files[1:]:
+        more = json.loads(file.read_text())
+        for key in ("shipped", "limit"):
+            if more[key] != results[key]:
+                sys.exit(f"{file}: its {key} differs from {files[0]}'s; report them separately")
+        for key in ("device", "torch"):
+            if more[key] not in results[key].split(" / "):
+                results[key] += f" / {more[key]}"
+        results["runs"].update(more["runs"])
+    return results
+
+
 def markdown(results: dict) -> str:
     shipped = results["shipped"]
     lines = [
@@ -316,7 +341,8 @@ def markdown(results: dict) -> str:
         "",
         "Command: `python bench/capacity_probe.py prepare bench/.work/probe.npz`, then on a GPU machine "
         f"`python bench/capacity_probe.py run bench/.work/probe.npz --out results.json` ({results['device']}, "
-        f"PyTorch {results['torch']}), then `python bench/capacity_probe.py report results.json`. What it keeps "
+        f"PyTorch {results['torch']}), then `python bench/capacity_probe.py report results.json [more.json …]` "
+        "(the runs of later GPU loans added to the first's). What it keeps "
         "of the product and what it changes: the docstring of bench/capacity_probe.py. Labelled retrieval on each "
         "file alone (the task of issue 5), at the epoch with the best dev MRR@10; test is reported, never chosen on.",
         "",
@@ -334,6 +360,8 @@ def markdown(results: dict) -> str:
         what = (f"BiLSTM {c['units'][0]}/{c['units'][1]} → {2 * c['units'][1]}-d" if c["kind"] == "bilstm" else
                 f"Transformer, {c['layers']} layers of {c['width']}, mean-pooled → {c['out']}-d")
         what += f", vectors {'tuned' if c['tune_vectors'] else 'frozen'}, batch {c['batch']}"
+        if "lr" in c:
+            what += f", learning rate {c['lr']:g} after {c['warmup_steps']} warm-up steps"
         lines.append(f"| `{name}`: {what} | {r['trainable_parameters'] / 1e6:.1f} M | {len(r['history'])} / "
                      f"{r['best_epoch']} | {r['dev']['mrr@10']:.3f} ({r['history'][-1]['dev']['mrr@10']:.3f}) | "
                      f"{r['dev']['recall@10']:.3f} | "
@@ -359,7 +387,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="train on the first N pairs only (a smoke test)")
     p.add_argument("--epochs", type=int, help="override every configuration's epochs (a smoke test)")
     p = verbs.add_parser("report", help="here: save the results and write their docs section")
-    p.add_argument("results", type=Path)
+    p.add_argument("results", type=Path, nargs="+", help="one or more run results; later runs are added to the first's")
     p.add_argument("--no-write", action="store_true", help="keep the results in bench/results/; leave docs/ alone")
     args = parser.parse_args()
     if args.verb == "prepare":
@@ -371,7 +399,7 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from report import publish
 
-        publish("capacity_probe", json.loads(args.results.read_text()), markdown, not args.no_write)
+        publish("capacity_probe", merged(args.results), markdown, not args.no_write)
 
 
 if __name__ == "__main__":
