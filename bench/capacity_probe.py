@@ -58,14 +58,16 @@ CONFIGS: dict[str, dict] = {
                            "batch": 512, "lr": 3e-4, "warmup_steps": 400},
     "transformer-lr1e-4": {"kind": "transformer", "layers": 4, "width": 384, "out": 256, "tune_vectors": True,
                            "batch": 512, "lr": 1e-4, "warmup_steps": 400},
+    "transformer-lr3e-4-50": {"kind": "transformer", "layers": 4, "width": 384, "out": 256, "tune_vectors": True,
+                              "batch": 512, "lr": 3e-4, "warmup_steps": 400, "epochs": 50},
 }
 EPOCHS = 20
 """What ``run`` trains, in this order (most telling first: a run cut short keeps what finished),
-each for ``EPOCHS`` epochs at learning rate ``lr`` (default 0.002), reached linearly over
-``warmup_steps`` (default none). BiLSTM outputs are 2 × the second layer's units. The
+each for ``epochs`` (default ``EPOCHS``) at learning rate ``lr`` (default 0.002), reached
+linearly over ``warmup_steps`` (default none). BiLSTM outputs are 2 × the second layer's units. The
 transformer at 0.002 without warm-up collapsed within three epochs (every sentence to one
-vector), hence the two at lower rates with about two epochs of warm-up (BQ train: 196
-batches an epoch)."""
+vector), hence the ones at lower rates with about two epochs of warm-up (BQ train: 196
+batches an epoch); at 0.0003 it was still rising at epoch 20, hence the 50-epoch run."""
 
 
 def _padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -310,7 +312,8 @@ def run(data_file: Path, out: Path, names: list[str], limit: int | None, epochs:
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "shipped": shipped, "limit": limit, "runs": {}}
     for name in names:
-        results["runs"][name] = train_one(name, CONFIGS[name], data, device, epochs or EPOCHS,
+        config = CONFIGS[name]
+        results["runs"][name] = train_one(name, config, data, device, epochs or config.get("epochs", EPOCHS),
                                           log=lambda line: print(line, flush=True))
         out.write_text(json.dumps(results, indent=1))  # after each run: a later one may not finish
         r = results["runs"][name]
