@@ -231,8 +231,8 @@ def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS,
     log_scale = torch.nn.Parameter(torch.tensor(0.0, device=device))
     parameters = [p for p in encoder.parameters() if p.requires_grad] + [margin, log_scale]
     optimizer = torch.optim.NAdam(parameters, lr=config.get("lr", 0.002), eps=1e-7)
-    warmup = config.get("warmup_steps", 0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+    warmup = max(1, config.get("warmup_steps", 0))  # the rate grows linearly over the first steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     average = torch.optim.swa_utils.AveragedModel(encoder, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.998))
 
     ids = torch.as_tensor(data["train_ids"].astype(np.int64), device=device)
