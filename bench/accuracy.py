@@ -105,8 +105,11 @@ def naive(name: str, epochs: int) -> dict:
     """The recipe's own way of training: fixed-length padding, ``fit`` on the Siamese model."""
     os.environ["TF_NUM_INTEROP_THREADS"] = os.environ["TF_NUM_INTRAOP_THREADS"] = "0"  # TensorFlow's defaults
     from siamsearch import PRESETS
-    from siamsearch.encoder import EncoderConfig
-    from siamsearch.model import EMBEDDING_LAYER, build_encoder, build_siamese, keras
+    from siamsearch.architecture import EMBEDDING_LAYER, EncoderConfig
+    from siamsearch.keras_runtime import load
+
+    keras = load()
+    from siamsearch.model import build_encoder, build_siamese
     from siamsearch.text import Vocabulary
     from siamsearch.vectors import embedding_matrix, train_char_vectors
 
@@ -204,7 +207,8 @@ def markdown(results: dict) -> str:
             "validation pass over seed_test's 20,000 pairs):", "",
             "| way | epochs measured | s per epoch | 20 epochs, s | whole run, s | peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|",
-            f"| siamsearch (length-bucketed, each distinct sentence of a batch encoded once, `encoder_forward`, inter-op 2 / intra-op 1) "
+            "| siamsearch (length-bucketed, each distinct sentence of a batch encoded once, `encoder_forward`, "
+            f"inter-op 2 / intra-op 1) "
             f"| {len(fast_run['epochs'])} | {fast_epoch:.1f} | {fast_epoch * epochs:.0f} "
             f"| {fast_run['train_seconds']:.0f} "
             f"| {fast_run['peak_rss_mb']:.0f} |",

@@ -18,7 +18,7 @@ logistic loss of (margin - L1) / scale on every pair), masked characters (0.3), 
 (the transformer's own layers: 0.1), Nadam at 0.002 (unless a configuration says otherwise),
 batches of 512 pairs bucketed by length, and a moving average of the weights (0.998). The loss
 and the batching are written again here in PyTorch (``in_batch_loss``, ``_batches``):
-siamsearch's own import TensorFlow, which the GPU machine does not have. What it changes per
+siamsearch's own (trainer.py) import TensorFlow, which the GPU machine does not have. What it changes per
 configuration: the encoder's size and kind, whether the vectors are tuned, the batch size, the
 learning rate and its warm-up. Each epoch is scored on bq/dev; the epoch with the best dev
 MRR@10 is kept (more generous to the probe than the shipped model's early stopping on dev
@@ -28,8 +28,8 @@ The task is ``siamsearch.evaluation.RetrievalTask`` (each file alone), ranked ex
 L1 distances, the query removed). ``prepare`` stores the shipped model's vectors of both
 corpora and its metrics from siamsearch's own ``RetrievalEvaluator`` (the product's search
 path); ``run`` first scores those vectors with its own code and stops unless the two agree, so
-its metric code is checked where it runs. ``prepare``'s file holds character ids derived from BQ (research-only licence): keep it
-in ignored bench/.work/ and never commit it.
+its metric code is checked where it runs. ``prepare``'s file holds character ids derived from BQ
+(research-only licence): keep it in ignored bench/.work/ and never commit it.
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def prepare(out: Path, data: Path, model: str | None) -> None:
     their paraphrase groups, and for bq/dev and bq/test the retrieval task as ids plus the
     shipped model's corpus vectors and metrics."""
     from siamsearch import Encoder, read_pairs
+    from siamsearch.architecture import EMBEDDING_LAYER
     from siamsearch.data import paraphrase_groups
     from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
-    from siamsearch.model import EMBEDDING_LAYER
 
     encoder = Encoder.load(model)
     vocab, max_length = encoder.vocab, encoder.config.max_length
@@ -214,7 +214,7 @@ def in_batch_loss(a, b, left_groups, right_groups, temperature: float = 0.5):
 
 def _batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Pairs bucketed by their longer side's length, ties and batch order re-drawn each epoch
-    (as ``siamsearch.training._epoch_batches``)."""
+    (as ``siamsearch.batching.epoch_batches``)."""
     order = np.lexsort((rng.random(len(lengths)), lengths))
     chunks = [order[i : i + size] for i in range(0, len(order), size)]
     rng.shuffle(chunks)
@@ -234,7 +234,8 @@ def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS,
     optimizer = torch.optim.NAdam(parameters, lr=config.get("lr", LEARNING_RATE), eps=1e-7)
     warmup = max(1, config.get("warmup_steps", 0))  # the rate grows linearly over the first steps
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-    average = torch.optim.swa_utils.AveragedModel(encoder, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.998))
+    swa = torch.optim.swa_utils
+    average = swa.AveragedModel(encoder, multi_avg_fn=swa.get_ema_multi_avg_fn(0.998))
 
     ids = torch.as_tensor(data["train_ids"].astype(np.int64), device=device)
     lengths = torch.as_tensor(data["train_lengths"].astype(np.int64))  # on the CPU, as packing wants them
@@ -259,7 +260,8 @@ def train_one(name: str, config: dict, data: dict, device, epochs: int = EPOCHS,
         with torch.no_grad():
             vectors = torch.cat([average.module(corpus_ids[i : i + 2048, : int(corpus_lengths[i : i + 2048].max())],
                                                 corpus_lengths[i : i + 2048]) for i in range(0, len(corpus_ids), 2048)])
-        return metrics_of(vectors, data[f"{split}_queries"], data[f"{split}_relevant_offsets"], data[f"{split}_relevant"])
+        return metrics_of(vectors, data[f"{split}_queries"], data[f"{split}_relevant_offsets"],
+                          data[f"{split}_relevant"])
 
     history, started = [], time.perf_counter()
     for epoch in range(1, epochs + 1):

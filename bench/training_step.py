@@ -32,11 +32,17 @@ PAIRS, VOCAB, ROUNDS, STEPS = 512, 1600, 5, 4
 
 
 def measure() -> dict:
-    from siamsearch.encoder import EncoderConfig
-    from siamsearch.model import EMBEDDING_LAYER, build_encoder, keras, ops, tf
-    from siamsearch.training import _BATCH_SPEC, _Trainer
+    from siamsearch.keras_runtime import load
 
-    class ThroughKerasLayers(_Trainer):
+    keras = load()
+    import tensorflow as tf
+    from keras import ops
+
+    from siamsearch.architecture import EMBEDDING_LAYER, EncoderConfig
+    from siamsearch.model import build_encoder
+    from siamsearch.trainer import BATCH_SPEC, Trainer
+
+    class ThroughKerasLayers(Trainer):
         """The same training step with the encoder called as a Keras model."""
 
         def call(self, inputs, training=False):
@@ -48,11 +54,11 @@ def measure() -> dict:
     model = build_encoder(EncoderConfig(vocab_size=VOCAB, embedding_dim=300, max_length=100))
     model.get_layer(EMBEDDING_LAYER).set_weights([rng.normal(size=(VOCAB, 300)).astype(np.float32)])
     steps = {}
-    for name, kind in (("keras", ThroughKerasLayers), ("encoder_forward", _Trainer)):
+    for name, kind in (("keras", ThroughKerasLayers), ("encoder_forward", Trainer)):
         trainer = kind(model, "bce", 1.0)
         trainer.compile(optimizer=keras.optimizers.Nadam(0.002))
         trainer.optimizer.build(trainer.trainable_variables)
-        steps[name] = tf.function(trainer.train_step, input_signature=[_BATCH_SPEC])  # as training._fit traces it
+        steps[name] = tf.function(trainer.train_step, input_signature=[BATCH_SPEC])  # as trainer.fit traces it
     rows = []
     for n, width in SHAPES:
         ids = rng.integers(2, VOCAB, size=(n, width)).astype(np.int32)
@@ -61,7 +67,7 @@ def measure() -> dict:
         batch = ((ids, rng.integers(0, n, PAIRS).astype(np.int32), rng.integers(0, n, PAIRS).astype(np.int32),
                   groups, groups), rng.integers(0, 2, PAIRS).astype(np.float32))
         times: dict[str, list[float]] = {name: [] for name in steps}
-        for name, step in steps.items():
+        for step in steps.values():
             step(batch)  # trace and warm up
         for _ in range(ROUNDS):
             for name, step in steps.items():

@@ -5,13 +5,13 @@ loads TensorFlow; ``Encoder`` and ``SearchIndex`` run on onnxruntime and FAISS.
 """
 
 from .errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
-
-__version__ = "0.1.0"
+from .version import __version__
 
 _LAZY = {
     "Encoder": "encoder",
     "SearchIndex": "search",
     "Hit": "search",
+    "Document": "search",
     "train": "training",
     "TrainConfig": "training",
     "PRESETS": "training",

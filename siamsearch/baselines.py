@@ -25,7 +25,7 @@ def char_terms(text: str) -> list[str]:
     return [*text, *(text[i : i + 2] for i in range(len(text) - 1))]
 
 
-def _top(scores: np.ndarray, k: int) -> list[int]:
+def top_k(scores: np.ndarray, k: int) -> list[int]:
     """Positions of the ``k`` highest scores, best first, equal scores by position."""
     cut = len(scores) - min(k, len(scores))
     kth_best = np.partition(scores, cut)[cut]
@@ -46,7 +46,7 @@ class BM25Retriever:
 
     def search(self, query: str, k: int) -> list[int]:
         terms = list(dict.fromkeys(char_terms(query)))
-        return _top(self._bm25.get_scores(terms), k)
+        return top_k(self._bm25.get_scores(terms), k)
 
 
 class TfidfRetriever:
@@ -63,4 +63,4 @@ class TfidfRetriever:
 
     def search(self, query: str, k: int) -> list[int]:
         scores = (self._vectorizer.transform([query]) @ self._matrix).toarray().ravel()
-        return _top(scores, k)
+        return top_k(scores, k)

@@ -1,15 +1,17 @@
 """The ``siamsearch`` command: a thin shell over the Python API.
 
 Every user error surfaces as a ``SiamsearchError`` from the library and is printed here as
-one ``Error: …`` line with exit status 1, without a traceback. Modules are imported inside
-the commands that need them: TensorFlow only by ``train`` and ``demo``, so ``query`` starts
-in a fraction of a second.
+one ``Error: …`` line with exit status 1, without a traceback. The library's messages speak
+of its arguments and remedies; ``cli_message`` names this command's flags and subcommands
+for them instead. Modules are imported inside the commands that need them: TensorFlow only
+by ``train`` and ``demo``, so ``query`` starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextlib import ExitStack
@@ -18,11 +20,30 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import SiamsearchError
-from .index import IndexSpec, parse_bytes
+from .choice import parse_bytes
+from .errors import BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
+from .kinds import HNSW
+from .version import __version__
 
-_SPEC = IndexSpec()  # the defaults shown by --help
+FLAGS = {name: "--" + name.replace("_", "-") for name in (
+    "columns", "text_column", "id_column", "max_memory", "kind", "rerank_factor", "hnsw_m", "ef_construction",
+    "ef_search", "nlist", "nprobe", "monitor", "average")}
+"""Library argument → the flag that sets it, for error messages."""
+COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
+            REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
+            TRAIN_MODEL: "train one with 'siamsearch train'"}
+"""Library remedy → the same remedy as a command."""
+
+
+def cli_message(error: SiamsearchError) -> str:
+    """The library's message with the flag for its argument and the command for its remedy."""
+    text = str(error)
+    for remedy, command in COMMANDS.items():
+        text = text.replace(remedy, command)
+    if error.argument in FLAGS:
+        text = re.sub(rf"\b{error.argument}\b", FLAGS[error.argument], text)
+    return text
+
 _MODEL_OPTION = click.option(
     "--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
     help="Model directory written by 'siamsearch train'; default: the model shipped with siamsearch.")
@@ -33,7 +54,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SiamsearchError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(cli_message(e)) from None
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None
@@ -53,7 +74,7 @@ def _parse_bytes(value: str) -> int:
     try:
         return parse_bytes(value)
     except SiamsearchError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(cli_message(e)) from None
 
 
 def _n(x: float) -> str:
@@ -109,7 +130,8 @@ def main() -> None:
                    "fine-tuned vectors, up to 40 epochs, patience 3.")
 @click.option("--epochs", type=click.IntRange(min=1), help="[preset: 20]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")
-@click.option("--max-length", type=click.IntRange(min=1), help="Characters kept per sentence (the first ones). [preset: 100]")
+@click.option("--max-length", type=click.IntRange(min=1),
+              help="Characters kept per sentence (the first ones). [preset: 100]")
 @click.option("--objective", type=click.Choice(["bce", "contrastive", "both", "margin"]),
               help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum; "
                    "margin: in-batch negatives plus a pair loss around a learned L1 margin.")
@@ -146,7 +168,8 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
     """
     from .data import read_pairs
     from .encoder import check_model_path
-    from .training import PRESETS, train as train_model
+    from .training import PRESETS
+    from .training import train as train_model
 
     check_model_path(out)
     config = replace(PRESETS[preset], **{k: v for k, v in settings.items() if v is not None})
@@ -187,17 +210,15 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
 @click.option("--id-column", help="Column holding document ids; default 'id' if present, else the row number.")
 @click.option("--rerank-factor", default=4, show_default=True, type=click.IntRange(min=1),
               help="Candidates fetched from FAISS per result, for the exact re-rank.")
-@click.option("--hnsw-m", default=_SPEC.hnsw_m, show_default=True, type=click.IntRange(min=2),
-              help="hnsw: graph neighbours per node.")
-@click.option("--ef-construction", default=_SPEC.ef_construction, show_default=True, type=click.IntRange(min=1),
-              help="hnsw: search depth while building.")
-@click.option("--ef-search", default=_SPEC.ef_search, show_default=True, type=click.IntRange(min=1),
-              help="hnsw: search depth per query (at least k × rerank factor).")
-@click.option("--nlist", default=0, type=click.IntRange(min=0), help="ivf: number of lists; default ≈ 4·√documents.")
-@click.option("--nprobe", default=0, type=click.IntRange(min=0), help="ivf: lists scanned per query; default nlist/32.")
+@click.option("--hnsw-m", type=click.IntRange(min=2), help=f"hnsw: graph neighbours per node. [default: {HNSW.hnsw_m}]")
+@click.option("--ef-construction", type=click.IntRange(min=1),
+              help=f"hnsw: search depth while building. [default: {HNSW.ef_construction}]")
+@click.option("--ef-search", type=click.IntRange(min=1),
+              help=f"hnsw: search depth per query (at least k × rerank factor). [default: {HNSW.ef_search}]")
+@click.option("--nlist", type=click.IntRange(min=0), help="ivf: number of lists; default ≈ 4·√documents.")
+@click.option("--nprobe", type=click.IntRange(min=0), help="ivf: lists scanned per query; default nlist/32.")
 def build_index(corpus: Path, model_dir: Path | None, out: Path | None, kind: str, max_memory: int | None,
-                text_column: str | None, id_column: str | None, rerank_factor: int, hnsw_m: int,
-                ef_construction: int, ef_search: int, nlist: int, nprobe: int) -> None:
+                text_column: str | None, id_column: str | None, rerank_factor: int, **params: int | None) -> None:
     """Encode CORPUS with a trained model and write a searchable index.
 
     CORPUS is plain text (one document per line; the id is the line number) or
@@ -209,7 +230,8 @@ def build_index(corpus: Path, model_dir: Path | None, out: Path | None, kind: st
     """
     from .data import read_corpus
     from .encoder import Encoder
-    from .search import SearchIndex, check_index_path
+    from .index_folder import check_index_path
+    from .search import SearchIndex
 
     out = out or Path("indexes") / corpus.stem
     check_index_path(out)
@@ -219,8 +241,7 @@ def build_index(corpus: Path, model_dir: Path | None, out: Path | None, kind: st
     with ExitStack() as stack:
         index = SearchIndex.build(docs.texts, encoder, ids=docs.ids, metadata=docs.metadata, kind=kind,
                                   max_memory=max_memory, rerank_factor=rerank_factor, progress=_StageBars(stack),
-                                  hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
-                                  nlist=nlist, nprobe=nprobe)
+                                  **{name: value for name, value in params.items() if value is not None})
     index.save(out)
     seconds = time.perf_counter() - started
     if docs.skipped:
@@ -362,10 +383,10 @@ def similarity(text_a: str, text_b: str, model_dir: Path | None) -> None:
     """
     from .encoder import Encoder
     from .errors import InputError
-    from .text import normalize
+    from .text import is_blank
 
     for name, text in (("TEXT_A", text_a), ("TEXT_B", text_b)):
-        if not normalize(text):
+        if is_blank(text):
             raise InputError(f"{name} is empty or whitespace only")
     click.echo(f"{Encoder.load(model_dir).similarity(text_a, text_b):.7g}")
 
@@ -377,7 +398,8 @@ def similarity(text_a: str, text_b: str, model_dir: Path | None) -> None:
               help="Evaluate search instead of pair classification (recall@1, recall@10, MRR@10, latency).")
 @click.option("--distractors", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="With --retrieval: a pair file whose sentences join the corpus; repeat for several.")
-@click.option("--baselines", is_flag=True, help="With --retrieval: also run character BM25 and TF-IDF on the same task.")
+@click.option("--baselines", is_flag=True,
+              help="With --retrieval: also run character BM25 and TF-IDF on the same task.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: tuple[Path, ...], baselines: bool,
@@ -440,7 +462,8 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
             click.echo(f"{r['name']:<{width}}  {r['recall@1']:8.4f}  {r['recall@10']:9.4f}  {r['mrr@10']:6.4f}  "
                        f"{r['ms_per_query']:8.2f}")
     click.echo(f"evaluated {_n(len(task.queries))} queries over {_n(len(task.corpus))} sentences with "
-               f"{len(results)} method{'s' if len(results) > 1 else ''} in {time.perf_counter() - started:.1f} s", err=True)
+               f"{len(results)} method{'s' if len(results) > 1 else ''} in {time.perf_counter() - started:.1f} s",
+               err=True)
 
 
 @main.command()

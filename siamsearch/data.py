@@ -29,13 +29,20 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .text import normalize
+from .text import is_blank, normalize
 
 SENTENCE1_NAMES = {"sentence1", "sentence_1", "s1", "text_a", "text1", "question1", "query1", "q1"}
 SENTENCE2_NAMES = {"sentence2", "sentence_2", "s2", "text_b", "text2", "question2", "query2", "q2"}
 LABEL_NAMES = {"label", "labels", "is_duplicate", "similar", "y"}
 CORPUS_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson"}
 FIELD_LIMIT = 64 << 20  # characters in one field (csv's default, 131,072, refuses 1 MB lines)
+POSITIVE_AT = 0.5
+"""A pair means the same when its label is at least this: the one place that rule is written."""
+
+
+def is_positive(labels: np.ndarray) -> np.ndarray:
+    """Which labels mark a positive pair (``POSITIVE_AT``), as a boolean array."""
+    return np.asarray(labels) >= POSITIVE_AT
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,11 @@ class Pairs:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def positive(self) -> np.ndarray:
+        """Which pairs are positive (``is_positive`` of the labels)."""
+        return is_positive(self.labels)
 
     def subset(self, rows: slice | np.ndarray) -> Pairs:
         """The pairs at ``rows`` (a slice, positions or a boolean mask), from the same source."""
@@ -88,16 +100,17 @@ def read_text(path: str | Path) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file", path=path) from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file") from None
+        raise InputError(f"{path}: is a directory, expected a file", path=path) from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+        raise InputError(f"{path}: cannot read ({e.strerror})", path=path) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise InputError(f"{path} line {line}: not valid UTF-8 text; save the file as UTF-8") from None
+        raise InputError(f"{path} line {line}: not valid UTF-8 text; save the file as UTF-8", path=path,
+                         line=line) from None
 
 
 def _lines(text: str) -> list[str]:
@@ -123,20 +136,21 @@ def _rows(path: Path, text: str) -> tuple[list[list[str]], list[int]]:
                 lines.append(start)
             start = reader.line_num + 1
     except csv.Error as e:
-        raise InputError(f"{path} line {reader.line_num}: {e}") from None
+        raise InputError(f"{path} line {reader.line_num}: {e}", path=path, line=reader.line_num) from None
     finally:
         csv.field_size_limit(limit)
     return rows, lines
 
 
-def _parse_label(value: str, where: str, first_row: bool) -> float:
+def _parse_label(value: str, path: Path, line: int) -> float:
     try:
         label = float(value)
     except ValueError:
         label = -1.0
     if label not in (0.0, 1.0):
-        hint = "; if line 1 is a header, name the columns with --columns" if first_row else ""
-        raise InputError(f"{where}: label {value.strip()[:40]!r} is not 0 or 1{hint}")
+        hint = "; if line 1 is a header, name the fields with columns" if line == 1 else ""
+        raise InputError(f"{path} line {line}: label {value.strip()[:40]!r} is not 0 or 1{hint}", path=path, line=line,
+                         argument="columns" if hint else None)
     return label
 
 
@@ -150,15 +164,17 @@ def _pair_columns(
                  for group in (SENTENCE1_NAMES, SENTENCE2_NAMES, LABEL_NAMES)]
         return (found, True) if None not in found else None
     if len(columns) != 3:
-        raise InputError(f"columns must name 3 fields (sentence1, sentence2, label), got {len(columns)}")
+        raise InputError(f"columns must name 3 fields (sentence1, sentence2, label), got {len(columns)}",
+                         argument="columns")
     if all(isinstance(c, int) or str(c).isdigit() for c in columns):
         idx = [int(c) - 1 for c in columns]
         if min(idx) < 0:
-            raise InputError("columns are 1-based field numbers (the first field is 1)")
+            raise InputError("columns are 1-based field numbers (the first field is 1)", argument="columns")
         return idx, False
     missing = [str(c) for c in columns if str(c).lower() not in names]
     if missing:
-        raise InputError(f"{path}: no column named {', '.join(missing)} in the header ({', '.join(header)})")
+        raise InputError(f"{path}: no column named {', '.join(missing)} in the header ({', '.join(header)})",
+                         path=path, line=1, argument="columns")
     return [names.index(str(c).lower()) for c in columns], True
 
 
@@ -167,7 +183,7 @@ def read_pairs(path: str | Path, columns: Sequence[str | int] | None = None) -> 
     path = Path(path)
     rows, lines = _rows(path, read_text(path))
     if not rows:
-        raise InputError(f"{path}: no pairs found (expected sentence1<TAB>sentence2<TAB>label lines)")
+        raise InputError(f"{path}: no pairs found (expected sentence1<TAB>sentence2<TAB>label lines)", path=path)
     layout = _pair_columns(path, rows[0], columns)
     if layout is None:
         idx, has_header = [0, 1, 2], False
@@ -179,21 +195,21 @@ def read_pairs(path: str | Path, columns: Sequence[str | int] | None = None) -> 
     need = max(idx) + 1
     left, right, labels = [], [], []
     for row, line in zip(rows, lines):
-        where = f"{path} line {line}"
         if len(row) < need or (exact and len(row) != 3):
-            hint = " (e.g. --columns 2,3,4)" if len(row) == 4 else ""
+            hint = " (e.g. columns 2,3,4)" if len(row) == 4 else ""
             raise InputError(
-                f"{where}: expected {3 if exact else f'at least {need}'} fields "
-                f"(sentence1, sentence2, label), found {len(row)}; choose them with --columns{hint}"
-            )
+                f"{path} line {line}: expected {3 if exact else f'at least {need}'} fields "
+                f"(sentence1, sentence2, label), found {len(row)}; choose them with columns{hint}",
+                path=path, line=line, argument="columns")
         a, b = normalize(row[idx[0]]), normalize(row[idx[1]])
-        if not a or not b:
-            raise InputError(f"{where}: {'sentence1' if not a else 'sentence2'} is empty")
+        if is_blank(a) or is_blank(b):
+            raise InputError(f"{path} line {line}: {'sentence1' if is_blank(a) else 'sentence2'} is empty",
+                             path=path, line=line)
         left.append(a)
         right.append(b)
-        labels.append(_parse_label(row[idx[2]], where, first_row=line == 1))
+        labels.append(_parse_label(row[idx[2]], path, line))
     if not labels:
-        raise InputError(f"{path}: no pairs found below the header")
+        raise InputError(f"{path}: no pairs found below the header", path=path)
     return Pairs(left, right, np.asarray(labels, dtype=np.float32), str(path))
 
 
@@ -207,9 +223,9 @@ def _records(path: Path, text: str) -> tuple[list[dict], list[int]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+                raise InputError(f"{path} line {n}: not valid JSON ({e.msg})", path=path, line=n) from None
             if not isinstance(obj, dict):
-                raise InputError(f"{path} line {n}: expected a JSON object per line")
+                raise InputError(f"{path} line {n}: expected a JSON object per line", path=path, line=n)
             records.append(obj)
             lines.append(n)
         return records, lines
@@ -218,11 +234,12 @@ def _records(path: Path, text: str) -> tuple[list[dict], list[int]]:
         return [], []
     header = [normalize(h) for h in rows[0]]
     if len(set(header)) != len(header):
-        raise InputError(f"{path} line {lines[0]}: the header repeats a column name")
+        raise InputError(f"{path} line {lines[0]}: the header repeats a column name", path=path, line=lines[0])
     records = []
     for row, line in zip(rows[1:], lines[1:]):
         if len(row) != len(header):
-            raise InputError(f"{path} line {line}: {len(row)} fields, but the header has {len(header)}")
+            raise InputError(f"{path} line {line}: {len(row)} fields, but the header has {len(header)}", path=path,
+                             line=line)
         records.append(dict(zip(header, row)))
     return records, lines[1:]
 
@@ -233,45 +250,48 @@ def read_corpus(path: str | Path, text_column: str | None = None, id_column: str
     text = read_text(path)
     if path.suffix.lower() not in CORPUS_SUFFIXES:
         if text_column or id_column:
-            raise InputError(f"{path}: --text-column/--id-column apply to .csv, .tsv and .jsonl corpora")
+            argument = "text_column" if text_column else "id_column"
+            raise InputError(f"{path}: {argument}: columns apply to .csv, .tsv and .jsonl corpora, not plain text",
+                             path=path, argument=argument)
         docs = [(str(n), normalize(line)) for n, line in enumerate(_lines(text), 1)]
-        kept = [(i, t) for i, t in docs if t]
+        kept = [(i, t) for i, t in docs if not is_blank(t)]
         if not kept:
-            raise InputError(f"{path}: the corpus has no documents")
+            raise InputError(f"{path}: the corpus has no documents", path=path)
         return Corpus([i for i, _ in kept], [t for _, t in kept], [{} for _ in kept], len(docs) - len(kept))
 
     records, lines = _records(path, text)
     if not records:
-        raise InputError(f"{path}: the corpus has no documents")
+        raise InputError(f"{path}: the corpus has no documents", path=path)
     columns = list(records[0])
     text_key = text_column or "text"
     id_key = id_column or ("id" if "id" in columns else None)
-    for key, flag in ((text_key, "--text-column"), (id_key, "--id-column")):
+    for key, argument in ((text_key, "text_column"), (id_key, "id_column")):
         if key is not None and key not in columns:
-            raise InputError(f"{path}: no column {key!r}; choose one with {flag} (columns: {', '.join(columns)})")
+            raise InputError(f"{path}: no column {key!r}; choose one with {argument} (columns: {', '.join(columns)})",
+                             path=path, argument=argument)
     ids, texts, metadata, seen, skipped = [], [], [], {}, 0
     for n, (record, line) in enumerate(zip(records, lines), 1):
         where = f"{path} line {line}"
         value = record.get(text_key)
         if value is not None and not isinstance(value, str):
-            raise InputError(f"{where}: {text_key!r} must be a string")
+            raise InputError(f"{where}: {text_key!r} must be a string", path=path, line=line)
         doc_text = normalize(value or "")
-        if not doc_text:
+        if is_blank(doc_text):
             skipped += 1
             continue
         doc_id = str(record[id_key]).strip() if id_key is not None and record.get(id_key) is not None else ""
         if id_key is None:
             doc_id = str(n)
         if not doc_id:
-            raise InputError(f"{where}: empty id in column {id_key!r}")
+            raise InputError(f"{where}: empty id in column {id_key!r}", path=path, line=line)
         if doc_id in seen:
-            raise InputError(f"{where}: duplicate id {doc_id!r} (first on line {seen[doc_id]})")
+            raise InputError(f"{where}: duplicate id {doc_id!r} (first on line {seen[doc_id]})", path=path, line=line)
         seen[doc_id] = line
         ids.append(doc_id)
         texts.append(doc_text)
         metadata.append({k: v for k, v in record.items() if k not in (text_key, id_key)})
     if not texts:
-        raise InputError(f"{path}: the corpus has no documents (every {text_key!r} is blank)")
+        raise InputError(f"{path}: the corpus has no documents (every {text_key!r} is blank)", path=path)
     return Corpus(ids, texts, metadata, skipped, ids_given=id_key is not None)
 
 
@@ -287,7 +307,7 @@ def paraphrase_groups(texts: Sequence[str], pairs: Pairs) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
 
     position = {t: i for i, t in enumerate(texts)}
-    positive = np.asarray(pairs.labels) >= 0.5
+    positive = pairs.positive
     rows = [position[a] for a, p in zip(pairs.left, positive) if p]
     cols = [position[b] for b, p in zip(pairs.right, positive) if p]
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(texts), len(texts)))

@@ -5,18 +5,30 @@ a document deletes its row here (a tombstone: its vector stays in FAISS and is f
 out at query time). While an index is built or changed the table lives in memory; saving
 copies it to a file with SQLite's backup API, and a loaded file is opened read-only and
 copied to memory only when first changed.
+
+Reads are safe from many threads: a file is opened read-only as a pool of connections,
+each used by one thread at a time (SQLite connections must not be shared unguarded). They
+are all opened with the index, while its generation is locked against removal, so they keep
+reading that generation's file after a writer commits a newer one and deletes it (POSIX
+keeps an open file readable). An in-memory table, which has one connection, is read and
+changed under a lock.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 SCHEMA = ("CREATE TABLE documents (position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
           "text TEXT NOT NULL, metadata TEXT NOT NULL)")
 CHUNK = 500  # bound parameters per statement, well under SQLite's limit
+PAGE = 1000  # documents read per statement when iterating
+READERS = 8  # read-only connections of an opened file: threads beyond this many wait their turn
 
 
 def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
@@ -24,99 +36,141 @@ def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
 
 
 class Documents:
-    def __init__(self, conn: sqlite3.Connection, writable: bool):
-        self.conn = conn
-        self.writable = writable
-        self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+    def __init__(self, memory: sqlite3.Connection | None, readers: list[sqlite3.Connection] = ()):
+        self._memory = memory  # the writable in-memory table, or None while reading a file
+        self._lock = threading.Lock()
+        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        for conn in readers:
+            self._readers.put(conn)
+        with self._reading() as conn:
+            self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
 
     @classmethod
     def create(cls) -> Documents:
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         conn.execute(SCHEMA)
-        return cls(conn, writable=True)
+        return cls(conn)
 
     @classmethod
     def open(cls, path: Path) -> Documents:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-        return cls(conn, writable=False)
+        """Open a saved table read-only: ``READERS`` connections, each with the file open already."""
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        readers = [sqlite3.connect(uri, uri=True, check_same_thread=False) for _ in range(READERS)]
+        for conn in readers:
+            conn.execute("SELECT count(*) FROM documents").fetchone()  # opens the file now, not on first use
+        return cls(None, readers)
+
+    @property
+    def writable(self) -> bool:
+        return self._memory is not None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if self._memory is not None:
+            with self._lock:
+                yield self._memory
+            return
+        conn = self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put(conn)
 
     def save(self, path: Path) -> None:
         target = sqlite3.connect(path)
         try:
-            self.conn.backup(target)
+            with self._reading() as conn:
+                conn.backup(target)
         finally:
             target.close()
 
     def __len__(self) -> int:
         return self._count
 
-    def _make_writable(self) -> None:
-        if not self.writable:
+    def _writing(self) -> sqlite3.Connection:
+        """The in-memory connection, made on the first change by copying the file."""
+        if self._memory is None:
             memory = sqlite3.connect(":memory:", check_same_thread=False)
-            self.conn.backup(memory)
-            self.conn.close()
-            self.conn, self.writable = memory, True
+            with self._reading() as conn:
+                conn.backup(memory)
+            self._memory = memory
+        return self._memory
 
     def get(self, positions: Sequence[int]) -> dict[int, tuple[str, str, dict]]:
         """position → (id, text, metadata), for the positions that hold a live document."""
         found = {}
-        for chunk in _chunks([int(p) for p in positions]):
-            rows = self.conn.execute(
-                f"SELECT position, id, text, metadata FROM documents WHERE position IN ({','.join('?' * len(chunk))})",
-                chunk)
-            found.update({p: (i, t, json.loads(m)) for p, i, t, m in rows})
+        with self._reading() as conn:
+            for chunk in _chunks([int(p) for p in positions]):
+                rows = conn.execute(f"SELECT position, id, text, metadata FROM documents WHERE position IN "
+                                    f"({','.join('?' * len(chunk))})", chunk)
+                found.update({p: (i, t, json.loads(m)) for p, i, t, m in rows})
         return found
 
     def positions(self, ids: Sequence[str]) -> dict[str, int]:
         """id → position, for the ids that exist."""
         found = {}
-        for chunk in _chunks(list(ids)):
-            rows = self.conn.execute(f"SELECT id, position FROM documents WHERE id IN ({','.join('?' * len(chunk))})",
-                                     chunk)
-            found.update(dict(rows))
+        with self._reading() as conn:
+            for chunk in _chunks(list(ids)):
+                rows = conn.execute(f"SELECT id, position FROM documents WHERE id IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+                found.update(dict(rows))
         return found
+
+    def _one(self, sql: str) -> int:
+        with self._reading() as conn:
+            row = conn.execute(sql).fetchone()
+        return -1 if row[0] is None else int(row[0])
 
     def max_numeric_id(self) -> int:
         """The largest id that is a whole number, or -1: new default ids continue after it."""
-        row = self.conn.execute(
-            "SELECT max(CAST(id AS INTEGER)) FROM documents WHERE id NOT GLOB '*[^0-9]*' AND id != ''").fetchone()
-        return -1 if row[0] is None else int(row[0])
+        return self._one("SELECT max(CAST(id AS INTEGER)) FROM documents WHERE id NOT GLOB '*[^0-9]*' AND id != ''")
 
     def max_position(self) -> int:
-        row = self.conn.execute("SELECT max(position) FROM documents").fetchone()
-        return -1 if row[0] is None else int(row[0])
+        return self._one("SELECT max(position) FROM documents")
 
     def live_positions(self) -> list[int]:
-        return [p for (p,) in self.conn.execute("SELECT position FROM documents ORDER BY position")]
+        with self._reading() as conn:
+            return [p for (p,) in conn.execute("SELECT position FROM documents ORDER BY position")]
 
-    def items(self) -> list[tuple[str, str, dict]]:
-        """(id, text, metadata) of every live document, in position order."""
-        return [(i, t, json.loads(m)) for i, t, m in
-                self.conn.execute("SELECT id, text, metadata FROM documents ORDER BY position")]
+    def __iter__(self) -> Iterator[tuple[str, str, dict]]:
+        """(id, text, metadata) of every live document, in position order, ``PAGE`` rows a
+        statement so that memory stays flat however many there are."""
+        after = -1
+        while True:
+            with self._reading() as conn:
+                rows = conn.execute("SELECT position, id, text, metadata FROM documents WHERE position > ? "
+                                    "ORDER BY position LIMIT ?", (after, PAGE)).fetchall()
+            yield from ((i, t, json.loads(m)) for _, i, t, m in rows)
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
 
     # -- changes (in memory until the index is saved) -------------------------------------
     def insert(self, start: int, ids: Sequence[str], texts: Sequence[str], metadata: Sequence[dict]) -> None:
-        self._make_writable()
-        with self.conn:
-            self.conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
-                                  ((start + n, i, t, json.dumps(m, ensure_ascii=False))
-                                   for n, (i, t, m) in enumerate(zip(ids, texts, metadata))))
-        self._count += len(ids)
+        with self._lock:
+            conn = self._writing()
+            with conn:
+                conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
+                                 ((start + n, i, t, json.dumps(m, ensure_ascii=False))
+                                  for n, (i, t, m) in enumerate(zip(ids, texts, metadata))))
+            self._count += len(ids)
 
     def delete(self, positions: Sequence[int]) -> None:
-        self._make_writable()
-        with self.conn:
-            for chunk in _chunks([int(p) for p in positions]):
-                self.conn.execute(f"DELETE FROM documents WHERE position IN ({','.join('?' * len(chunk))})", chunk)
-        self._count = self.conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+        with self._lock:
+            conn = self._writing()
+            with conn:
+                for chunk in _chunks([int(p) for p in positions]):
+                    conn.execute(f"DELETE FROM documents WHERE position IN ({','.join('?' * len(chunk))})", chunk)
+            self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
 
     def renumber(self) -> None:
         """Give live documents the positions 0, 1, … in their current order (for ``compact``)."""
-        self._make_writable()
-        with self.conn:
-            self.conn.execute("CREATE TABLE compacted AS SELECT row_number() OVER (ORDER BY position) - 1 AS position, "
-                              "id, text, metadata FROM documents")
-            self.conn.execute("DROP TABLE documents")
-            self.conn.execute(SCHEMA)
-            self.conn.execute("INSERT INTO documents SELECT * FROM compacted")
-            self.conn.execute("DROP TABLE compacted")
+        with self._lock:
+            conn = self._writing()
+            with conn:
+                conn.execute("CREATE TABLE compacted AS SELECT row_number() OVER (ORDER BY position) - 1 AS position, "
+                             "id, text, metadata FROM documents")
+                conn.execute("DROP TABLE documents")
+                conn.execute(SCHEMA)
+                conn.execute("INSERT INTO documents SELECT * FROM compacted")
+                conn.execute("DROP TABLE compacted")

@@ -28,21 +28,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 
-from . import __version__
-from .errors import InputError, ModelDirectoryError, SiamsearchError
+from .architecture import EMBEDDING_LAYER, LSTM_LAYERS, EncoderConfig
+from .errors import TRAIN_MODEL, InputError, ModelDirectoryError, SiamsearchError
 from .scoring import exp_neg_l1
-from .storage import staged_directory, write_json
-from .text import Vocabulary, length_sorted_batches, normalize, pad
+from .storage import check_output_dir, sha256_bytes, staged_directory, write_json
+from .system import available_cpus
+from .text import Vocabulary, first_blank, length_sorted_batches, pad
+from .version import __version__
 
 MODEL_FORMAT = "siamsearch-model"
 MODEL_FORMAT_VERSION = 2
@@ -53,44 +53,10 @@ ENCODE_CHUNK = 100_000
 EXPORT_TOLERANCE = 1e-5
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
-"""The model shipped with siamsearch (see its MODEL_CARD.md): what every ``--model`` defaults to."""
+"""The model shipped with siamsearch (see its MODEL_CARD.md): what ``Encoder.load()`` opens without a path."""
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished, for progress bars."""
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Everything needed to rebuild the encoder (saved as config.json's ``encoder``)."""
-
-    vocab_size: int
-    embedding_dim: int = 300
-    lstm_units: tuple[int, int] = (128, 32)
-    dropout: float = 0.5
-    max_length: int = 100
-
-    @property
-    def output_dim(self) -> int:
-        return 2 * self.lstm_units[1]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lstm_units"] = list(self.lstm_units)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EncoderConfig:
-        """Strictly typed: raises ValueError on unknown keys or wrong types."""
-        known = {f.name for f in fields(cls)}
-        if not isinstance(d, dict) or set(d) - known:
-            raise ValueError(f"unknown encoder settings {sorted(set(d) - known) if isinstance(d, dict) else d!r}")
-        config = cls(**{**d, "lstm_units": tuple(d.get("lstm_units", (128, 32)))})
-        ints = (config.vocab_size, config.embedding_dim, config.max_length, *config.lstm_units)
-        if len(config.lstm_units) != 2 or not all(isinstance(v, int) and v > 0 for v in ints):
-            raise ValueError("encoder sizes must be positive integers")
-        if not (isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
-            raise ValueError("dropout must be in [0, 1)")
-        return config
 
 
 def _session(onnx_model: bytes) -> onnxruntime.InferenceSession:
@@ -113,12 +79,13 @@ def fingerprint(config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes) -> 
     return h.hexdigest()
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class Encoder:
-    """Text → 64-d float32 vectors whose exp(-L1) similarity is the Siamese model's score."""
+    """Text → 64-d float32 vectors whose exp(-L1) similarity is the Siamese model's score.
+
+    An encoder pickles as its bytes (graph, weights, vocabulary, settings) and rebuilds its
+    onnxruntime session on the other side, so it can be handed to another process (a server
+    worker, a Ray actor). ``encode`` is safe from many threads at once.
+    """
 
     def __init__(self, config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes, keras_weights: bytes,
                  training: dict | None = None, history: list[dict] | None = None, metrics: dict | None = None,
@@ -134,19 +101,24 @@ class Encoder:
         self.fingerprint = fingerprint(config, vocab, onnx_model)
         self._session = _session(onnx_model)
 
+    def __reduce__(self):
+        return Encoder, (self.config, self.vocab, self.onnx_model, self.keras_weights, self.training, self.history,
+                         self.metrics, self.threshold)
+
     @classmethod
     def from_keras(cls, model, vocab: Vocabulary, config: EncoderConfig, **info) -> Encoder:
         """Wrap a trained Keras encoder: export its ONNX graph and check it computes the same vectors."""
         from .export import encoder_to_onnx
-        from .model import EMBEDDING_LAYER, LSTM_LAYERS, keras
+        from .keras_runtime import load
 
-        onnx_model = encoder_to_onnx(model, EMBEDDING_LAYER, LSTM_LAYERS, keras.ops.convert_to_numpy)
+        to_numpy = load().ops.convert_to_numpy
+        onnx_model = encoder_to_onnx(model, EMBEDDING_LAYER, LSTM_LAYERS, to_numpy)
         with tempfile.TemporaryDirectory() as tmp:
             model.save_weights(Path(tmp) / WEIGHTS)
             weights = (Path(tmp) / WEIGHTS).read_bytes()
         encoder = cls(config, vocab, onnx_model, weights, **info)
-        probe = _probe_ids(config)
-        gap = float(np.abs(encoder._run(probe) - keras.ops.convert_to_numpy(model(probe, training=False))).max())
+        probe = probe_ids(config)
+        gap = float(np.abs(encoder.run(probe) - to_numpy(model(probe, training=False))).max())
         if not gap <= EXPORT_TOLERANCE:
             raise SiamsearchError(f"the ONNX export differs from the Keras encoder by {gap:.2g}; please report this")
         return encoder
@@ -155,29 +127,31 @@ class Encoder:
     def dim(self) -> int:
         return self.config.output_dim
 
-    def _run(self, ids: np.ndarray) -> np.ndarray:
+    def run(self, ids: np.ndarray) -> np.ndarray:
+        """The encodings of a padded (batch, length) id matrix (``text.pad``), as the graph computes them."""
         return self._session.run(None, {"ids": ids})[0]
 
     def encode(self, texts: Sequence[str], batch_size: int = ENCODE_BATCH, progress: Progress | None = None,
                threads: int | None = None) -> np.ndarray:
         """Encode texts in length-sorted batches (little padding) on ``threads`` threads
-        (default: one per CPU); the order of ``texts`` is kept. A text's vector does not
-        depend on the batch it was encoded in (bit for bit). Texts become ids
-        ``ENCODE_CHUNK`` at a time, so memory stays flat however many there are."""
-        empty = next((i for i, t in enumerate(texts) if not normalize(t)), None)
+        (default: one per CPU this process may use, ``available_cpus``); the order of ``texts``
+        is kept. A text's vector does not depend on the batch it was encoded in (bit for bit).
+        Texts become ids ``ENCODE_CHUNK`` at a time, so memory stays flat however many there are."""
+        empty = first_blank(texts)
         if empty is not None:
-            raise InputError(f"text #{empty + 1} is empty or whitespace only; nothing to encode")
+            raise InputError(f"text #{empty + 1} is empty or whitespace only; nothing to encode", argument="texts")
         max_length = self.config.max_length
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if len(texts) == 1:  # one query: no sorting, no thread hand-off
-            out[:] = self._run(pad([self.vocab.ids(texts[0], max_length)]))
+            out[:] = self.run(pad([self.vocab.ids(texts[0], max_length)]))
             return out
-        workers = max(1, min(threads or os.cpu_count() or 1, -(-len(texts) // batch_size)))
+        workers = max(1, min(threads or available_cpus(), -(-len(texts) // batch_size)))
         with ThreadPoolExecutor(workers) as pool:
             for start in range(0, len(texts), ENCODE_CHUNK):
                 rows = [self.vocab.ids(t, max_length) for t in texts[start : start + ENCODE_CHUNK]]
                 batches = length_sorted_batches(rows, batch_size)
-                for batch, vectors in zip(batches, pool.map(lambda b, rows=rows: self._run(pad([rows[i] for i in b])), batches)):
+                encoded = pool.map(lambda b, rows=rows: self.run(pad([rows[i] for i in b])), batches)
+                for batch, vectors in zip(batches, encoded):
                     out[start + batch] = vectors
                     if progress:
                         progress(len(batch))
@@ -193,7 +167,10 @@ class Encoder:
         return self.similarity(a, b) >= self.threshold
 
     def keras_model(self):
-        """The Keras encoder with these weights (imports TensorFlow)."""
+        """The Keras encoder with these weights (loads TensorFlow, ``keras_runtime.load``)."""
+        from .keras_runtime import load
+
+        load()
         from .model import build_encoder
 
         model = build_encoder(self.config)
@@ -204,7 +181,7 @@ class Encoder:
 
     def siamese_model(self):
         """The Keras Siamese network around this encoder (shared weights), as trained."""
-        from .model import build_siamese
+        from .model import build_siamese  # keras_model has loaded TensorFlow
 
         return build_siamese(self.keras_model())
 
@@ -213,7 +190,7 @@ class Encoder:
         """Write the model directory atomically (a failed save leaves an existing one intact).
 
         An existing path is replaced only if it is an empty directory or a siamsearch model
-        directory: ``--out .`` must never wipe a user's folder.
+        directory: saving to ``.`` must never wipe a user's folder.
         """
         path = Path(path)
         check_model_path(path)
@@ -227,7 +204,7 @@ class Encoder:
             "format_version": MODEL_FORMAT_VERSION,
             "siamsearch_version": __version__,
             "fingerprint": self.fingerprint,
-            "weights_sha256": _sha256(self.keras_weights),
+            "weights_sha256": sha256_bytes(self.keras_weights),
             "encoder": self.config.to_dict(),
             "threshold": self.threshold,
             "training": self.training,
@@ -244,10 +221,10 @@ class Encoder:
         that is incomplete, corrupted or of another format."""
         path = DEFAULT_MODEL if path is None else Path(path)
         if not path.is_dir():
-            raise ModelDirectoryError(f"{path}: no such model directory; train one with 'siamsearch train'")
+            raise ModelDirectoryError(f"{path}: no such model directory; {TRAIN_MODEL}", path=path)
 
         def damaged(why: str) -> ModelDirectoryError:
-            return ModelDirectoryError(f"{path}: {why}; train the model again or copy the whole directory")
+            return ModelDirectoryError.damaged(path, why)
 
         try:
             config_doc = json.loads((path / CONFIG).read_text(encoding="utf-8"))
@@ -260,7 +237,8 @@ class Encoder:
         if config_doc.get("format_version") != MODEL_FORMAT_VERSION:
             raise ModelDirectoryError(
                 f"{path}: model format version {config_doc.get('format_version')!r} is not supported "
-                f"by siamsearch {__version__} (expects {MODEL_FORMAT_VERSION}); retrain it with this version")
+                f"by siamsearch {__version__} (expects {MODEL_FORMAT_VERSION}); retrain it with this version",
+                path=path)
         for name in (VOCAB, ONNX, WEIGHTS):
             if not (path / name).is_file():
                 raise damaged(f"incomplete model directory, {name} is missing")
@@ -280,7 +258,7 @@ class Encoder:
             raise damaged(f"{VOCAB} has {len(vocab)} ids but {CONFIG} expects {config.vocab_size}")
         if fingerprint(config, vocab, onnx_model) != config_doc.get("fingerprint"):  # checked before parsing
             raise damaged(f"{ONNX} or the vocabulary do not match the fingerprint in {CONFIG}")
-        if _sha256(weights) != config_doc.get("weights_sha256"):
+        if sha256_bytes(weights) != config_doc.get("weights_sha256"):
             raise damaged(f"{WEIGHTS} does not match its checksum in {CONFIG}")
         threshold = config_doc.get("threshold", DEFAULT_THRESHOLD)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
@@ -293,20 +271,20 @@ class Encoder:
             raise damaged(f"{ONNX} cannot be loaded ({type(e).__name__})") from None
 
 
-def _probe_ids(config: EncoderConfig) -> np.ndarray:
+def probe_ids(config: EncoderConfig) -> np.ndarray:
     """A fixed batch of id rows of assorted lengths, for comparing two encoder implementations."""
     rng = np.random.default_rng(0)
     rows = [rng.integers(1, config.vocab_size, size=n).tolist() for n in (1, 2, 5, 9, 17, 33, config.max_length)]
     return pad(rows)
 
 
-def check_model_path(path: Path) -> None:
-    """Refuse an output path that exists and is neither empty nor a model directory (before hours of training)."""
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return
+def is_model_dir(path: Path) -> bool:
     try:
-        is_model = json.loads((path / CONFIG).read_text(encoding="utf-8")).get("format") == MODEL_FORMAT
+        return json.loads((path / CONFIG).read_text(encoding="utf-8")).get("format") == MODEL_FORMAT
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        is_model = False
-    if not is_model:
-        raise InputError(f"{path}: exists and is not a siamsearch model directory; choose another output path")
+        return False
+
+
+def check_model_path(path: str | Path) -> None:
+    """Refuse an output path that exists and is neither empty nor a model directory (before hours of training)."""
+    check_output_dir(Path(path), is_model_dir, "a siamsearch model directory")

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .data import Pairs, paraphrase_groups
+from .data import Pairs, is_positive, paraphrase_groups
 from .encoder import DEFAULT_THRESHOLD
 from .errors import InputError
 from .scoring import exp_neg_l1
@@ -39,13 +39,13 @@ RECALL_AT = (1, 10)
 MRR_AT = 10
 
 
-def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict:
+def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Accuracy, precision, recall and F1 of ``score >= threshold`` against 0/1 labels, and
     ROC-AUC (None when the labels hold only one class)."""
     from sklearn.metrics import roc_auc_score
 
     predicted = np.asarray(scores) >= threshold
-    actual = np.asarray(labels) >= 0.5
+    actual = is_positive(labels)
     tp = int(np.sum(predicted & actual))
     fp = int(np.sum(predicted & ~actual))
     fn = int(np.sum(~predicted & actual))
@@ -66,7 +66,7 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The threshold with the highest accuracy of ``score >= threshold`` on these pairs:
     halfway between the two adjacent distinct scores where the best split lies (so a
     slightly different score on new data falls on the side it fell on here)."""
-    scores, actual = np.asarray(scores, dtype=np.float64), np.asarray(labels) >= 0.5
+    scores, actual = np.asarray(scores, dtype=np.float64), is_positive(labels)
     order = np.argsort(scores, kind="stable")
     s, y = scores[order], actual[order]
     # a split after sorted position i (predict positive for s[i+1:]): correct = negatives up to i + positives after i
@@ -118,11 +118,11 @@ class RetrievalTask:
         for position, g in enumerate(group.tolist()):
             members.setdefault(g, []).append(position)
         position = {s: i for i, s in enumerate(corpus)}
-        queries = list(dict.fromkeys(position[a] for a, b, label in zip(main.left, main.right, main.labels)
-                                     if label >= 0.5 and a != b))
+        queries = list(dict.fromkeys(position[a] for a, b, positive in zip(main.left, main.right, main.positive)
+                                     if positive and a != b))
         if not queries:
             raise InputError(f"{main.source or 'the pair file'}: no positive pairs of two different sentences, "
-                             "so no queries; the retrieval task needs some")
+                             "so no queries; the retrieval task needs some", path=main.source or None)
         relevant = [frozenset(members[group[q]]) - {q} for q in queries]
         return cls(corpus, queries, relevant)
 
@@ -155,16 +155,17 @@ class EncoderRetriever:
 
     def __init__(self, encoder, name: str = "siamsearch", **build_options):
         self.encoder, self.name, self.build_options = encoder, name, build_options
-        self._index = None
+        self.search_index = None
+        """The ``SearchIndex`` built by ``index`` (None before)."""
 
     def index(self, corpus: Sequence[str]) -> None:
         from .search import SearchIndex
 
-        self._index = SearchIndex.build(list(corpus), self.encoder, ids=[str(i) for i in range(len(corpus))],
-                                        **self.build_options)
+        self.search_index = SearchIndex.build(list(corpus), self.encoder, ids=[str(i) for i in range(len(corpus))],
+                                              **self.build_options)
 
     def search(self, query: str, k: int) -> list[int]:
-        return [int(hit.id) for hit in self._index.search(query, k)]
+        return [int(hit.id) for hit in self.search_index.search(query, k)]
 
 
 class RetrievalEvaluator:

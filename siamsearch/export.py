@@ -37,7 +37,8 @@ def _lstm_weights(bidirectional, to_numpy) -> tuple[np.ndarray, np.ndarray, np.n
     w, r, b = [], [], []
     for layer in (bidirectional.forward_layer, bidirectional.backward_layer):
         cell = layer.cell
-        kernel, recurrent, bias = (to_numpy(v).astype(np.float32) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
+        kernel, recurrent, bias = (to_numpy(v).astype(np.float32)
+                                   for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
         w.append(_onnx_gates(kernel, 1).T)
         r.append(_onnx_gates(recurrent, 1).T)
         b.append(np.concatenate([_onnx_gates(bias, 0), np.zeros_like(bias)]))

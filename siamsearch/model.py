@@ -7,64 +7,18 @@ Encoder: ids → frozen Embedding(300, padding masked) → BiLSTM(128, sequences
 
 ``encoder_forward`` computes the same encoder from the same weights in the way training
 on a CPU needs it fast (see its docstring); the Keras model stays what is saved and exported.
+
+Import this module after ``keras_runtime.load()``, which sets up TensorFlow for training
+(importing it first gives TensorFlow's defaults and its start-up noise on stderr).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import keras
+import tensorflow as tf
+from keras import layers, ops
 
-from .encoder import EncoderConfig
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide C++ log lines; real failures still raise
-
-
-@contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """TensorFlow 2.21's C++ runtime writes start-up notices (the oneDNN line, the absl
-    preamble) straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says; a CLI whose
-    errors are one line cannot print four lines of noise first. Only the import is silenced:
-    a failing import still raises its Python exception after stderr is restored."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-with _native_stderr_silenced():
-    import keras
-    import tensorflow as tf
-    from keras import layers, ops
-
-
-def _configure_threads() -> None:
-    """Many ops side by side, one thread each: measured fastest for these small LSTM matmuls.
-
-    Applies only if the caller has not configured TensorFlow's thread pools already;
-    TF_NUM_INTEROP_THREADS / TF_NUM_INTRAOP_THREADS override the defaults.
-    """
-    threading = tf.config.threading
-    try:
-        if threading.get_inter_op_parallelism_threads() == 0:
-            threading.set_inter_op_parallelism_threads(int(os.environ.get("TF_NUM_INTEROP_THREADS", os.cpu_count() or 2)))
-        if threading.get_intra_op_parallelism_threads() == 0:
-            threading.set_intra_op_parallelism_threads(int(os.environ.get("TF_NUM_INTRAOP_THREADS", 1)))
-    except RuntimeError:  # TensorFlow is already running: keep its settings
-        pass
-
-
-_configure_threads()
-
-EMBEDDING_LAYER = "char_embedding"
-LSTM_LAYERS = ("bilstm_1", "bilstm_2")
+from .architecture import EMBEDDING_LAYER, LSTM_LAYERS, EncoderConfig
 
 
 def build_encoder(config: EncoderConfig) -> keras.Model:

@@ -15,20 +15,48 @@ open, files stay readable on POSIX even after they are deleted.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import SiamsearchError
+from .errors import InputError, SiamsearchError
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one writer at a time is then up to the user
     fcntl = None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read a megabyte at a time (index files can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output_dir(path: Path, is_ours: Callable[[Path], bool], what: str, ignore_hidden: bool = False) -> None:
+    """Refuse an output path that exists and is neither empty nor ``what`` (``is_ours``), before
+    any long work: writing there must never wipe a user's folder. ``ignore_hidden``: files whose
+    name starts with a dot do not count (an index folder's ``.lock`` exists before its first commit)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        entries = [p for p in path.iterdir() if not (ignore_hidden and p.name.startswith("."))]
+        if not entries or is_ours(path):
+            return
+    raise InputError(f"{path}: exists and is not {what}; choose another output path", path=path)
 
 
 def fsync_path(path: Path) -> None:

@@ -31,6 +31,16 @@ def normalize(text: str) -> str:
     return text.replace("\ufeff", "").strip()
 
 
+def is_blank(text: object) -> bool:
+    """Whether ``text`` is no text to encode: not a string, or nothing left once normalized."""
+    return not isinstance(text, str) or not normalize(text)
+
+
+def first_blank(texts: Iterable[object]) -> int | None:
+    """The position of the first blank text (``is_blank``), or None."""
+    return next((i for i, t in enumerate(texts) if is_blank(t)), None)
+
+
 class Vocabulary:
     """Characters ↔ ids, fitted on training sentences."""
 
@@ -52,7 +62,6 @@ class Vocabulary:
 
     def ids(self, text: str, max_length: int) -> list[int]:
         return [self._ids.get(c, OOV_ID) for c in normalize(text)[:max_length]]
-
 
 
 def pad(rows: Sequence[Sequence[int]]) -> np.ndarray:

@@ -38,15 +38,19 @@ has seen many times (BQ's 100,000 training pairs hold about 23,000 distinct sent
 ``average``: validation, early stopping and the saved model use a moving average of the
 weights over the training steps, which generalises better than the last step's weights.
 
-Speed: batches are bucketed by length (pairs sorted by their longer side, ties re-drawn
-every epoch, batch order shuffled), so a batch is padded only to its own longest sentence
-instead of the corpus maximum, and a sentence that occurs several times in a batch is
-encoded once (see ``_epoch_batches``); validation encodes each distinct validation sentence
-once per epoch (``_Validation``). Both compute the encoder with ``model.encoder_forward``
-(the same weights and outputs as the Keras model, 1.25-1.3x faster per step on a CPU;
-Keras's own layers with a GPU). The training step is traced once for variable shapes and
-not XLA-compiled (XLA recompiles for every shape: measured over 10× slower); ``_fit`` runs
-it over the epochs.
+Speed: batches are bucketed by length, so a batch is padded only to its own longest
+sentence, and a sentence that occurs several times in a batch is encoded once
+(``batching.epoch_batches``); validation encodes each distinct validation sentence once per
+epoch (``trainer.Validation``). Both compute the encoder with ``model.encoder_forward`` (the
+same weights and outputs as the Keras model, 1.25-1.3x faster per step on a CPU; Keras's
+own layers with a GPU). The training step is traced once for variable shapes and not
+XLA-compiled (XLA recompiles for every shape: measured over 10× slower); ``trainer.fit``
+runs it over the epochs.
+
+Where things are: this module holds the settings and ``train``, a short sequence of named
+steps; ``batching.py`` the batches (NumPy); ``trainer.py`` the Keras side (the objectives'
+losses, the loop, the callbacks), imported only once ``train`` runs, after
+``keras_runtime.load()``, so that importing this module loads no TensorFlow.
 """
 
 from __future__ import annotations
@@ -54,18 +58,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data import Pairs, paraphrase_groups
-from .encoder import Encoder, EncoderConfig
+from .architecture import EMBEDDING_LAYER, EncoderConfig
+from .data import Pairs
+from .encoder import Encoder
 from .errors import InputError
 from .evaluation import PairEvaluator, best_threshold, pair_metrics
-from .model import EMBEDDING_LAYER, ManhattanSimilarity, build_encoder, encoder_forward, keras, ops, tf
-from .text import OOV_ID, Vocabulary, length_sorted_batches, pad
+from .keras_runtime import load
+from .text import Vocabulary
 from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_char_vectors
 
 log = logging.getLogger(__name__)
@@ -146,307 +151,6 @@ the best pair classifier when the sentences to judge resemble the training sente
 seed split). Early stopping needs validation pairs; without them every epoch runs."""
 
 
-def in_batch_loss(a, b, labels, left_groups, right_groups, temperature: float, hard=None, hard_groups=None):
-    """Mean over positive pairs i of the cross-entropy of softmax_j(-L1(a_i, c_j)/temperature)
-    at c_j = b_i, and the same from b_i's side, where a_i's candidates c_j are the b_j followed
-    by the ``hard`` negatives (encoded, with their groups; there may be none), and b_i's are
-    the a_j and the hard negatives. A candidate in the pair's own group other than its
-    partner is left out of the softmax (it means the same, so it is not a negative)."""
-    if hard is None:
-        hard, hard_groups = ops.zeros((0, ops.shape(a)[1]), a.dtype), ops.zeros((0,), left_groups.dtype)
-
-    def neg_l1(x, y):
-        return -ops.sum(ops.abs(ops.expand_dims(x, 1) - ops.expand_dims(y, 0)), axis=-1) / temperature
-
-    def same_group(x, y):
-        return ops.equal(ops.expand_dims(x, 1), ops.expand_dims(y, 0))
-
-    logits = neg_l1(a, b)
-    n = ops.shape(logits)[0]
-    paraphrase = ops.logical_and(same_group(left_groups, right_groups), ops.logical_not(ops.eye(n, dtype="bool")))
-    logits = ops.where(paraphrase, -1e9, logits)
-    targets = ops.arange(n)
-
-    def cross_entropy(pair_logits, anchor, anchor_groups):
-        with_hard = ops.concatenate([pair_logits, ops.where(same_group(anchor_groups, hard_groups), -1e9,
-                                                             neg_l1(anchor, hard))], axis=1)
-        return keras.losses.sparse_categorical_crossentropy(targets, with_hard, from_logits=True)
-
-    both_sides = (cross_entropy(logits, a, left_groups) + cross_entropy(ops.transpose(logits), b, right_groups)) / 2
-    positive = ops.cast(labels >= 0.5, both_sides.dtype)
-    return ops.sum(both_sides * positive) / ops.maximum(ops.sum(positive), 1.0)
-
-
-class _Trainer(keras.Model):
-    """The Siamese network seen from training: the shared encoder on both sides, and the
-    objective's loss computed from the two encodings (the in-batch loss needs them, not
-    just the pair score). Reports the loss and, where the objective fits scores to the 0/1
-    labels (``bce``, ``both``), the pair accuracy of exp(-L1) > 0.5 (Keras's BinaryAccuracy).
-    The in-batch loss only ranks: its scores sit far below 0.5, so that accuracy would
-    say nothing there."""
-
-    def __init__(self, encoder: keras.Model, objective: str, temperature: float):
-        super().__init__(name="siamese_trainer")
-        self.encoder, self.objective, self.temperature = encoder, objective, temperature
-        self.similarity = ManhattanSimilarity(name="similarity")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if self.fits_labels else None
-        if objective == "margin":  # the pair loss's logit is (margin - L1) * exp(-log_scale)
-            self.margin = self.add_weight(shape=(), initializer=keras.initializers.Constant(5.0), name="margin")
-            self.log_scale = self.add_weight(shape=(), initializer="zeros", name="log_scale")
-        self.built = True  # nothing left to build: the encoder is built, the similarity has no weights
-
-    @property
-    def fits_labels(self) -> bool:
-        """Whether the loss fits scores to the labels, so that a score above 0.5 means "same"."""
-        return self.objective in ("bce", "both")
-
-    @property
-    def metrics(self) -> list:
-        return [self.loss_tracker] + ([self.accuracy] if self.accuracy is not None else [])
-
-    def call(self, inputs, training=False):
-        """Encode each distinct sentence of the batch once, then pick out the rows of each
-        of ``inputs``' row lists (both sides' rows, and any hard negatives' rows)."""
-        sentences, *rows = inputs
-        encoded = encoder_forward(self.encoder, sentences, training=training)
-        return tuple(ops.take(encoded, r, axis=0) for r in rows)
-
-    def objective_loss(self, a, b, labels, left_groups, right_groups, hard=None, hard_groups=None):
-        """The objective's loss for a batch of encoded pairs (and hard negatives), and the pairs' scores."""
-        score = self.similarity(a, b)
-        loss = 0.0
-        if self.fits_labels:
-            loss += ops.mean(keras.losses.binary_crossentropy(ops.expand_dims(labels, 1), ops.expand_dims(score, 1)))
-        if self.objective == "margin":
-            logit = (self.margin - ops.sum(ops.abs(a - b), axis=-1)) * ops.exp(-self.log_scale)
-            loss += ops.mean(keras.losses.binary_crossentropy(ops.expand_dims(labels, 1), ops.expand_dims(logit, 1),
-                                                              from_logits=True))
-        if self.objective != "bce":
-            loss += in_batch_loss(a, b, labels, left_groups, right_groups, self.temperature, hard, hard_groups)
-        return loss, score
-
-    def train_step(self, data):
-        (sentences, left, right, left_groups, right_groups, hard_rows, hard_groups), labels = data
-        with tf.GradientTape() as tape:
-            a, b, hard = self((sentences, left, right, hard_rows), training=True)
-            loss, score = self.objective_loss(a, b, labels, left_groups, right_groups, hard, hard_groups)
-        self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        if self.accuracy is not None:
-            self.accuracy.update_state(labels, score)
-        return {m.name: m.result() for m in self.metrics}
-
-
-@dataclass(frozen=True)
-class _PairIds:
-    """Pairs as rows into their distinct sentences' ids, with what batching sorts by, and
-    each paraphrase group's hard negatives (empty unless asked for)."""
-
-    ids: list[list[int]]
-    left: np.ndarray
-    right: np.ndarray
-    labels: np.ndarray
-    groups: np.ndarray
-    """Each distinct sentence's paraphrase group (``data.paraphrase_groups``)."""
-    lengths: np.ndarray
-    """Each pair's longer side's length: what a batch of it is padded to."""
-    longer_side: np.ndarray
-    hard_keys: np.ndarray
-    """Each paraphrase group's hard negatives (empty unless asked for), sorted by the key
-    group << 32 | length, so that a group's negatives up to a length are one range of it ..."""
-    hard_sentences: np.ndarray
-    """... and the sentences themselves, in the same order."""
-
-    @classmethod
-    def of(cls, pairs: Pairs, vocab: Vocabulary, max_length: int, negatives: Pairs | None = None) -> _PairIds:
-        """``negatives``: labelled pairs whose negative pairs give each group its hard negatives:
-        the sentences labelled "not the same" as any member of the group. Their sentences come
-        after ``pairs``' own, so that ``pairs``' rows and batches are the same as without them."""
-        texts, left, right = pairs.distinct()
-        groups = paraphrase_groups(texts, pairs)
-        negative = [] if negatives is None else [
-            (x, y) for x, y, label in zip(negatives.left, negatives.right, negatives.labels) if label < 0.5]
-        where = {t: i for i, t in enumerate(texts)}
-        for t in dict.fromkeys(t for pair in negative for t in pair):
-            if t not in where:
-                where[t] = len(texts)
-                texts.append(t)
-        groups = np.concatenate([groups, groups.max(initial=-1) + 1 + np.arange(len(texts) - len(groups))])
-        ids = [vocab.ids(t, max_length) for t in texts]
-        sizes = np.array([len(r) for r in ids])
-        ends = np.array([[where[x], where[y]] for x, y in negative], np.int64).reshape(-1, 2)
-        member, other = np.concatenate([ends, ends[:, ::-1]]).T
-        keep = groups[member] != groups[other]  # a negative inside a group contradicts its positives: skip it
-        keys, sentences = np.unique(np.stack([groups[member[keep]] << 32 | sizes[other[keep]], other[keep]]), axis=1)
-        return cls(ids, left, right, pairs.labels, groups, np.maximum(sizes[left], sizes[right]),
-                   np.where(sizes[left] >= sizes[right], left, right), keys, sentences)
-
-    def draw_hard_negatives(self, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """For each pair of ``b``, one hard negative of its group no longer than the batch's longest
-        sentence (so the batch is padded no further), drawn at random; none where none is."""
-        group = self.groups[self.left[b]].astype(np.int64) << 32
-        start = np.searchsorted(self.hard_keys, group)
-        count = np.searchsorted(self.hard_keys, group | self.lengths[b].max(), side="right") - start
-        has = count > 0
-        return self.hard_sentences[start[has] + (rng.random(int(has.sum())) * count[has]).astype(np.int64)]
-
-    def batch(self, b: np.ndarray, hard: np.ndarray | None = None) -> tuple:
-        """Pairs ``b`` (and ``hard`` negative sentences) as ((distinct sentences' ids, left rows,
-        right rows, left groups, right groups, hard rows, hard groups), labels)."""
-        hard = np.zeros(0, np.int64) if hard is None else hard
-        distinct, rows = np.unique(np.concatenate([self.left[b], self.right[b], hard]), return_inverse=True)
-        rows = rows.astype(np.int32)
-        n = len(b)
-        return ((pad([self.ids[i] for i in distinct]), rows[:n], rows[n : 2 * n],
-                 self.groups[self.left[b]], self.groups[self.right[b]], rows[2 * n :], self.groups[hard]),
-                self.labels[b])
-
-
-def _epoch_batches(pairs: _PairIds, batch_size: int, rng: np.random.Generator,
-                   group_shared: bool = False, hard_negatives: int = 0, char_mask: float = 0.0) -> Iterator[tuple]:
-    """One epoch of length-bucketed batches (``_PairIds.batch``), in a new random order each call.
-
-    A sentence occurring several times in a batch is encoded once. With ``group_shared``,
-    pairs of the same length that share their longer sentence are put in the same batch, so
-    more sentences repeat. On BQ's seed split, a random same-length order encodes 1.88M
-    padded steps per epoch, 1.43M with ``group_shared``, 2.42M without removing repeats
-    (and 16M padding every sentence to the longest, 100).
-    Only for the pair loss: the in-batch loss would lose those pairs as negatives.
-    With ``hard_negatives`` = k, each pair brings k hard negatives of its group
-    (``_PairIds.draw_hard_negatives``), drawn anew each epoch.
-    (Splitting a batch's sentences into a shorter and a longer half, each padded to its own
-    length, saves another 1.2× of padded steps but measured slower: twice the LSTM calls.)
-    """
-    lengths = pairs.lengths
-    if group_shared:  # within a length, pairs sharing their longer sentence, in a new random order
-        order = np.lexsort((rng.random(len(lengths)), rng.permutation(len(pairs.ids))[pairs.longer_side], lengths))
-    else:
-        order = np.lexsort((rng.random(len(lengths)), lengths))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(chunks)
-    for b in chunks:
-        batch = pairs.batch(b, np.concatenate([pairs.draw_hard_negatives(b, rng) for _ in range(hard_negatives)])
-                            if hard_negatives else None)
-        if char_mask:
-            ids = batch[0][0]
-            ids[(ids > 0) & (rng.random(ids.shape) < char_mask)] = OOV_ID
-        yield batch
-
-
-_IDS = tf.TensorSpec([None, None], tf.int32)
-_ROWS, _GROUPS = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)
-_BATCH_SPEC = ((_IDS, _ROWS, _ROWS, _GROUPS, _GROUPS, _ROWS, _GROUPS), tf.TensorSpec([None], tf.float32))
-
-
-def _fit(trainer: _Trainer, batches: Callable[[], Iterable[tuple]], epochs: int,
-         callbacks: list[keras.callbacks.Callback]) -> None:
-    """Keras's ``fit`` loop for batches made in Python: one traced step for every batch shape.
-
-    Why not ``fit`` on a ``tf.data`` generator: a new iterator each epoch left some epochs
-    waiting 2.4-3 s for their first batch, and one iterator for the whole run sometimes
-    stalled 20-55 s as ``fit`` returned. A batch takes about 0.3 ms to make here.
-    """
-    step = tf.function(trainer.train_step, input_signature=[_BATCH_SPEC])
-    trainer.optimizer.build(trainer.trainable_variables)
-    hooks = keras.callbacks.CallbackList(callbacks, model=trainer, epochs=epochs)
-    trainer.stop_training = False
-    hooks.on_train_begin()
-    for epoch in range(epochs):
-        trainer.reset_metrics()
-        hooks.on_epoch_begin(epoch)
-        for batch in batches():
-            logs = step(batch)
-        epoch_logs = {name: float(value) for name, value in logs.items()}
-        hooks.on_epoch_end(epoch, epoch_logs)
-        if trainer.stop_training:
-            break
-    hooks.on_train_end()
-
-
-class _Validation(keras.callbacks.Callback):
-    """Puts ``val_loss``, ``val_auc`` (ROC-AUC of the scores: needs no threshold, so it means
-    the same for every objective) and, where the objective fits the labels, ``val_accuracy``
-    (score > 0.5) into each epoch's logs, ahead of the callbacks that read them.
-
-    Every distinct validation sentence is encoded once, in length-sorted batches, and the loss
-    is then averaged over fixed batches of pairs, as ``evaluate`` would do batch by batch. The
-    batches keep the order evaluation used before (by length, pairs sharing their longer
-    sentence together): the in-batch loss depends on which pairs share a batch. Encoding each
-    batch's sentences separately padded BQ's seed_test to 475k steps (its distinct sentences
-    have 211k characters) and took 2.3 s; this made the recipe's epochs on seed_train about
-    1.7 s shorter.
-    """
-
-    def __init__(self, trainer: _Trainer, pairs: _PairIds, batch_size: int, encode_batch: int = 1024):
-        super().__init__()
-        self.trainer, self.pairs = trainer, pairs
-        self.sentence_batches = [(rows, pad([pairs.ids[i] for i in rows]))
-                                 for rows in length_sorted_batches(pairs.ids, encode_batch)]
-        pair_order = np.lexsort((pairs.longer_side, pairs.lengths))
-        self.pair_batches = [pair_order[i : i + batch_size] for i in range(0, len(pair_order), batch_size)]
-        encoder = trainer.encoder
-        self.encode = tf.function(lambda ids: encoder_forward(encoder, ids), input_signature=[_IDS])
-
-    def on_epoch_end(self, epoch, logs=None):
-        p = self.pairs
-        encoded = np.empty((len(p.ids), self.trainer.encoder.output_shape[-1]), np.float32)
-        for rows, ids in self.sentence_batches:
-            encoded[rows] = self.encode(ids)
-        losses, scores = [], np.empty(len(p.labels), np.float32)
-        for b in self.pair_batches:
-            left, right = p.left[b], p.right[b]
-            loss, scores[b] = self.trainer.objective_loss(encoded[left], encoded[right], p.labels[b],
-                                                          p.groups[left], p.groups[right])
-            losses.append(float(loss))
-        if logs is not None:
-            logs["val_loss"] = float(np.mean(losses))
-            auc = pair_metrics(scores, p.labels)["roc_auc"]
-            if auc is not None:
-                logs["val_auc"] = auc
-            if self.trainer.fits_labels:
-                logs["val_accuracy"] = float(np.mean((scores > 0.5) == (p.labels >= 0.5)))
-
-
-class _AveragedWeights(keras.callbacks.Callback):
-    """Between epochs the network holds the optimizer's moving average of its weights (Keras's
-    ``use_ema``), so that validation, early stopping and the saved model see the average;
-    each epoch's training resumes from the weights the steps themselves reached. Why: the
-    average of the last few hundred steps generalises better than any one step's weights,
-    at no cost in training time."""
-
-    def __init__(self, trainer: _Trainer):
-        super().__init__()
-        self.trainer, self.stepped = trainer, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.stepped is not None:
-            for variable, value in zip(self.trainer.trainable_variables, self.stepped):
-                variable.assign(value)
-
-    def on_epoch_end(self, epoch, logs=None):
-        variables = self.trainer.trainable_variables
-        self.stepped = [v.numpy() for v in variables]
-        self.trainer.optimizer.finalize_variable_values(variables)
-
-
-class _EpochReporter(keras.callbacks.Callback):
-    def __init__(self, epochs: int, history: list[dict], on_epoch_end: EpochCallback | None):
-        super().__init__()
-        self.epochs, self.history, self.on_epoch_end_fn = epochs, history, on_epoch_end
-        self.started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
-                  "seconds": round(time.perf_counter() - self.started, 2)}
-        self.history.append(record)
-        if self.on_epoch_end_fn:
-            self.on_epoch_end_fn(epoch + 1, self.epochs, record)
-
-
 AVERAGE_MIN_SPAN = 5
 """Weight averaging needs at least this many times its span, 1 / (1 - momentum), of planned
 training steps: Keras's average starts at the first step's weights, which still weigh
@@ -454,65 +158,80 @@ momentum**steps at the end (0.998 over BQ's 3,920 steps: 0.04 %, but over 1,000 
 × 20 epochs, 40 steps: 92 %)."""
 
 
-def _applied_average(config: TrainConfig, steps: int) -> float:
+def applied_average(config: TrainConfig, steps: int) -> float:
     """``config.average``, or 0 (off, and logged) where training has too few steps for it."""
     needed = math.ceil(AVERAGE_MIN_SPAN / (1 - config.average) - 1e-9)  # 1e-9: 5 / (1 - 0.9) is 50.000...01
     if config.average and steps < needed:
         log.info("not averaging the weights: %s training steps, fewer than the %s that momentum %g needs; "
-                 "use a smaller --average", f"{steps:,}", f"{needed:,}", config.average)
+                 "use a smaller average", f"{steps:,}", f"{needed:,}", config.average)
         return 0.0
     return config.average
 
 
-def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainConfig(),
-          vectors: str | Path | None = None, on_epoch_end: EpochCallback | None = None) -> Encoder:
-    """Train the Siamese network and return its shared encoder (save it with ``Encoder.save``)."""
-    started = time.perf_counter()
-    used = pairs if config.objective != "contrastive" else pairs.subset(pairs.labels >= 0.5)
+def _pairs_used(pairs: Pairs, valid: Pairs | None, config: TrainConfig) -> Pairs:
+    """The training pairs the objective uses, or an InputError if they (or ``valid``) cannot serve it."""
+    used = pairs if config.objective != "contrastive" else pairs.subset(pairs.positive)
     if not len(used):
-        raise InputError(f"{pairs.source or 'training pairs'}: no positive pairs, which the contrastive objective needs")
-    if valid is not None and config.patience and config.monitor == "val_auc" and len(set(valid.labels >= 0.5)) < 2:
+        raise InputError(f"{pairs.source or 'training pairs'}: no positive pairs, which the contrastive "
+                         "objective needs", path=pairs.source or None)
+    if valid is not None and config.patience and config.monitor == "val_auc" and len(set(valid.positive)) < 2:
         raise InputError(f"{valid.source or 'validation pairs'}: early stopping on val_auc needs both positive and "
-                         "negative pairs; use --monitor val_loss")
-    keras.utils.set_random_seed(config.seed)
-    vocab = Vocabulary.fit(pairs.left + pairs.right)
+                         "negative pairs; set monitor to val_loss", path=valid.source or None, argument="monitor")
+    return used
+
+
+def _character_vectors(pairs: Pairs, vectors: str | Path | None, config: TrainConfig):
+    """The character vectors (gensim KeyedVectors), trained unless a file is given, and where they came from."""
     if vectors is None:
         log.info("training %s-d character vectors with gensim on %s sentences",
                  config.embedding_dim, f"{2 * len(pairs):,}")
         kv = train_char_vectors(pairs.left + pairs.right, config.embedding_dim, config.seed)
-        vectors_source = {"trained": "gensim Word2Vec", "dim": config.embedding_dim, **WORD2VEC_SETTINGS}
-    else:
-        kv = load_vectors(vectors)
-        vectors_source = {"file": Path(vectors).name, "dim": kv.vector_size, "rows": len(kv)}
+        return kv, {"trained": "gensim Word2Vec", "dim": config.embedding_dim, **WORD2VEC_SETTINGS}
+    kv = load_vectors(vectors)
+    return kv, {"file": Path(vectors).name, "dim": kv.vector_size, "rows": len(kv)}
+
+
+def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabulary, kv, config: TrainConfig,
+         on_epoch_end: EpochCallback | None):
+    """Build the encoder and its trainer, and run the epochs. Returns the Keras encoder, its
+    config, the trainer, the epochs' history, the epoch kept and whether weights were averaged."""
+    keras = load()
+    from .batching import PairIds, epoch_batches
+    from .model import build_encoder
+    from .trainer import AveragedWeights, EpochReporter, Trainer, Validation, fit
 
     enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=kv.vector_size, max_length=config.max_length,
                                dropout=config.dropout)
     model = build_encoder(enc_config)
     model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
     model.get_layer(EMBEDDING_LAYER).trainable = config.fine_tune_vectors
-    trainer = _Trainer(model, config.objective, config.temperature)
-    table = _PairIds.of(used, vocab, config.max_length, negatives=pairs if config.hard_negatives else None)
-    average = _applied_average(config, steps=config.epochs * -(-len(table.labels) // config.batch_size))
+    trainer = Trainer(model, config.objective, config.temperature)
+    table = PairIds.of(used, vocab, config.max_length, negatives=pairs if config.hard_negatives else None)
+    average = applied_average(config, steps=config.epochs * -(-len(table.labels) // config.batch_size))
     averaging = {"use_ema": True, "ema_momentum": average} if average else {}
     trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate, **averaging))
 
     rng = np.random.default_rng(config.seed)
     history: list[dict] = []
-    callbacks: list[keras.callbacks.Callback] = [_AveragedWeights(trainer)] if average else []
+    callbacks: list = [AveragedWeights(trainer)] if average else []
     if valid is not None:
-        callbacks.append(_Validation(trainer, _PairIds.of(valid, vocab, config.max_length), config.batch_size))
-    callbacks.append(_EpochReporter(config.epochs, history, on_epoch_end))
+        callbacks.append(Validation(trainer, PairIds.of(valid, vocab, config.max_length), config.batch_size))
+    callbacks.append(EpochReporter(config.epochs, history, on_epoch_end))
     stopper = None
     if valid is not None and config.patience:
         stopper = keras.callbacks.EarlyStopping(config.monitor, patience=config.patience,
                                                 mode=MONITORS[config.monitor], restore_best_weights=True)
         callbacks.append(stopper)
-    _fit(trainer, lambda: _epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
-                                         hard_negatives=config.hard_negatives, char_mask=config.char_mask),
-         config.epochs, callbacks)
-
-    encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
+    fit(trainer, lambda: epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
+                                       hard_negatives=config.hard_negatives, char_mask=config.char_mask),
+        config.epochs, callbacks)
     kept = len(history) if stopper is None else stopper.best_epoch + 1  # the epoch whose weights it restored
+    return model, enc_config, trainer, history, kept, bool(average)
+
+
+def _set_threshold(encoder: Encoder, trainer, valid: Pairs | None, config: TrainConfig) -> None:
+    """The decision threshold: the best accuracy on ``valid``, else the margin objective's
+    learned margin, else the default (0.5); with ``valid``, its metrics at that threshold."""
     if valid is not None:
         scores = PairEvaluator(valid).scores(encoder)
         encoder.threshold = best_threshold(scores, valid.labels)
@@ -520,6 +239,20 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
                                     **pair_metrics(scores, valid.labels, encoder.threshold)}
     elif config.objective == "margin":
         encoder.threshold = float(np.exp(-float(trainer.margin.numpy())))
+
+
+def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainConfig(),
+          vectors: str | Path | None = None, on_epoch_end: EpochCallback | None = None) -> Encoder:
+    """Train the Siamese network and return its shared encoder (save it with ``Encoder.save``)."""
+    started = time.perf_counter()
+    used = _pairs_used(pairs, valid, config)
+    load().utils.set_random_seed(config.seed)  # training starts: TensorFlow is loaded here, not on import
+    vocab = Vocabulary.fit(pairs.left + pairs.right)
+    kv, vectors_source = _character_vectors(pairs, vectors, config)
+    model, enc_config, trainer, history, kept, averaged = _train_encoder(
+        used, pairs, valid, vocab, kv, config, on_epoch_end)
+    encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
+    _set_threshold(encoder, trainer, valid, config)
     encoder.training = {
         "settings": asdict(config),
         "pairs": {"file": Path(pairs.source).name, "n": len(pairs), "used": len(used)},
@@ -527,7 +260,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         "epoch_kept": kept,
         "vectors": vectors_source,
         "optimizer": "Nadam",
-        "weights_averaged": bool(average),
+        "weights_averaged": averaged,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if config.objective == "margin":

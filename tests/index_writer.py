@@ -28,7 +28,7 @@ def log(record: dict) -> None:
 
 
 index = SearchIndex.load(path)
-state = {i: t for i, t, _ in index.documents.items()}
+state = {d.id: d.text for d in index}
 log({"committed": state, "generation": index.generation, "ready": True})
 for _ in range(commits):
     op = rng.choice(["add", "upsert", "remove", "compact", "rebuild"])

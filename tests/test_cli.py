@@ -123,6 +123,13 @@ def test_every_command_has_help_with_an_example():
         (["evaluate", SAMPLE_PAIRS, "--distractors", SAMPLE_PAIRS], "apply to --retrieval only"),
         (["train", SAMPLE_PAIRS, "--out", "m", "--objective", "triplet"], "'triplet' is not one of"),
         (["train", SAMPLE_PAIRS, "--out", "m", "--temperature", "0"], "0.0 is not in the range x>0"),
+        # the library names its arguments; the command names its flags for them
+        (["train", "{workdir}/header.tsv", "--out", "m"], "line 1: label 'same' is not 0 or 1; if line 1 is a "
+                                                         "header, name the fields with --columns"),
+        (["build-index", "{workdir}/notext.tsv", "--model", "{model}"],
+         "no column 'text'; choose one with --text-column (columns: id, body)"),
+        (["build-index", SAMPLE_FAQ, "--model", "{model}", "--text-column", "question", "--kind", "flat",
+          "--hnsw-m", "16", "--out", "{workdir}/f"], "--hnsw-m is not a parameter of a flat index"),
     ],
 )
 def test_user_errors_are_one_line_with_nonzero_exit(workdir, model, index, args, message):
@@ -130,6 +137,8 @@ def test_user_errors_are_one_line_with_nonzero_exit(workdir, model, index, args,
     (workdir / "bad.tsv").write_text("id\ttext\n1\tx\ty\n")
     (workdir / "badlabel.tsv").write_text("a\tb\t1\nc\td\tyes\n")
     (workdir / "negatives.tsv").write_text("a\tb\t0\nc\tc\t1\n")
+    (workdir / "header.tsv").write_text("first\tsecond\tsame\n甲\t乙\t0\n")
+    (workdir / "notext.tsv").write_text("id\tbody\na\tx\n")
     other = workdir / "models" / "other"
     if not other.exists():
         assert run("train", SAMPLE_PAIRS, "--out", other, "--epochs", 1, "--seed", 9).exit_code == 0

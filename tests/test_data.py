@@ -50,7 +50,7 @@ def test_columns_option_picks_fields_by_number_or_name(tmp_path):
     "content, message",
     [
         ("a\tb\t1\nc\td\n", "line 2: expected 3 fields"),
-        ("1\ta\tb\t1\n", "found 4; choose them with --columns (e.g. --columns 2,3,4)"),
+        ("1\ta\tb\t1\n", "found 4; choose them with columns (e.g. columns 2,3,4)"),
         ("a\tb\t1\nc\td\tyes\n", "line 2: label 'yes' is not 0 or 1"),
         ("a\tb\t2\n", "label '2' is not 0 or 1"),
         ("a\t \t1\n", "line 1: sentence2 is empty"),
@@ -62,6 +62,11 @@ def test_bad_pair_files_name_file_and_line(tmp_path, content, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
         read_pairs(write(tmp_path / "bad.tsv", content))
     assert str(tmp_path / "bad.tsv") in str(e.value) or "columns" in str(e.value)
+    assert e.value.path == str(tmp_path / "bad.tsv") and "--" not in str(e.value)  # the library names no CLI flag
+    if "line " in message:
+        assert e.value.line == int(message.split("line ")[1].split(":")[0])
+        assert e.value.fields() == {"message": str(e.value), "path": e.value.path, "line": e.value.line,
+                                    **({"argument": "columns"} if "columns" in str(e.value) else {})}
 
 
 def test_missing_file_directory_and_invalid_utf8(tmp_path):
@@ -80,7 +85,8 @@ def test_plain_text_corpus_skips_blank_lines_and_ids_are_line_numbers(tmp_path):
 
 
 def test_tsv_corpus_with_id_text_and_metadata_columns(tmp_path):
-    c = read_corpus(write(tmp_path / "faq.tsv", "id\tquestion\tanswer\nq1\t怎么退货\t在订单页\n"), text_column="question")
+    faq = write(tmp_path / "faq.tsv", "id\tquestion\tanswer\nq1\t怎么退货\t在订单页\n")
+    c = read_corpus(faq, text_column="question")
     assert (c.ids, c.texts, c.metadata) == (["q1"], ["怎么退货"], [{"answer": "在订单页"}])
 
 
@@ -90,7 +96,8 @@ def test_csv_corpus_without_id_column_uses_record_numbers(tmp_path):
 
 
 def test_jsonl_corpus(tmp_path):
-    lines = [json.dumps({"doc": "d1", "text": "发票", "n": 3}, ensure_ascii=False), "", json.dumps({"doc": "d2", "text": "运费"})]
+    lines = [json.dumps({"doc": "d1", "text": "发票", "n": 3}, ensure_ascii=False), "",
+             json.dumps({"doc": "d2", "text": "运费"})]
     c = read_corpus(write(tmp_path / "c.jsonl", "\n".join(lines)), id_column="doc")
     assert c.ids == ["d1", "d2"] and c.metadata[0] == {"n": 3}
 
@@ -99,7 +106,7 @@ def test_jsonl_corpus(tmp_path):
     "name, content, kwargs, message",
     [
         ("c.tsv", "id\ttext\na\tx\na\ty\n", {}, "duplicate id 'a' \\(first on line 2\\)"),
-        ("c.tsv", "id\tbody\na\tx\n", {}, "no column 'text'; choose one with --text-column \\(columns: id, body\\)"),
+        ("c.tsv", "id\tbody\na\tx\n", {}, "no column 'text'; choose one with text_column \\(columns: id, body\\)"),
         ("c.txt", "\n \n", {}, "the corpus has no documents"),
         ("c.txt", "", {}, "the corpus has no documents"),
         ("c.tsv", "id\ttext\n", {}, "the corpus has no documents"),
@@ -109,8 +116,9 @@ def test_jsonl_corpus(tmp_path):
     ],
 )
 def test_bad_corpora(tmp_path, name, content, kwargs, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as e:
         read_corpus(write(tmp_path / name, content), **kwargs)
+    assert e.value.path == str(tmp_path / name) and "--" not in str(e.value)
 
 
 def test_real_pawsx_file_with_header():
@@ -120,8 +128,9 @@ def test_real_pawsx_file_with_header():
 
 def test_real_atec_file_bom_crlf_four_columns():
     path = shared_file("atec/atec_nlp_sim_train.csv")
-    with pytest.raises(InputError, match="--columns 2,3,4"):
+    with pytest.raises(InputError, match="columns 2,3,4") as e:
         read_pairs(path)
+    assert (e.value.argument, e.value.line) == ("columns", 1)
     p = read_pairs(path, [2, 3, 4])
     assert len(p) == 39346
     assert not any("\ufeff" in s or "\r" in s for s in p.left[:100] + p.right[:100])
@@ -136,7 +145,7 @@ def test_pairs_subset_and_distinct_sentences():
     texts, left, right = pairs.distinct()
     assert texts == ["a", "b", "c", "d"]
     assert [texts[i] for i in left] == pairs.left and [texts[i] for i in right] == pairs.right
-    positives = pairs.subset(pairs.labels >= 0.5)
+    positives = pairs.subset(pairs.positive)
     assert (positives.left, positives.right, positives.labels.tolist(), positives.source) == (
         ["a", "a"], ["b", "d"], [1.0, 1.0], "p.tsv")
     assert pairs.subset(slice(1, 3)).left == ["b", "a"]

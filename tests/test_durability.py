@@ -36,7 +36,7 @@ def read_log(path: Path) -> list[dict]:
 
 
 def docs_of(index: SearchIndex) -> dict[str, str]:
-    return {i: t for i, t, _ in index.documents.items()}
+    return {d.id: d.text for d in index}
 
 
 def answers_match_a_fresh_build(index: SearchIndex, state: dict[str, str]) -> bool:

@@ -68,7 +68,8 @@ def small_index(sample_encoder):
 def test_invalid_utf8(tmp_path):
     one_line_error(InputError, read_pairs, write(tmp_path / "p.tsv", b"a\tb\t1\nc\xff\xfed\te\t0\n"),
                    match="line 2: not valid UTF-8")
-    one_line_error(InputError, read_corpus, write(tmp_path / "c.txt", b"ok\n\xc3\x28\n"), match="line 2: not valid UTF-8")
+    one_line_error(InputError, read_corpus, write(tmp_path / "c.txt", b"ok\n\xc3\x28\n"),
+                   match="line 2: not valid UTF-8")
 
 
 @case("nul-and-control-characters")
@@ -138,7 +139,7 @@ def test_header_lines(tmp_path):
     assert named.left == ["甲"]
     message = one_line_error(InputError, read_pairs, write(tmp_path / "u.tsv", "first\tsecond\tsame\n甲\t乙\t0\n"),
                              match="line 1: label 'same' is not 0 or 1")
-    assert "name the columns with --columns" in message
+    assert "name the fields with columns" in message
     assert read_pairs(tmp_path / "u.tsv", ["first", "second", "same"]).right == ["乙"]
 
 
@@ -197,7 +198,8 @@ def damaged_copy(src: Path, dst: Path, how) -> Path:
 @case("model-directory-missing-truncated-or-swapped-file")
 def test_model_directory_missing_truncated_or_swapped_file(model_dir, tmp_path, sample_encoder):
     other = tmp_path / "other"
-    from siamsearch import TrainConfig, read_pairs as rp, train
+    from siamsearch import TrainConfig, train
+    from siamsearch import read_pairs as rp
     from siamsearch.demo import SAMPLE_PAIRS
 
     train(rp(SAMPLE_PAIRS), config=TrainConfig(epochs=1, seed=5, max_length=50)).save(other)
@@ -250,7 +252,8 @@ def test_manifest_paths_outside_the_directory(index_dir, tmp_path):
 
     for n, changes in enumerate([{"generation": "../../etc"}, {"generation": -1}, {"data": "/etc/passwd"},
                                  {"files": {"index.faiss": "../../../x"}}]):
-        one_line_error(IndexDirectoryError, SearchIndex.load, damaged_copy(index_dir, tmp_path / str(n), tamper(**changes)),
+        damaged = damaged_copy(index_dir, tmp_path / str(n), tamper(**changes))
+        one_line_error(IndexDirectoryError, SearchIndex.load, damaged,
                        match="manifest.json is invalid")
 
 
@@ -268,8 +271,8 @@ def test_tampered_model_or_index(model_dir, index_dir, tmp_path):
     def pickled_vectors(d):
         np.save(d / "gen-000001" / "vectors.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
         m = json.loads((d / "manifest.json").read_text())
-        from siamsearch.search import _sha256
-        m["files"]["vectors.npy"] = {"sha256": _sha256(d / "gen-000001" / "vectors.npy"),  # a tamperer fixes it
+        from siamsearch.storage import sha256_file
+        m["files"]["vectors.npy"] = {"sha256": sha256_file(d / "gen-000001" / "vectors.npy"),  # a tamperer fixes it
                                      "bytes": (d / "gen-000001" / "vectors.npy").stat().st_size}
         (d / "manifest.json").write_text(json.dumps(m))
 

@@ -92,12 +92,12 @@ def test_a_pair_file_without_queries_is_refused_by_the_library(tmp_path):
 
 
 def test_lexical_top_k_breaks_ties_by_corpus_position():
-    from siamsearch.baselines import _top
+    from siamsearch.baselines import top_k
 
     scores = np.array([1.0, 3.0, 3.0, 2.0, 3.0])
-    assert _top(scores, 2) == [1, 2]
-    assert _top(scores, 4) == [1, 2, 4, 3]
-    assert _top(scores, 10) == [1, 2, 4, 3, 0]
+    assert top_k(scores, 2) == [1, 2]
+    assert top_k(scores, 4) == [1, 2, 4, 3]
+    assert top_k(scores, 10) == [1, 2, 4, 3, 0]
 
 
 def test_char_terms_are_unigrams_then_bigrams():
@@ -119,7 +119,7 @@ def test_encoder_retriever_goes_through_the_search_index(sample_encoder, sample_
     retriever.index(texts)
     ranked = retriever.search(texts[7], 5)
     assert ranked[0] == 7  # a document is its own nearest neighbour (score exp(0) = 1)
-    hits = retriever._index.search(texts[7], 5)
+    hits = retriever.search_index.search(texts[7], 5)
     assert [int(h.id) for h in hits] == ranked
 
 

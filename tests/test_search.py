@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from siamsearch import Encoder, SearchIndex
+from siamsearch.documents import Documents
 from siamsearch.errors import IndexDirectoryError, InputError, SiamsearchError
-from siamsearch.index import IndexSpec, choose_kind, parse_bytes
+from siamsearch.kinds import IVF
 from siamsearch.scoring import exp_neg_l1
 
 from .conftest import keras_scores
@@ -123,11 +124,12 @@ def test_resaving_commits_a_new_generation_and_removes_the_old(faq_index, tmp_pa
     assert json.loads((path / "manifest.json").read_text())["generation"] == 3
 
 
-def test_interrupted_save_leaves_the_existing_index_intact(faq_index, sample_encoder, saved_index, tmp_path, monkeypatch):
+def test_interrupted_save_leaves_the_existing_index_intact(faq_index, sample_encoder, saved_index, tmp_path,
+                                                            monkeypatch):
     path = tmp_path / "idx"
     shutil.copytree(saved_index, path)
     other = SearchIndex.build(["完全不同的一条"], sample_encoder)
-    monkeypatch.setattr(other.documents, "save", lambda p: (_ for _ in ()).throw(OSError(28, "No space left")))
+    monkeypatch.setattr(Documents, "save", lambda self, p: (_ for _ in ()).throw(OSError(28, "No space left")))
     with pytest.raises(SiamsearchError, match="cannot write the index"):
         other.save(path)
     assert len(SearchIndex.load(path)) == 200
@@ -175,10 +177,10 @@ def tamper(path, **changes):
         (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
         (lambda p: (p / "manifest.json").write_text("{"), "manifest.json is unreadable"),
         (lambda p: tamper(p, generation="../../etc"), "manifest.json is invalid at generation"),
-        (lambda p: tamper(p, index={"kind": "hnsw", "hnsw_m": 32, "ef_construction": 1, "ef_search": 1, "nlist": 0,
-                                    "nprobe": 0, "x": 1}),
-         "manifest.json is invalid at index: Additional properties"),
-        (lambda p: tamper(p, counts={"documents": 200, "rows": 199}), r"vectors.npy holds \(200, 64\) float32, expected \(199, 64\)"),
+        (lambda p: tamper(p, index={"kind": "hnsw", "hnsw_m": 32, "ef_construction": 1, "ef_search": 1, "x": 1}),
+         r"manifest.json has invalid index settings \(x is not a parameter of a hnsw index"),
+        (lambda p: tamper(p, counts={"documents": 200, "rows": 199}),
+         r"vectors.npy holds \(200, 64\) float32, expected \(199, 64\)"),
         (lambda p: tamper(p, encoder_fingerprint="0" * 64), "does not match the manifest's fingerprint"),
         (lambda p: (gen(p) / "index.faiss").unlink(), "gen-000001/index.faiss is missing"),
         (lambda p: (gen(p) / "index.faiss").write_bytes(b"garbage"), "index.faiss is 7 bytes, the manifest says"),
@@ -207,9 +209,9 @@ def flip_byte(path, offset):
 
 def test_large_memory_mapped_indexes_check_sizes_not_checksums(saved_index, tmp_path, monkeypatch):
     """Hashing gigabytes would defeat memory-mapping: above the limit a mapped open checks sizes only."""
-    import siamsearch.search
+    import siamsearch.index_folder
 
-    monkeypatch.setattr(siamsearch.search, "VERIFY_ALL_MAX_BYTES", 0)
+    monkeypatch.setattr(siamsearch.index_folder, "VERIFY_ALL_MAX_BYTES", 0)
     path = tmp_path / "big"
     shutil.copytree(saved_index, path)
     flip_byte(gen(path) / "documents.sqlite", 3000)  # in a row's text: SQLite reads it without complaint
@@ -272,40 +274,8 @@ def test_bq_round_trip(bq_indexes, bq_pairs, tmp_path, kind, mmap):
     loaded = SearchIndex.load(tmp_path / "bq", mmap=mmap)
     assert loaded.spec == index.spec and loaded.search_batch(queries, 10) == index.search_batch(queries, 10)
     if kind == "ivf":
-        assert index.spec == IndexSpec("ivf", nprobe=64).for_corpus(len(index)) and index.spec.nlist > 1
+        assert index.spec == IVF(nprobe=64).for_corpus(len(index)) and index.spec.nlist > 1
         assert json.loads((tmp_path / "bq" / "manifest.json").read_text())["index"]["nprobe"] == index.spec.nprobe
-
-
-# -- index kinds ------------------------------------------------------------------------
-
-def test_auto_kind_follows_the_documented_table():
-    assert [choose_kind(n, 64) for n in (10, 99_999, 100_000, 2_000_000, 2_000_001)] == \
-        ["flat", "flat", "hnsw", "hnsw", "ivf"]
-    million = 1_000_000
-    assert choose_kind(million, 64, max_memory=600 * million) == "hnsw"  # 524 B/doc fits
-    assert choose_kind(million, 64, max_memory=300 * million) == "ivf"   # 264 B/doc fits
-    assert choose_kind(million, 64, max_memory=260 * million) == "flat"  # only 256 B/doc fits
-    with pytest.raises(InputError, match="need at least 244.1 MiB"):
-        choose_kind(million, 64, max_memory=100 * million)
-
-
-@pytest.mark.parametrize("text, value", [("512M", 512 << 20), ("2G", 2 << 30), ("1.5GiB", 3 << 29),
-                                         ("800000", 800000), ("10kb", 10 << 10)])
-def test_memory_sizes(text, value):
-    assert parse_bytes(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "lots", "-1G", "0", "G"])
-def test_bad_memory_sizes(text):
-    with pytest.raises(InputError, match="is not understood"):
-        parse_bytes(text)
-
-
-def test_ivf_parameters_follow_the_corpus_size():
-    assert IndexSpec("ivf").for_corpus(1_000_000) == IndexSpec("ivf", nlist=4000, nprobe=125)
-    assert IndexSpec("ivf").for_corpus(10_000) == IndexSpec("ivf", nlist=156, nprobe=16)
-    assert IndexSpec("ivf", nlist=64, nprobe=3).for_corpus(10_000) == IndexSpec("ivf", nlist=64, nprobe=3)
-    assert IndexSpec("hnsw").for_corpus(10) == IndexSpec("hnsw")
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])

@@ -8,9 +8,11 @@ from siamsearch.demo import SAMPLE_PAIRS
 from siamsearch.errors import InputError
 
 
-def numpy_in_batch_loss(a, b, labels, ga, gb, temperature, hard=np.zeros((0, 1)), gh=np.zeros(0)):
+def numpy_in_batch_loss(a, b, labels, ga, gb, temperature, hard=None, gh=None):
     """The in-batch loss, one pair and one direction at a time: pair i's anchor against every
     candidate of the other side and every hard negative, paraphrases of the anchor left out."""
+    hard = np.zeros((0, 1)) if hard is None else hard
+    gh = np.zeros(0) if gh is None else gh
     n = len(a)
     losses = []
     for i in np.flatnonzero(labels >= 0.5):
@@ -24,7 +26,7 @@ def numpy_in_batch_loss(a, b, labels, ga, gb, temperature, hard=np.zeros((0, 1))
 
 
 def test_in_batch_loss_matches_the_definition():
-    from siamsearch.training import in_batch_loss
+    from siamsearch.trainer import in_batch_loss
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
@@ -46,8 +48,11 @@ def test_in_batch_loss_matches_the_definition():
 def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
     """Training runs ``encoder_forward``; the Keras model is what is saved and exported. They
     must be one function of the weights: same outputs, same gradients (vectors included)."""
-    from siamsearch.encoder import EncoderConfig, _probe_ids
-    from siamsearch.model import EMBEDDING_LAYER, build_encoder, encoder_forward, tf
+    import tensorflow as tf
+
+    from siamsearch.architecture import EMBEDDING_LAYER, EncoderConfig
+    from siamsearch.encoder import probe_ids
+    from siamsearch.model import build_encoder, encoder_forward
 
     config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, lstm_units=(8, 4))
     model = build_encoder(config)
@@ -56,7 +61,7 @@ def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
     embedding.set_weights([rng.normal(size=(50, 12)).astype(np.float32)])
     embedding.trainable = True
     model.set_weights([w + rng.normal(0, 0.3, size=w.shape).astype(np.float32) for w in model.get_weights()])
-    ids = _probe_ids(config)[::-1]  # rows of 40 down to 1 characters, right-padded
+    ids = probe_ids(config)[::-1]  # rows of 40 down to 1 characters, right-padded
     weights = tf.constant(rng.normal(size=(len(ids), 8)).astype(np.float32))
 
     def value_and_gradients(forward):
@@ -74,11 +79,14 @@ def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
 
 
 def test_with_a_gpu_training_uses_the_keras_layers_and_their_cudnn_kernels(monkeypatch):
-    from siamsearch.encoder import EncoderConfig, _probe_ids
-    from siamsearch.model import build_encoder, encoder_forward, tf
+    import tensorflow as tf
+
+    from siamsearch.architecture import EncoderConfig
+    from siamsearch.encoder import probe_ids
+    from siamsearch.model import build_encoder, encoder_forward
 
     config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, lstm_units=(8, 4))
-    model, ids = build_encoder(config), _probe_ids(config)
+    model, ids = build_encoder(config), probe_ids(config)
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
     np.testing.assert_array_equal(encoder_forward(model, ids), model(ids, training=False))
 
@@ -118,12 +126,12 @@ def test_early_stopping_on_validation_auc_keeps_the_epoch_of_the_highest_auc():
 def test_weights_are_averaged_only_over_enough_training_steps():
     """An average over few steps would keep mostly the first step's weights: below
     AVERAGE_MIN_SPAN spans of 1 / (1 - momentum) steps it is left off."""
-    from siamsearch.training import AVERAGE_MIN_SPAN, _applied_average
+    from siamsearch.training import AVERAGE_MIN_SPAN, applied_average
 
     config = TrainConfig(average=0.9)
-    assert _applied_average(config, steps=10 * AVERAGE_MIN_SPAN) == 0.9
-    assert _applied_average(config, steps=10 * AVERAGE_MIN_SPAN - 1) == 0.0
-    assert _applied_average(TrainConfig(), steps=10**6) == 0.0
+    assert applied_average(config, steps=10 * AVERAGE_MIN_SPAN) == 0.9
+    assert applied_average(config, steps=10 * AVERAGE_MIN_SPAN - 1) == 0.0
+    assert applied_average(TrainConfig(), steps=10**6) == 0.0
     pairs = read_pairs(SAMPLE_PAIRS)  # 1,000 pairs: 4 batches of 256 an epoch
     encoder = train(pairs, None, TrainConfig(epochs=13, batch_size=256, average=0.9, seed=4))
     assert encoder.training["weights_averaged"]
@@ -140,15 +148,15 @@ def test_bad_training_settings_are_refused(bad):
 
 @pytest.mark.parametrize("group_shared", [False, True])
 def test_batches_encode_each_distinct_sentence_once_and_cover_every_pair_once(group_shared):
+    from siamsearch.batching import PairIds, epoch_batches
     from siamsearch.text import Vocabulary
-    from siamsearch.training import _epoch_batches, _PairIds
 
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
-    table, rng = _PairIds.of(pairs, vocab, 100), np.random.default_rng(3)
+    table, rng = PairIds.of(pairs, vocab, 100), np.random.default_rng(3)
     for _ in range(2):  # two epochs: each re-draws the order, and still covers every pair exactly once
         seen = []
-        for (sentences, left, right, *_), labels in _epoch_batches(table, 8, rng, group_shared=group_shared):
+        for (sentences, left, right, *_), labels in epoch_batches(table, 8, rng, group_shared=group_shared):
             assert len({tuple(row) for row in sentences}) == len(sentences)  # no sentence encoded twice
             unpad = [tuple(int(i) for i in row if i) for row in sentences]
             seen += [(unpad[a], unpad[b], float(y)) for a, b, y in zip(left, right, labels)]
@@ -158,20 +166,23 @@ def test_batches_encode_each_distinct_sentence_once_and_cover_every_pair_once(gr
 
 
 def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_epoch():
-    """_fit drives Keras's callbacks as fit did: EarlyStopping stops the loop and puts back
+    """fit drives Keras's callbacks as fit did: EarlyStopping stops the loop and puts back
     the weights of the epoch with the lowest val_loss."""
-    from siamsearch.encoder import EncoderConfig
-    from siamsearch.model import build_encoder, keras
+    import keras
+
+    from siamsearch.architecture import EncoderConfig
+    from siamsearch.batching import PairIds, epoch_batches
+    from siamsearch.model import build_encoder
     from siamsearch.text import Vocabulary
-    from siamsearch.training import _epoch_batches, _fit, _PairIds, _Trainer
+    from siamsearch.trainer import Trainer, fit
 
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     keras.utils.set_random_seed(1)
-    trainer = _Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
+    trainer = Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
                                                    dropout=0.5)), "bce", 1.0)
     trainer.compile(optimizer=keras.optimizers.Nadam(0.01))
-    table, rng = _PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
+    table, rng = PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
     weights = []
 
     class FixedValidation(keras.callbacks.Callback):
@@ -179,7 +190,7 @@ def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_
             logs["val_loss"] = [3.0, 1.0, 2.0, 4.0, 0.5, 0.1][epoch]  # lowest at epoch 2, then 2 epochs worse
             weights.append(trainer.get_weights())
 
-    _fit(trainer, lambda: _epoch_batches(table, 16, rng), 6,
+    fit(trainer, lambda: epoch_batches(table, 16, rng), 6,
          [FixedValidation(), keras.callbacks.EarlyStopping("val_loss", patience=2, restore_best_weights=True)])
     assert len(weights) == 4
     assert int(trainer.optimizer.iterations) == 4 * -(-len(pairs) // 16)  # one step for every batch of every epoch
@@ -191,25 +202,28 @@ def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_
     """With average = m, what an epoch's end sees (validation, early stopping, the saved model)
     is the average a = m·a + (1 - m)·w over every step's weights w so far (the first step's to
     start), and the next epoch's first step starts from the last step's own weights."""
-    from siamsearch.encoder import EncoderConfig
-    from siamsearch.model import build_encoder, keras
+    import keras
+
+    from siamsearch.architecture import EncoderConfig
+    from siamsearch.batching import PairIds, epoch_batches
+    from siamsearch.model import build_encoder
     from siamsearch.text import Vocabulary
-    from siamsearch.training import _AveragedWeights, _epoch_batches, _fit, _PairIds, _Trainer
+    from siamsearch.trainer import AveragedWeights, Trainer, fit
 
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     keras.utils.set_random_seed(2)
-    trainer = _Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
+    trainer = Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
                                                    dropout=0.5)), "bce", 1.0)
     trainer.compile(optimizer=keras.optimizers.Nadam(0.01, use_ema=True, ema_momentum=0.5))
-    table, rng = _PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
+    table, rng = PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
     before, after, at_epoch_end = [], [], []
 
     def weights():
         return [v.numpy() for v in trainer.trainable_variables]
 
     def batches():
-        for batch in _epoch_batches(table, 16, rng):
+        for batch in epoch_batches(table, 16, rng):
             before.append(weights())
             yield batch
             after.append(weights())  # runs once the step on this batch is done
@@ -218,7 +232,7 @@ def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_
         def on_epoch_end(self, epoch, logs=None):
             at_epoch_end.append((len(after), weights()))
 
-    _fit(trainer, batches, 2, [_AveragedWeights(trainer), Seen()])
+    fit(trainer, batches, 2, [AveragedWeights(trainer), Seen()])
     steps = len(after) // 2
     assert steps > 1
     for done, seen in at_epoch_end:
@@ -236,20 +250,22 @@ def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(object
     """Validation encodes every distinct sentence once for all batches; its loss, ROC-AUC and
     accuracy must be those of encoding each batch's sentences by themselves, as evaluate()
     would. Accuracy at 0.5 is reported only where the objective fits scores to the labels."""
+    import keras
     from sklearn.metrics import roc_auc_score
 
-    from siamsearch.encoder import EncoderConfig
-    from siamsearch.model import build_encoder, keras
+    from siamsearch.architecture import EncoderConfig
+    from siamsearch.batching import PairIds
+    from siamsearch.model import build_encoder
     from siamsearch.text import Vocabulary, pad
-    from siamsearch.training import _PairIds, _Trainer, _Validation
+    from siamsearch.trainer import Trainer, Validation
 
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     keras.utils.set_random_seed(1)
-    trainer = _Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
+    trainer = Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
                                                    dropout=0.5)), objective, 0.5)
-    table = _PairIds.of(pairs, vocab, 100)
-    validation = _Validation(trainer, table, batch_size=16)
+    table = PairIds.of(pairs, vocab, 100)
+    validation = Validation(trainer, table, batch_size=16)
     logs = {}
     validation.on_epoch_end(0, logs)
 
@@ -299,9 +315,9 @@ def test_the_command_line_offers_exactly_the_presets_objectives_and_settings():
 def test_hard_negatives_are_labelled_negatives_of_the_pairs_group_and_no_longer_than_its_batch():
     """Each pair's hard negative is a sentence labelled "not the same" as some member of its
     paraphrase group (never one of the group), short enough not to widen the batch."""
+    from siamsearch.batching import PairIds
     from siamsearch.data import Pairs
     from siamsearch.text import RESERVED, Vocabulary
-    from siamsearch.training import _PairIds
 
     rows = [("aa", "ab", 1), ("ab", "ac", 1), ("ba", "bb", 1),  # groups {aa, ab, ac} and {ba, bb}
             ("aa", "xxxx", 0), ("ac", "y", 0), ("ab", "ba", 0),  # the first group's negatives: xxxx, y, ba
@@ -309,7 +325,7 @@ def test_hard_negatives_are_labelled_negatives_of_the_pairs_group_and_no_longer_
     pairs = Pairs(*map(list, zip(*[(a, b) for a, b, _ in rows])), np.array([y for *_, y in rows], np.float32))
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     positives = pairs.subset(pairs.labels >= 0.5)
-    table = _PairIds.of(positives, vocab, 100, negatives=pairs)
+    table = PairIds.of(positives, vocab, 100, negatives=pairs)
     texts = list(dict.fromkeys(positives.left + positives.right))
     text_of = lambda row: "".join(vocab.chars[i - RESERVED] for i in table.ids[row])  # noqa: E731
     assert texts == [text_of(i) for i in range(len(texts))]  # the pairs' own rows come first, as without negatives
@@ -327,14 +343,14 @@ def test_hard_negatives_are_labelled_negatives_of_the_pairs_group_and_no_longer_
 def test_char_mask_hides_a_share_of_the_characters_and_nothing_else():
     """One epoch's batches with and without the mask (same seed: the same pairs, in the same
     order): masked batches differ only where a character became the unknown-character id."""
+    from siamsearch.batching import PairIds, epoch_batches
     from siamsearch.text import OOV_ID, Vocabulary
-    from siamsearch.training import _epoch_batches, _PairIds
 
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
-    table = _PairIds.of(pairs, vocab, 100)
-    plain = list(_epoch_batches(table, 32, np.random.default_rng(5)))
-    masked = list(_epoch_batches(table, 32, np.random.default_rng(5), char_mask=0.3))
+    table = PairIds.of(pairs, vocab, 100)
+    plain = list(epoch_batches(table, 32, np.random.default_rng(5)))
+    masked = list(epoch_batches(table, 32, np.random.default_rng(5), char_mask=0.3))
     changed = characters = 0
     for ((ids, *rows), labels), ((masked_ids, *masked_rows), masked_labels) in zip(plain, masked, strict=True):
         for a, b in zip(rows + [labels], masked_rows + [masked_labels]):

@@ -42,7 +42,8 @@ def test_the_real_truncated_vectors_file(caplog):
     assert "promises 20,028 vectors, 912 rows are complete" in caplog.text
 
 
-@pytest.mark.parametrize("content", [b"", b"hello world\n", b"99999999 300\n\x00\x01garbage", b"3 4\n\xe4\xbd\xa0 \x00\x00"])
+@pytest.mark.parametrize("content", [b"", b"hello world\n", b"99999999 300\n\x00\x01garbage",
+                                     b"3 4\n\xe4\xbd\xa0 \x00\x00"])
 def test_garbage_vectors_files_are_clear_errors(tmp_path, content):
     (tmp_path / "v").write_bytes(content)
     with pytest.raises(InputError, match="word2vec"):

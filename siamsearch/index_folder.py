@@ -1,0 +1,286 @@
+"""The index folder on disk: manifest schema, generations, save, load and verification.
+
+Layout (``indexes/README.md`` documents it field by field)::
+
+    NAME/
+      manifest.json        the commit point: format, generation, fingerprint, kind, counts
+      .lock                writers hold it (flock) while they commit
+      gen-000007/
+        readers.lock       readers hold it (shared flock) while they open this generation
+        index.faiss        FAISS index, METRIC_L1
+        vectors.npy        (rows, 64) float32 encodings, the exact re-rank source (memory-mapped)
+        documents.sqlite   position, id, text, metadata (JSON) of the live documents
+        encoder/           a copy of the model directory the index was built with
+
+A save writes the next generation in a staging folder beside the current one
+(``storage.staged_directory``), then atomically replaces ``manifest.json`` to point at it,
+then deletes older generations that no reader is opening (those are left to the next save).
+An interrupted save leaves the committed index untouched. The manifest is validated against
+``MANIFEST_SCHEMA``, its ``index`` settings by their kind, and it holds no paths, only a
+generation number, so a tampered manifest cannot point outside the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from . import kinds
+from .documents import Documents
+from .encoder import Encoder
+from .errors import BUILD_INDEX, IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
+from .state import IndexState
+from .storage import (
+    check_output_dir,
+    reader_lock,
+    remove_unless_read,
+    sha256_file,
+    staged_directory,
+    write_json_atomic,
+    writer_lock,
+)
+from .version import __version__
+
+INDEX_FORMAT = "siamsearch-index"
+INDEX_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (2, 3)
+"""Version 2 recorded every kind's parameters for every kind; 3 only the kind's own."""
+MANIFEST = "manifest.json"
+FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.npy", "documents.sqlite", "encoder"
+READERS_LOCK = "readers.lock"
+GENERATION = re.compile(r"gen-(\d{6})")
+LOAD_ATTEMPTS = 10  # a reader retries if a generation is removed between reading the manifest and locking it
+VERIFY_ALL_MAX_BYTES = 256 << 20  # memory-mapped opens hash the data files up to this size (~0.2 s), else check sizes
+
+_COUNT = {"type": "integer", "minimum": 0}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+HASHED_FILES = (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE)
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["format", "format_version", "siamsearch_version", "generation", "created", "encoder_fingerprint",
+                 "metric", "dimension", "index", "rerank_factor", "counts", "files"],
+    "properties": {
+        "format": {"const": INDEX_FORMAT},
+        "format_version": {"enum": list(READABLE_FORMAT_VERSIONS)},
+        "siamsearch_version": {"type": "string"},
+        "generation": {"type": "integer", "minimum": 1, "maximum": 999_999},
+        "created": {"type": "string"},
+        "encoder_fingerprint": _SHA256,
+        "metric": {"const": "L1"},
+        "dimension": {"type": "integer", "minimum": 1},
+        "index": {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": list(kinds.KINDS)}}},
+        "rerank_factor": {"type": "integer", "minimum": 1},
+        "counts": {"type": "object", "additionalProperties": False, "required": ["documents", "rows"],
+                   "properties": {"documents": _COUNT, "rows": _COUNT}},
+        "files": {"type": "object", "additionalProperties": False, "required": list(HASHED_FILES),
+                  "properties": {name: {"type": "object", "additionalProperties": False,
+                                        "required": ["sha256", "bytes"],
+                                        "properties": {"sha256": _SHA256, "bytes": _COUNT}}
+                                 for name in HASHED_FILES}},
+    },
+}
+"""The manifest's shape; the ``index`` settings beyond ``kind`` are validated by the kind."""
+
+
+def manifest(state: IndexState, encoder: Encoder, generation: int, files: dict[str, dict]) -> dict:
+    return {
+        "format": INDEX_FORMAT,
+        "format_version": INDEX_FORMAT_VERSION,
+        "siamsearch_version": __version__,
+        "generation": generation,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "encoder_fingerprint": encoder.fingerprint,
+        "metric": "L1",
+        "dimension": encoder.dim,
+        "index": state.kind.to_dict(),
+        "rerank_factor": state.rerank_factor,
+        "counts": {"documents": len(state), "rows": state.rows},
+        "files": files,
+    }
+
+
+def is_index(path: Path) -> bool:
+    """Whether ``path`` holds a siamsearch index (committed, or with generations left by a save)."""
+    return (path / MANIFEST).exists() or bool(generations(path))
+
+
+def check_index_path(path: str | Path) -> None:
+    """Refuse an index path that exists and is neither empty nor an index (before encoding a corpus)."""
+    check_output_dir(Path(path), is_index, "a siamsearch index", ignore_hidden=True)
+
+
+def save(state: IndexState, encoder: Encoder, path: str | Path, loaded_generation: int | None) -> int:
+    """Commit ``state`` as the next generation of ``path``; returns its number.
+
+    ``loaded_generation``: the generation of ``path`` this state was loaded from (None: not
+    loaded from there). If another writer has committed since, the save is refused rather
+    than silently undoing that writer's changes.
+    """
+    path = Path(path)
+    check_index_path(path)
+    with writer_lock(path):
+        committed = committed_generation(path)
+        if loaded_generation is not None and committed != loaded_generation:
+            raise IndexDirectoryError(
+                f"{path}: another writer changed it since it was loaded (generation {loaded_generation} → "
+                f"{committed}); load it again and repeat the change", path=path)
+        generation = max([*generations(path), committed or 0]) + 1
+        final = path / f"gen-{generation:06d}"
+        with staged_directory(final) as stage:
+            try:
+                files = _write_generation(state, encoder, stage)
+            except (OSError, RuntimeError, sqlite3.Error) as e:
+                raise SiamsearchError(f"{path}: cannot write the index ({e})", path=path) from None
+        write_json_atomic(path / MANIFEST, manifest(state, encoder, generation, files))
+        for old in path.iterdir():  # older generations and leftovers of interrupted saves
+            if GENERATION.fullmatch(old.name) and old != final:
+                remove_unless_read(old, READERS_LOCK)
+            elif old.name.endswith(".tmp"):
+                shutil.rmtree(old, ignore_errors=True)
+    return generation
+
+
+def _write_generation(state: IndexState, encoder: Encoder, stage: Path) -> dict[str, dict]:
+    """Write a generation's files into ``stage``; returns their sizes and checksums for the manifest."""
+    state.kind.write(state.faiss_index, str(stage / FAISS_FILE))
+    np.save(stage / VECTORS_FILE, np.asarray(state.vectors, dtype=np.float32))
+    state.documents.save(stage / DOCUMENTS_FILE)
+    (stage / READERS_LOCK).touch()
+    (stage / ENCODER_DIR).mkdir()
+    encoder.write(stage / ENCODER_DIR)
+    return {name: {"sha256": sha256_file(stage / name), "bytes": (stage / name).stat().st_size}
+            for name in HASHED_FILES}
+
+
+def load(path: str | Path, encoder: Encoder | None = None, mmap: bool = False) -> tuple[IndexState, Encoder, int]:
+    """Open the committed generation of an index folder: its state, its encoder and its number.
+
+    If ``encoder`` is given it must be the one the index was built with. Every data file's
+    size is checked against the manifest, and its SHA-256 too unless ``mmap`` is set and the
+    files exceed ``VERIFY_ALL_MAX_BYTES``: ``mmap`` leaves the FAISS data on disk (paged in as
+    searches touch it), so opening a large index does not read and hash gigabytes first.
+    """
+    path = Path(path)
+    for _ in range(LOAD_ATTEMPTS):
+        found = _read_manifest(path)
+        data = path / f"gen-{found['generation']:06d}"
+        try:
+            with reader_lock(data / READERS_LOCK):
+                return _open(path, found, encoder, mmap)
+        except FileNotFoundError:
+            if committed_generation(path) == found["generation"]:
+                raise IndexDirectoryError.damaged(path, f"incomplete index, {data.name}/{READERS_LOCK} is missing") \
+                    from None
+            # else a writer committed and removed this generation before we locked it: retry
+    raise IndexDirectoryError(f"{path}: it changed {LOAD_ATTEMPTS} times while being opened; try again", path=path)
+
+
+def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple[IndexState, Encoder, int]:
+    def damaged(why: str) -> IndexDirectoryError:
+        return IndexDirectoryError.damaged(path, why)
+
+    generation, fingerprint, dim = found["generation"], found["encoder_fingerprint"], found["dimension"]
+    n_docs, rows = found["counts"]["documents"], found["counts"]["rows"]
+    data = path / f"gen-{generation:06d}"
+    if encoder is not None and encoder.fingerprint != fingerprint:
+        raise IndexDirectoryError(
+            f"{path}: built with encoder {fingerprint[:12]}, not with the given model "
+            f"({encoder.fingerprint[:12]}); rebuild the index with this model, or leave the model out",
+            path=path, argument="encoder")
+    for name in (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR):
+        if not (data / name).exists():
+            raise damaged(f"incomplete index, {data.name}/{name} is missing")
+    files = found["files"]
+    for name, expected in files.items():
+        if (data / name).stat().st_size != expected["bytes"]:
+            raise damaged(f"{data.name}/{name} is {(data / name).stat().st_size:,} bytes, "
+                          f"the manifest says {expected['bytes']:,}")
+    if not mmap or sum(f["bytes"] for f in files.values()) <= VERIFY_ALL_MAX_BYTES:
+        for name, expected in files.items():  # catches corrupted and swapped files
+            if sha256_file(data / name) != expected["sha256"]:
+                raise damaged(f"{data.name}/{name} does not match the checksum in {MANIFEST}")
+    if encoder is None:
+        try:
+            encoder = Encoder.load(data / ENCODER_DIR)
+        except ModelDirectoryError as e:
+            raise damaged(f"its encoder copy is damaged ({e})") from None
+        if encoder.fingerprint != fingerprint:
+            raise damaged("its encoder copy does not match the manifest's fingerprint")
+    if encoder.dim != dim:
+        raise damaged(f"the manifest says {dim}-d vectors, the encoder makes {encoder.dim}-d")
+    kind = _kind_of(found, damaged)
+    try:
+        vectors = np.load(data / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
+        built = kind.read(str(data / FAISS_FILE), mmap)
+        documents = Documents.open(data / DOCUMENTS_FILE)
+        top = documents.max_position()
+    except (OSError, ValueError, RuntimeError, sqlite3.Error) as e:
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise damaged(f"a data file cannot be read ({first_line})") from None
+    if vectors.dtype != np.float32 or vectors.shape != (rows, dim):
+        raise damaged(f"{VECTORS_FILE} holds {vectors.shape} {vectors.dtype}, expected ({rows}, {dim}) float32")
+    if len(documents) != n_docs or top >= rows:
+        raise damaged(f"{DOCUMENTS_FILE} holds {len(documents)} documents up to row {top}, "
+                      f"the manifest says {n_docs} in {rows} rows")
+    problem = kind.check(built, rows, dim)
+    if problem:
+        raise damaged(problem)
+    return IndexState(kind, built, vectors, documents, found["rerank_factor"], mapped=mmap), encoder, generation
+
+
+def _kind_of(found: dict, damaged) -> kinds.IndexKind:
+    """The manifest's kind; a version 2 manifest's settings of other kinds are dropped."""
+    settings = dict(found["index"])
+    if found["format_version"] == 2:
+        own = kinds.parameter_names(settings["kind"])
+        settings = {k: v for k, v in settings.items() if k in own or k == "kind"}
+    try:
+        return kinds.from_dict(settings)
+    except InputError as e:
+        raise damaged(f"{MANIFEST} has invalid index settings ({e})") from None
+
+
+def _read_manifest(path: Path) -> dict:
+    if not (path / MANIFEST).is_file():
+        if not path.exists():
+            raise IndexDirectoryError(f"{path}: no such index; {BUILD_INDEX}", path=path)
+        raise IndexDirectoryError.damaged(path, f"not a siamsearch index ({MANIFEST} is missing)")
+    try:
+        found = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexDirectoryError.damaged(path, f"{MANIFEST} is unreadable ({e})") from None
+    if isinstance(found, dict) and found.get("format") == INDEX_FORMAT and \
+            found.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        raise IndexDirectoryError(
+            f"{path}: index format version {found.get('format_version')!r} is not supported by "
+            f"siamsearch {__version__} (reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}); rebuild the index",
+            path=path)
+    try:
+        jsonschema.validate(found, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(map(str, e.absolute_path)) or "top level"
+        raise IndexDirectoryError.damaged(path, f"{MANIFEST} is invalid at {where}: {e.message[:200]}") from None
+    return found
+
+
+def committed_generation(path: str | Path) -> int | None:
+    """The generation ``path``'s manifest names now (None: no readable manifest). Cheap: one
+    small file read, so a server can poll it to learn of another process's commit."""
+    try:
+        return int(json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def generations(path: Path) -> list[int]:
+    if not path.is_dir():
+        return []
+    return [int(m.group(1)) for p in path.iterdir() if (m := GENERATION.fullmatch(p.name))]

@@ -1,0 +1,320 @@
+"""FAISS index kinds under the L1 metric: one class per kind, behind one small interface.
+
+Only kinds whose L1 support was verified are offered: FAISS's SQ/PQ encodings, IVF-PQ and
+IndexRefine reject or silently ignore METRIC_L1 (HNSW+SQ8 with L1 even aborts), so every
+kind here keeps the full float32 vectors, and memory is about 256 bytes per document
+plus the kind's own structure:
+
+======  ====================================  =========================  ==========================
+kind    FAISS                                 RAM per document (64-d)    answers
+======  ====================================  =========================  ==========================
+flat    ``IndexFlat(d, METRIC_L1)``           4·d = 256 B                exactly; time grows with n
+hnsw    ``IndexHNSWFlat(d, M, METRIC_L1)``    4·d + 8·M + 12 ≈ 524 B     approximately, ~log n time
+ivf     ``IndexIVFFlat(.., nlist, L1)``        4·d + 8 = 264 B            approximately, scans nprobe
+                                                                         of nlist lists
+======  ====================================  =========================  ==========================
+
+A kind is a frozen dataclass whose fields are its parameters (build and search ones alike),
+validated when it is made; the index manifest records ``{"kind": name, **parameters}`` and
+``from_dict`` reads it back through the same validation. A kind holds no FAISS object: it
+creates, fills, searches, reads and writes the ``faiss.Index`` it is handed, so one kind
+object can serve any number of threads. Search parameters go to FAISS with each call
+(``SearchParametersHNSW`` / ``SearchParametersIVF``), never set on the shared index, and
+nothing process-wide (such as FAISS's OpenMP thread count) changes on the query path.
+
+A new kind is one subclass of ``IndexKind`` and one entry in ``KINDS``; every kind runs
+through the same checks in ``tests/test_kinds.py``. Which kind ``auto`` picks is
+``choice.py``'s business.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
+from typing import ClassVar
+
+import faiss
+import numpy as np
+
+from .errors import InputError
+
+ADD_CHUNK = 10_000
+IVF_TRAIN_PER_LIST = 64  # training points per list: k-means is stable from ~40 (FAISS warns below 39)
+IVF_SEED = 1234
+
+
+@lru_cache(maxsize=256)
+def _hnsw_parameters(ef_search: int) -> faiss.SearchParameters:
+    """Made once per value (a FAISS parameters object costs ~9 µs to build; searches only read it)."""
+    return faiss.SearchParametersHNSW(efSearch=ef_search)
+
+
+@lru_cache(maxsize=256)
+def _ivf_parameters(nprobe: int) -> faiss.SearchParameters:
+    return faiss.SearchParametersIVF(nprobe=nprobe)
+
+
+def _at_least(kind: str, minimum: int, **values: int) -> None:
+    for argument, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise InputError(f"{argument} of a {kind} index must be a whole number of at least {minimum}, "
+                             f"got {value!r}", argument=argument)
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """The interface every kind implements; the base class has what most kinds share."""
+
+    name: ClassVar[str]
+    faiss_class: ClassVar[type]
+    fourcc: ClassVar[bytes]  # the first four bytes of FAISS's file for this kind
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise an ``InputError`` naming the parameter if one is out of range."""
+
+    def to_dict(self) -> dict:
+        """What the manifest records: the kind's name and its parameters."""
+        return {"kind": self.name, **asdict(self)}
+
+    def for_corpus(self, n_docs: int) -> IndexKind:
+        """This kind with the parameters left to the corpus size filled in (most have none)."""
+        return self
+
+    def bytes_per_document(self, dim: int) -> int:
+        """RAM the FAISS structure needs per document (see the module table)."""
+        return 4 * dim
+
+    def create(self, dim: int, training: np.ndarray) -> faiss.Index:
+        """An empty index, trained on ``training`` where the kind needs it."""
+        raise NotImplementedError
+
+    def add(self, index: faiss.Index, vectors: np.ndarray, progress: Callable[[int], None] | None = None) -> None:
+        """Append vectors (their FAISS labels continue from ``index.ntotal``), in chunks for progress."""
+        for start in range(0, len(vectors), ADD_CHUNK):
+            chunk = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
+            index.add(chunk)
+            if progress:
+                progress(len(chunk))
+
+    def search_parameters(self, n: int) -> faiss.SearchParameters | None:
+        """FAISS's per-call parameters for fetching ``n`` candidates (None: the kind has none)."""
+        return None
+
+    def search(self, index: faiss.Index, queries: np.ndarray, n: int) -> np.ndarray:
+        """(len(queries), n) positions of the nearest stored vectors by L1; -1 where fewer were found.
+        Safe from many threads on one index: nothing is set on it."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return index.search(queries, n, params=self.search_parameters(n))[1]
+
+    def read(self, path: str, mmap: bool) -> faiss.Index:
+        """Read an index file; with ``mmap`` its vectors stay on disk and are paged in as
+        searches touch them, so a large index opens in milliseconds."""
+        self._expect_file(path)
+        return faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+
+    def _expect_file(self, path: str) -> None:
+        """Refuse another kind's file before FAISS parses it with this kind's flags."""
+        with open(path, "rb") as f:
+            if f.read(4) != self.fourcc:
+                raise ValueError(f"the FAISS file holds no {self.name} index")
+
+    def write(self, index: faiss.Index, path: str) -> None:
+        faiss.write_index(index, path)
+
+    def in_memory(self, index: faiss.Index) -> faiss.Index:
+        """A private in-memory copy of a memory-mapped index, which FAISS cannot grow in place
+        (adding to a mapped flat index aborts the process)."""
+        return faiss.deserialize_index(faiss.serialize_index(index))
+
+    def emptied(self, index: faiss.Index) -> faiss.Index:
+        """An empty index like ``index``, without retraining (for ``compact``)."""
+        return self.create(index.d, np.empty((0, index.d), np.float32))
+
+    def check(self, index: faiss.Index, rows: int, dim: int) -> str | None:
+        """Why a loaded FAISS index does not match its manifest, or None if it does."""
+        if not isinstance(index, self.faiss_class):
+            return f"the FAISS file holds a {type(index).__name__}, the manifest says {self.name}"
+        if index.metric_type != faiss.METRIC_L1:
+            return "the FAISS index does not use the L1 metric"
+        if index.ntotal != rows or index.d != dim:
+            return f"the FAISS index holds {index.ntotal} × {index.d}-d vectors, the manifest says {rows} × {dim}"
+        return None
+
+
+@dataclass(frozen=True)
+class Flat(IndexKind):
+    """Exact: every query scans every vector."""
+
+    name: ClassVar[str] = "flat"
+    faiss_class: ClassVar[type] = faiss.IndexFlat
+    fourcc: ClassVar[bytes] = b"IxFl"
+
+    def create(self, dim: int, training: np.ndarray) -> faiss.Index:
+        return faiss.IndexFlat(dim, faiss.METRIC_L1)
+
+
+@dataclass(frozen=True)
+class HNSW(IndexKind):
+    """A navigable small-world graph: the fastest queries, 8·M + 12 bytes a document more."""
+
+    name: ClassVar[str] = "hnsw"
+    faiss_class: ClassVar[type] = faiss.IndexHNSWFlat
+    fourcc: ClassVar[bytes] = b"IHNf"
+    hnsw_m: int = 32
+    """Graph neighbours per node."""
+    ef_construction: int = 200
+    """Search depth while building."""
+    ef_search: int = 192
+    """Search depth per query; raised to the candidates fetched when they are more."""
+
+    def validate(self) -> None:
+        _at_least(self.name, 2, hnsw_m=self.hnsw_m)
+        _at_least(self.name, 1, ef_construction=self.ef_construction, ef_search=self.ef_search)
+
+    def bytes_per_document(self, dim: int) -> int:
+        return 4 * dim + 8 * self.hnsw_m + 12
+
+    def create(self, dim: int, training: np.ndarray) -> faiss.Index:
+        index = faiss.IndexHNSWFlat(dim, self.hnsw_m, faiss.METRIC_L1)
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    def search_parameters(self, n: int) -> faiss.SearchParameters:
+        return _hnsw_parameters(max(self.ef_search, n))
+
+
+@dataclass(frozen=True)
+class IVF(IndexKind):
+    """Inverted lists around k-means centroids: each query scans ``nprobe`` of ``nlist`` lists."""
+
+    name: ClassVar[str] = "ivf"
+    faiss_class: ClassVar[type] = faiss.IndexIVFFlat
+    fourcc: ClassVar[bytes] = b"IwFl"
+    nlist: int = 0
+    """Number of lists; 0: chosen from the corpus size (``for_corpus``)."""
+    nprobe: int = 0
+    """Lists scanned per query; 0: chosen from nlist."""
+
+    def validate(self) -> None:
+        _at_least(self.name, 0, nlist=self.nlist, nprobe=self.nprobe)
+
+    def for_corpus(self, n_docs: int) -> IVF:
+        """Fill in the parameters left at 0: nlist ≈ 4·√n (at most one list per
+        ``IVF_TRAIN_PER_LIST`` documents, so k-means has enough points), nprobe = nlist / 32
+        (at least 16): recall@10 0.9987 at 1M (nlist 4000, nprobe 125) and 0.9990 at 10M after
+        the re-rank, on the recipe model's encodings (docs/benchmarks.md)."""
+        nlist = self.nlist or max(1, min(int(4 * math.sqrt(n_docs)), n_docs // IVF_TRAIN_PER_LIST))
+        return replace(self, nlist=nlist, nprobe=self.nprobe or min(nlist, max(16, nlist // 32)))
+
+    def bytes_per_document(self, dim: int) -> int:
+        return 4 * dim + 8
+
+    def create(self, dim: int, training: np.ndarray) -> faiss.Index:
+        """Trained on a seeded sample of ``training`` (at most ``IVF_TRAIN_PER_LIST`` points a list)."""
+        if len(training) < self.nlist:
+            raise InputError(f"an ivf index with {self.nlist} lists needs at least {self.nlist} documents to train on",
+                             argument="nlist")
+        index = self._untrained(faiss.IndexFlat(dim, faiss.METRIC_L1), dim)
+        index.cp.seed = IVF_SEED
+        index.cp.min_points_per_centroid = 1  # tiny corpora: one list, no FAISS warning on stderr
+        rng = np.random.default_rng(IVF_SEED)
+        sample = training if len(training) <= self.nlist * IVF_TRAIN_PER_LIST else \
+            training[np.sort(rng.choice(len(training), self.nlist * IVF_TRAIN_PER_LIST, replace=False))]
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        return index
+
+    def _untrained(self, quantizer: faiss.Index, dim: int) -> faiss.IndexIVFFlat:
+        return faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_L1)
+
+    def search_parameters(self, n: int) -> faiss.SearchParameters:
+        return _ivf_parameters(self.nprobe)
+
+    def search(self, index: faiss.Index, queries: np.ndarray, n: int) -> np.ndarray:
+        """One query runs on one OpenMP thread: FAISS's coarse search of a single query over the
+        flat L1 centroids costs more on two threads than it saves (1M documents, 4,000 lists:
+        0.14 ms on one thread, 4.1 ms on two while another process kept the cores busy, on
+        2026-12-01). ``omp_set_num_threads`` sets the calling thread's own setting (libgomp,
+        which faiss-cpu ships, keeps it per thread; tests/test_kinds.py checks another thread
+        is unaffected), so this changes nothing for other threads searching at the same time."""
+        if len(queries) != 1:
+            return super().search(index, queries, n)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return super().search(index, queries, n)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    def read(self, path: str, mmap: bool) -> faiss.Index:
+        """With ``mmap`` the lists stay on disk; FAISS's 32 prefetch threads per search made
+        mapped queries 3× slower (0.59 vs 1.97 ms at 1M), so they are turned off."""
+        if not mmap:
+            return super().read(path, mmap)
+        self._expect_file(path)
+        index = faiss.read_index(path, faiss.IO_FLAG_MMAP)
+        faiss.downcast_InvertedLists(index.invlists).prefetch_nthread = 0
+        return index
+
+    def write(self, index: faiss.Index, path: str) -> None:
+        """A memory-mapped index is written from an in-memory copy: FAISS would otherwise
+        write a reference to its (unnamed) mapping instead of the lists."""
+        if not isinstance(faiss.downcast_InvertedLists(index.invlists), faiss.ArrayInvertedLists):
+            index = self.in_memory(index)
+        faiss.write_index(index, path)
+
+    def in_memory(self, index: faiss.Index) -> faiss.Index:
+        """Mapped lists are read-only: copy them list by list into an index with the same centroids."""
+        copy = self.emptied(index)
+        for n in range(index.nlist):
+            size = index.invlists.list_size(n)
+            if size:
+                copy.invlists.add_entries(n, size, index.invlists.get_ids(n), index.invlists.get_codes(n))
+        copy.ntotal = index.ntotal
+        return copy
+
+    def emptied(self, index: faiss.Index) -> faiss.Index:
+        """IVF keeps its trained centroids: nothing to retrain."""
+        quantizer = faiss.IndexFlat(index.d, faiss.METRIC_L1)
+        quantizer.add(index.quantizer.reconstruct_n(0, index.nlist))
+        return self._untrained(quantizer, index.d)
+
+    def check(self, index: faiss.Index, rows: int, dim: int) -> str | None:
+        problem = super().check(index, rows, dim)
+        if problem is None and index.nlist != self.nlist:
+            return f"the FAISS index has {index.nlist} lists, the manifest says {self.nlist}"
+        return problem
+
+
+KINDS: dict[str, type[IndexKind]] = {kind.name: kind for kind in (Flat, HNSW, IVF)}
+"""The registry: every kind siamsearch can build and open, by name."""
+
+
+def parameter_names(name: str | None = None) -> set[str]:
+    """The parameters kind ``name`` takes; without a name, every parameter some kind takes."""
+    chosen = KINDS.values() if name is None else [KINDS[name]]
+    return {f.name for kind in chosen for f in fields(kind)}
+
+
+def make(name: str, **params: int) -> IndexKind:
+    """The kind ``name`` with ``params``; a parameter of another kind is an error."""
+    if name not in KINDS:
+        raise InputError(f"index kind {name!r} is not one of auto, {', '.join(KINDS)}", argument="kind")
+    own = parameter_names(name)
+    for argument in params:
+        if argument not in own:
+            takes = f"takes {', '.join(sorted(own))}" if own else "takes no parameters"
+            raise InputError(f"{argument} is not a parameter of a {name} index (it {takes})", argument=argument)
+    return KINDS[name](**params)
+
+
+def from_dict(d: dict) -> IndexKind:
+    """The kind a manifest records (``IndexKind.to_dict``); raises InputError if it is not valid."""
+    if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
+        raise InputError(f"index settings {d!r} name no kind")
+    params = dict(d)
+    return make(params.pop("kind"), **params)
