@@ -1,6 +1,6 @@
 """Retrieval quality by training objective, beside character BM25 and TF-IDF.
 
-    python bench/retrieval.py                       # train bce, contrastive, both, margin on BQ train; evaluate; write docs
+    python bench/retrieval.py    # train bce, contrastive, both, margin on BQ train; evaluate; write docs
     python bench/retrieval.py --model both=models/y  # use this model for 'both', train the others
     python bench/retrieval.py --render              # rewrite docs/ from bench/results/retrieval.json
 
@@ -98,7 +98,8 @@ def markdown(results: dict) -> str:
         "otherwise (20 epochs, batch 512, Nadam 0.002, seed 0); `bce` keeps the last epoch as the recipe does, "
         "`contrastive`, `both` and `margin` keep the epoch with the lowest dev loss (patience 3, temperature 1). "
         "Other rows "
-        "are named by their settings (commands in the section above). The pair threshold is the best-accuracy one on dev. Retrieval task (`siamsearch evaluate --retrieval`): the corpus is every distinct "
+        "are named by their settings (commands in the section above). The pair threshold is the best-accuracy one on "
+        "dev. Retrieval task (`siamsearch evaluate --retrieval`): the corpus is every distinct "
         "sentence of the files; each distinct sentence1 of a positive pair is a query; its relevant documents are "
         "the sentences that positive pairs of the main file link it to, transitively, itself excluded. "
         "recall@k = share of queries with a relevant document in the top k. The encoder runs through the real "
@@ -107,7 +108,8 @@ def markdown(results: dict) -> str:
         "",
         "**Pair classification on bq/test.tsv** (10,000 pairs, at each model's dev-chosen threshold):",
         "",
-        "| objective | accuracy | precision | recall | F1 | ROC-AUC | threshold | dev accuracy | epochs run | kept | train s |",
+        "| objective | accuracy | precision | recall | F1 | ROC-AUC | threshold | dev accuracy | epochs run | kept "
+        "| train s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in results["pairs"].items():
@@ -118,7 +120,8 @@ def markdown(results: dict) -> str:
                      f"| {m['training'].get('seconds', float('nan')):.0f} |")
     for task_name, t in results["retrieval"].items():
         lines += ["", f"**Retrieval, {task_name}** ({t['corpus']:,} sentences, {t['queries']:,} queries):", "",
-                  "| method | recall@1 | recall@10 | MRR@10 | MRR vs BM25 | ms/query |", "|---|---:|---:|---:|---:|---:|"]
+                  "| method | recall@1 | recall@10 | MRR@10 | MRR vs BM25 | ms/query |",
+                  "|---|---:|---:|---:|---:|---:|"]
         bm25 = t["rows"][0]["mrr@10"]
         for r in t["rows"]:
             lines.append(f"| {r['name']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} "
@@ -140,7 +143,8 @@ def main() -> None:
     started = time.perf_counter()
     models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
     models |= train_models([o for o in args.objectives.split(",") if o and o not in models])
-    models = {name: models[name] for name in sorted(models, key=lambda n: list(CONFIGS).index(n) if n in CONFIGS else 99)}
+    order = {name: n for n, name in enumerate(CONFIGS)}
+    models = {name: models[name] for name in sorted(models, key=lambda n: order.get(n, 99))}
     results = {**evaluate(models), "command": "python " + shlex.join(sys.argv),
                "seconds": time.perf_counter() - started, "machine": machine()}
     print(json.dumps(results, ensure_ascii=False))

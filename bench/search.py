@@ -183,7 +183,8 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("build_s", "build time (s): encode + index"), ("build_peak_rss_bytes", "peak memory while building (GiB)"),
+    panels = [("build_s", "build time (s): encode + index"),
+              ("build_peak_rss_bytes", "peak memory while building (GiB)"),
               ("search_p50_ms", "warm query p50 (ms)")]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, (key, title) in zip(axes, panels):
@@ -241,7 +242,8 @@ def markdown(results: dict) -> str:
         "",
         f"**Cold start**: a fresh `siamsearch query` process on the 100,000-document index answers in "
         f"**{cold['siamsearch_query_s']:.2f} s** wall (median of 5); the same command with TensorFlow imported "
-        f"first takes {cold['with_tensorflow_s']:.2f} s ({cold['with_tensorflow_s'] / cold['siamsearch_query_s']:.1f}×).",
+        f"first takes {cold['with_tensorflow_s']:.2f} s "
+        f"({cold['with_tensorflow_s'] / cold['siamsearch_query_s']:.1f}×).",
         "",
     ]
     if one_m:
@@ -253,7 +255,8 @@ def markdown(results: dict) -> str:
                          f"built in {r['build_s'] / 60:.1f} min")
         lines.append("")
     lines += [
-        "| documents | kind | parameters | encode s | index s | build s | peak RSS, build | RAM B/doc (FAISS) | disk B/doc "
+        "| documents | kind | parameters | encode s | index s | build s | peak RSS, build | RAM B/doc (FAISS) "
+        "| disk B/doc "
         "| p50 ms | p99 ms | batch QPS | recall@10 | NumPy scan ms |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -263,7 +266,8 @@ def markdown(results: dict) -> str:
                   "ivf": f"nlist={s['nlist']} nprobe={s['nprobe']}"}[r["kind"]]
         lines.append(
             f"| {r['size']:,} | {r['kind']} | {params} | {r['encode_s']:.1f} | {r['index_s']:.1f} | {r['build_s']:.1f} "
-            f"| {r['build_peak_rss_bytes'] / (1 << 30):.2f} GiB | {r['faiss_bytes_per_doc']} | {r['disk_bytes_per_doc']:.0f} "
+            f"| {r['build_peak_rss_bytes'] / (1 << 30):.2f} GiB | {r['faiss_bytes_per_doc']} "
+            f"| {r['disk_bytes_per_doc']:.0f} "
             f"| {r['search_p50_ms']:.2f} | {r['search_p99_ms']:.2f} | {r['batch_qps']:,.0f} | {r['recall_at_10']:.4f} "
             f"| {r['numpy_brute_ms']:.1f} |")
     lines += ["", "![build time, memory and latency by corpus size](search-scaling.png)", "",
