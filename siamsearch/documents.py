@@ -17,11 +17,9 @@ changed under a lock.
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 SCHEMA = ("CREATE TABLE documents (position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
@@ -35,13 +33,39 @@ def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
     return (items[i : i + size] for i in range(0, len(items), size))
 
 
+class _Reading:
+    """Borrows a connection: the in-memory one under its lock, else the first idle reader (the
+    same few stay warm), else the caller waits for one. Plain lock calls, no queue: this runs
+    on every search, where a ``queue.Queue`` round trip measured ~6 µs."""
+
+    __slots__ = ("documents", "lock")
+
+    def __init__(self, documents: Documents):
+        self.documents = documents
+
+    def __enter__(self) -> sqlite3.Connection:
+        documents = self.documents
+        if documents._memory is not None:
+            self.lock = documents._lock
+            self.lock.acquire()
+            return documents._memory
+        for lock, conn in documents._readers:
+            if lock.acquire(blocking=False):
+                self.lock = lock
+                return conn
+        self.lock, conn = documents._readers[threading.get_ident() % len(documents._readers)]
+        self.lock.acquire()
+        return conn
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
 class Documents:
-    def __init__(self, memory: sqlite3.Connection | None, readers: list[sqlite3.Connection] = ()):
+    def __init__(self, memory: sqlite3.Connection | None, readers: Sequence[sqlite3.Connection] = ()):
         self._memory = memory  # the writable in-memory table, or None while reading a file
         self._lock = threading.Lock()
-        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        for conn in readers:
-            self._readers.put(conn)
+        self._readers = [(threading.Lock(), conn) for conn in readers]
         with self._reading() as conn:
             self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
 
@@ -64,17 +88,8 @@ class Documents:
     def writable(self) -> bool:
         return self._memory is not None
 
-    @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        if self._memory is not None:
-            with self._lock:
-                yield self._memory
-            return
-        conn = self._readers.get()
-        try:
-            yield conn
-        finally:
-            self._readers.put(conn)
+    def _reading(self) -> _Reading:
+        return _Reading(self)
 
     def save(self, path: Path) -> None:
         target = sqlite3.connect(path)

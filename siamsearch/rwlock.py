@@ -12,26 +12,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+class _Reading:
+    """The reader side as a plain context manager (a generator-based one cost ~3 µs a search)."""
+
+    __slots__ = ("rw",)
+
+    def __init__(self, rw: ReadWriteLock):
+        self.rw = rw
+
+    def __enter__(self) -> None:
+        rw = self.rw
+        with rw._cond:
+            while rw._writing or rw._waiting_writers:  # a waiting writer goes first: no starvation
+                rw._cond.wait()
+            rw._readers += 1
+
+    def __exit__(self, *exc) -> None:
+        rw = self.rw
+        with rw._cond:
+            rw._readers -= 1
+            if not rw._readers:
+                rw._cond.notify_all()
+
+
 class ReadWriteLock:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writing = False
         self._waiting_writers = 0
+        self._read = _Reading(self)
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._waiting_writers:  # a waiting writer goes first: no starvation
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+    def reading(self) -> _Reading:
+        """``with lock.reading():`` — held by any number of readers at once."""
+        return self._read
 
     @contextmanager
     def writing(self) -> Iterator[None]:
