@@ -433,10 +433,11 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
         if as_json:
             click.echo(json.dumps(metrics))
         else:
-            auc = "n/a (one class)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
+            auc, rho = ("n/a (one class)" if metrics[m] is None else f"{metrics[m]:.4f}"
+                        for m in ("roc_auc", "spearman"))
             click.echo(f"{pairs} ({_n(metrics['n'])} pairs), {model_name}, threshold {metrics['threshold']:.4g}\n"
                        f"  accuracy {metrics['accuracy']:.4f}  precision {metrics['precision']:.4f}  "
-                       f"recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}  ROC-AUC {auc}")
+                       f"recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}  ROC-AUC {auc}  Spearman {rho}")
         return
     task = RetrievalTask.from_pairs(main_pairs, [read_pairs(d, _columns(columns)) for d in distractors])
     click.echo(f"retrieval task: {_n(len(task.corpus))} sentences, {_n(len(task.queries))} queries", err=True)

@@ -2,7 +2,9 @@
 
 Pair classification
     ``pair_metrics``: accuracy, precision, recall and F1 of ``exp(-L1) >= threshold``, and
-    ROC-AUC (threshold-free); ``best_threshold`` picks the threshold on validation pairs;
+    two threshold-free measures: ROC-AUC, and Spearman's rank correlation between score and
+    label (the C-MTEB / text2vec figure, there ×100; rank-based, so exp(-L1) and -L1 agree);
+    ``best_threshold`` picks the threshold on validation pairs;
     ``PairEvaluator`` runs an encoder on a pair file.
 Retrieval (``RetrievalTask``, ``RetrievalEvaluator``)
     Defined from labelled pair files so that numbers compare across models and baselines:
@@ -41,7 +43,9 @@ MRR_AT = 10
 
 def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Accuracy, precision, recall and F1 of ``score >= threshold`` against 0/1 labels, and
-    ROC-AUC (None when the labels hold only one class)."""
+    ROC-AUC and Spearman's correlation of scores and labels (both None when the labels hold
+    only one class)."""
+    from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
     predicted = np.asarray(scores) >= threshold
@@ -59,7 +63,15 @@ def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = DEFA
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "roc_auc": float(roc_auc_score(actual, scores)) if 0 < actual.sum() < actual.size else None,
+        "spearman": _spearman(spearmanr, scores, labels) if 0 < actual.sum() < actual.size else None,
     }
+
+
+def _spearman(spearmanr, scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """None where every score is the same (the correlation is undefined)."""
+    if np.ptp(np.asarray(scores)) == 0:
+        return None
+    return float(spearmanr(scores, labels).statistic)
 
 
 def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:

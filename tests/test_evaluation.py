@@ -22,7 +22,12 @@ def test_pair_metrics_hand_computed():
     assert m["f1"] == pytest.approx(2 / 3)
     # ROC-AUC: of the 9 (positive, negative) score pairs, the positive is higher in 8
     assert m["roc_auc"] == pytest.approx(8 / 9)
+    # Spearman: Pearson's correlation of the ranks; scores ranked 6 5 3 2 4 1, labels tied (5 5 5 2 2 2)
+    ranks, tied = np.array([6, 5, 3, 2, 4, 1.0]), np.array([5, 5, 5, 2, 2, 2.0])
+    assert m["spearman"] == pytest.approx(np.corrcoef(ranks, tied)[0, 1])
     assert pair_metrics(scores, np.ones(6))["roc_auc"] is None  # one class: undefined, not a crash
+    assert pair_metrics(scores, np.ones(6))["spearman"] is None
+    assert pair_metrics(np.full(6, 0.5), labels)["spearman"] is None  # constant scores: undefined too
 
 
 def test_best_threshold_maximises_accuracy_halfway_between_scores():
@@ -80,8 +85,11 @@ def test_cli_evaluate_pairs_matches_hand_computed_metrics(sample_encoder, tmp_pa
     assert report["accuracy"] == pytest.approx(np.mean(predicted == (labels == 1)))
     ordered = [sp > sn for sp in scores[labels == 1] for sn in scores[labels == 0]]
     assert report["roc_auc"] == pytest.approx(np.mean(ordered))
+    from scipy.stats import spearmanr
+
+    assert report["spearman"] == pytest.approx(spearmanr(scores, labels).statistic)
     text = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pairs.tsv"), "--model", str(tmp_path / "m")])
-    assert "accuracy" in text.output and "ROC-AUC" in text.output
+    assert "accuracy" in text.output and "ROC-AUC" in text.output and "Spearman" in text.output
 
 
 def test_pair_evaluator_scores_every_pair_at_the_encoders_threshold_unless_told(sample_encoder):
