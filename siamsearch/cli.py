@@ -26,8 +26,8 @@ from .kinds import HNSW
 from .version import __version__
 
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
-    "columns", "text_column", "id_column", "max_memory", "kind", "rerank_factor", "hnsw_m", "ef_construction",
-    "ef_search", "nlist", "nprobe", "monitor", "average")}
+    "columns", "text_column", "id_column", "max_memory", "rerank_factor", "hnsw_m", "ef_construction", "ef_search",
+    "nlist", "nprobe", "monitor")}
 """Library argument → the flag that sets it, for error messages."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",

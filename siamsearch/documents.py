@@ -81,12 +81,8 @@ class Documents:
         uri = f"{path.resolve().as_uri()}?mode=ro"
         readers = [sqlite3.connect(uri, uri=True, check_same_thread=False) for _ in range(READERS)]
         for conn in readers:
-            conn.execute("SELECT count(*) FROM documents").fetchone()  # opens the file now, not on first use
+            conn.execute("SELECT 1 FROM documents LIMIT 1").fetchone()  # opens the file now (a count would scan it)
         return cls(None, readers)
-
-    @property
-    def writable(self) -> bool:
-        return self._memory is not None
 
     def _reading(self) -> _Reading:
         return _Reading(self)

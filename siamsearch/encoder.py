@@ -181,9 +181,10 @@ class Encoder:
 
     def siamese_model(self):
         """The Keras Siamese network around this encoder (shared weights), as trained."""
-        from .model import build_siamese  # keras_model has loaded TensorFlow
+        encoder = self.keras_model()  # loads TensorFlow first (keras_runtime.load)
+        from .model import build_siamese
 
-        return build_siamese(self.keras_model())
+        return build_siamese(encoder)
 
     # -- model directory ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -45,7 +45,6 @@ def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = DEFA
     """Accuracy, precision, recall and F1 of ``score >= threshold`` against 0/1 labels, and
     ROC-AUC and Spearman's correlation of scores and labels (both None when the labels hold
     only one class)."""
-    from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
     predicted = np.asarray(scores) >= threshold
@@ -63,12 +62,14 @@ def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = DEFA
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "roc_auc": float(roc_auc_score(actual, scores)) if 0 < actual.sum() < actual.size else None,
-        "spearman": _spearman(spearmanr, scores, labels) if 0 < actual.sum() < actual.size else None,
+        "spearman": _spearman(scores, labels) if 0 < actual.sum() < actual.size else None,
     }
 
 
-def _spearman(spearmanr, scores: np.ndarray, labels: np.ndarray) -> float | None:
+def _spearman(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """None where every score is the same (the correlation is undefined)."""
+    from scipy.stats import spearmanr
+
     if np.ptp(np.asarray(scores)) == 0:
         return None
     return float(spearmanr(scores, labels).statistic)
@@ -167,8 +168,7 @@ class EncoderRetriever:
 
     def __init__(self, encoder, name: str = "siamsearch", **build_options):
         self.encoder, self.name, self.build_options = encoder, name, build_options
-        self.search_index = None
-        """The ``SearchIndex`` built by ``index`` (None before)."""
+        self.search_index = None  # the SearchIndex that ``index`` builds
 
     def index(self, corpus: Sequence[str]) -> None:
         from .search import SearchIndex

@@ -216,7 +216,7 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
             raise damaged("its encoder copy does not match the manifest's fingerprint")
     if encoder.dim != dim:
         raise damaged(f"the manifest says {dim}-d vectors, the encoder makes {encoder.dim}-d")
-    kind = _kind_of(found, damaged)
+    kind = _kind_of(found, path)
     try:
         vectors = np.load(data / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
         built = kind.read(str(data / FAISS_FILE), mmap)
@@ -236,7 +236,7 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
     return IndexState(kind, built, vectors, documents, found["rerank_factor"], mapped=mmap), encoder, generation
 
 
-def _kind_of(found: dict, damaged) -> kinds.IndexKind:
+def _kind_of(found: dict, path: Path) -> kinds.IndexKind:
     """The manifest's kind; a version 2 manifest's settings of other kinds are dropped."""
     settings = dict(found["index"])
     if found["format_version"] == 2:
@@ -245,7 +245,7 @@ def _kind_of(found: dict, damaged) -> kinds.IndexKind:
     try:
         return kinds.from_dict(settings)
     except InputError as e:
-        raise damaged(f"{MANIFEST} has invalid index settings ({e})") from None
+        raise IndexDirectoryError.damaged(path, f"{MANIFEST} has invalid index settings ({e})") from None
 
 
 def _read_manifest(path: Path) -> dict:
