@@ -10,7 +10,13 @@ terms are its characters and its character bigrams.
     scikit-learn's ``TfidfVectorizer`` (smoothed idf, sublinear tf off, L2-normalised
     rows), ranked by cosine similarity.
 
-Equal scores are ordered by corpus position. Both implement ``evaluation.Retriever``.
+``TeacherRetriever``
+    A pretrained sentence encoder (``teacher.py``, e.g. ``use-m3``) zero-shot: cosine
+    similarity of its vectors, exact. What a user would get from an off-the-shelf model.
+
+Equal scores are ordered by corpus position. All implement ``evaluation.Retriever`` and,
+for pair files, ``evaluation.PairScorer`` (``pair_scores``: the score of each pair, over an
+index of the file's own distinct sentences).
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ class BM25Retriever:
         terms = list(dict.fromkeys(char_terms(query)))
         return top_k(self._bm25.get_scores(terms), k)
 
+    def pair_scores(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        """BM25 is a query's score for a document: the mean of both directions, with the
+        file's distinct sentences as the collection (its idf and mean length)."""
+        texts = list(dict.fromkeys([*left, *right]))
+        where = {t: i for i, t in enumerate(texts)}
+        self.index(texts)
+        scores = {t: self._bm25.get_scores(list(dict.fromkeys(char_terms(t)))) for t in texts}
+        return np.array([(scores[a][where[b]] + scores[b][where[a]]) / 2 for a, b in zip(left, right)])
+
 
 class TfidfRetriever:
     name = "TF-IDF (chars+bigrams)"
@@ -64,3 +79,34 @@ class TfidfRetriever:
     def search(self, query: str, k: int) -> list[int]:
         scores = (self._vectorizer.transform([query]) @ self._matrix).toarray().ravel()
         return top_k(scores, k)
+
+    def pair_scores(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        """Cosine of the two sentences' TF-IDF vectors, idf from the file's distinct sentences."""
+        texts = list(dict.fromkeys([*left, *right]))
+        where = {t: i for i, t in enumerate(texts)}
+        rows = self._vectorizer.fit_transform(texts)
+        a, b = rows[[where[t] for t in left]], rows[[where[t] for t in right]]
+        return np.asarray(a.multiply(b).sum(axis=1)).ravel()
+
+
+class TeacherRetriever:
+    """A pretrained teacher zero-shot: exact cosine over its vectors (cached, ``TeacherCache``)."""
+
+    def __init__(self, teacher: str = "use-m3"):
+        from .teacher import TeacherCache, load_teacher
+
+        self._cache = TeacherCache(load_teacher(teacher))
+        self.name = f"{teacher} (pretrained, cosine)"
+        self._vectors = None
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cache.vectors(texts)
+
+    def index(self, corpus: Sequence[str]) -> None:
+        self._vectors = self.vectors(corpus)
+
+    def search(self, query: str, k: int) -> list[int]:
+        return top_k(self._vectors @ self.vectors([query])[0], k)
+
+    def pair_scores(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        return np.einsum("ij,ij->i", self.vectors(left), self.vectors(right))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -111,3 +112,65 @@ def epoch_batches(pairs: PairIds, batch_size: int, rng: np.random.Generator,
             ids = batch[0][0]
             ids[(ids > 0) & (rng.random(ids.shape) < char_mask)] = OOV_ID
         yield batch
+
+
+class DistillBatch(NamedTuple):
+    """A distillation batch: the distinct sentences' padded ids and the teacher's target
+    distribution over the batch for each of them (``teacher_targets``)."""
+
+    ids: np.ndarray
+    targets: np.ndarray
+
+
+def teacher_targets(vectors: np.ndarray, temperature: float) -> np.ndarray:
+    """Row i: softmax over j ≠ i of cosine(t_i, t_j) / temperature, from unit-length teacher
+    vectors; the diagonal is 0 (a sentence is not its own neighbour)."""
+    logits = (vectors @ vectors.T).astype(np.float64) / temperature
+    np.fill_diagonal(logits, -np.inf)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DistillIds:
+    """Sentences to distil as ids, their teacher vectors and each one's nearest neighbours by
+    the teacher (``teacher.nearest_neighbours``)."""
+
+    ids: list[list[int]]
+    teacher: np.ndarray
+    neighbours: np.ndarray
+
+    def batches(self, batch_size: int, rng: np.random.Generator, temperature: float,
+                char_mask: float = 0.0) -> Iterator[DistillBatch]:
+        """One epoch: every sentence is an anchor once, beside one of its teacher neighbours
+        drawn at random, so that each batch holds pairs the teacher calls close as well as
+        unrelated sentences. Anchors are bucketed by length (ties re-drawn), batch order shuffled."""
+        lengths = np.array([len(r) for r in self.ids])
+        order = np.lexsort((rng.random(len(lengths)), lengths))
+        half = max(1, batch_size // 2)
+        chunks = [order[i : i + half] for i in range(0, len(order), half)]
+        rng.shuffle(chunks)
+        k = self.neighbours.shape[1]
+        for anchors in chunks:
+            partners = self.neighbours[anchors, rng.integers(0, k, len(anchors))] if k else anchors[:0]
+            rows = np.unique(np.concatenate([anchors, partners]))
+            ids = pad([self.ids[i] for i in rows])
+            if char_mask:
+                ids[(ids > 0) & (rng.random(ids.shape) < char_mask)] = OOV_ID
+            yield DistillBatch(ids, teacher_targets(self.teacher[rows], temperature))
+
+    def batch_count(self, batch_size: int) -> int:
+        return -(-len(self.ids) // max(1, batch_size // 2))
+
+
+def mixed_epoch(pair_batches: Iterator[tuple], pair_count: int, distill_batches: Iterator[DistillBatch],
+                distill_count: int, rng: np.random.Generator) -> Iterator[tuple | DistillBatch]:
+    """Pair batches and distillation batches interleaved in a random order, so that neither
+    objective has the last word in an epoch."""
+    kinds = np.concatenate([np.zeros(pair_count, bool), np.ones(distill_count, bool)])
+    rng.shuffle(kinds)
+    for distill in kinds:
+        batch = next(distill_batches if distill else pair_batches, None)
+        if batch is not None:
+            yield batch

