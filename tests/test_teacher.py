@@ -228,3 +228,33 @@ def test_retrieval_baselines_include_the_teacher(sample_encoder, tmp_path, cache
     assert result.exit_code == 0, result.output
     names = [r["name"] for r in json.loads(result.stdout.splitlines()[-1])["results"]]
     assert names[1:] == ["BM25 (chars+bigrams)", "TF-IDF (chars+bigrams)", "use-m3 (pretrained, cosine)"]
+
+
+def test_distillation_batches_hold_every_sentence_beside_a_neighbour_padded_to_their_longest():
+    from siamsearch.batching import DistillIds
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 30, 100)
+    ids = [[2 + i] * n for i, n in enumerate(lengths)]  # sentence i is the one whose ids are 2 + i
+    vectors = rng.normal(size=(100, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    neighbours = nearest_neighbours(vectors, 3)
+    data = DistillIds(ids, vectors, neighbours)
+    batches = list(data.batches(16, np.random.default_rng(1), temperature=0.05))
+    assert len(batches) == data.batch_count(16) == 13  # 8 anchors a batch
+    covered = set()
+    for batch in batches:
+        rows = (batch.ids[:, 0] - 2).tolist()
+        covered |= set(rows)
+        assert len(rows) <= 16 and batch.ids.shape[1] == lengths[rows].max()  # padded to its own longest
+        linked = sum(any(n in rows for n in neighbours[r]) for r in rows)
+        assert linked >= 2, rows  # anchors sit beside one of their teacher neighbours
+        assert batch.targets == pytest.approx(teacher_targets_of(vectors[rows]), abs=1e-6)
+    assert covered == set(range(100))
+
+
+def teacher_targets_of(vectors):
+    logits = vectors @ vectors.T / 0.05
+    np.fill_diagonal(logits, -np.inf)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
