@@ -26,6 +26,7 @@ report file, beside the teacher zero-shot, character BM25 and the shipped model 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -34,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from general_data import DATA, ROOT  # noqa: E402
-from report import add_output_options, machine, publish, render  # noqa: E402
+from general_data import DATA, ROOT, require_data  # noqa: E402
+from report import RESULTS, add_output_options, machine, publish, render  # noqa: E402
 
 WORK = ROOT / "bench" / ".work" / "few_pairs"
 SAMPLE = 8000
@@ -103,7 +104,8 @@ def run(data: str, variants: list[str]) -> dict:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         rows[variant] = {**scores(Encoder.load(out), report), "train_seconds": round(seconds, 1),
-                         "flags": " ".join(VARIANTS[variant])}
+                         "flags": " ".join(VARIANTS[variant]),
+                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(f"  {data} {variant}: {rows[variant]}", flush=True)
     return rows
 
@@ -135,16 +137,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", choices=["afqmc", "bq"], action="append")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--fresh", action="store_true", help="forget the runs saved in bench/results/few_pairs.json")
     add_output_options(parser, "few_pairs")
     args = parser.parse_args()
     if args.render:
         return render("few_pairs", markdown)
-    if not DATA.is_dir():
-        sys.exit(f"{DATA}: not found; this benchmark needs ../shared/data beside the project")
+    require_data()
     started = time.perf_counter()
-    results = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": machine(),
-               "results": {d: run(d, args.variants.split(",")) for d in (args.data or ["afqmc", "bq"])}}
+    saved = RESULTS / "few_pairs.json"
+    results = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() and not args.fresh else {"results": {}}
+    results.update(command="python bench/few_pairs.py", date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   machine=machine())
+    for data in args.data or ["afqmc", "bq"]:  # runs of other variants saved earlier stay, with their dates
+        results["results"].setdefault(data, {}).update(run(data, args.variants.split(",")))
     results["seconds"] = round(time.perf_counter() - started, 1)
     publish("few_pairs", results, markdown, write=not args.no_write)
     print(markdown(results))

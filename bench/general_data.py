@@ -39,6 +39,12 @@ ATEC_TEST_SIZE, ATEC_SEED = 5000, 2018
 NLI = {"entailment": 1, "contradiction": 0}
 
 
+def require_data() -> None:
+    """Exit with one line unless ../shared/data is beside the project (it is never shipped)."""
+    if not DATA.is_dir():
+        sys.exit(f"{DATA}: not found; this benchmark needs ../shared/data beside the project")
+
+
 def _rows(path: Path) -> list[list[str]]:
     text = path.read_text(encoding="utf-8-sig").replace("\ufeff", "")
     return [[f.strip() for f in line.rstrip("\r").split("\t")] for line in text.split("\n") if line.strip()]
@@ -92,8 +98,7 @@ def main() -> None:
     parser.add_argument("--warm-teacher", action="store_true",
                         help="Compute and cache the teacher's vectors of every training sentence.")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"{DATA}: not found; this benchmark needs ../shared/data beside the project")
+    require_data()
     counts = write(args.out)
     for name, n in counts.items():
         print(f"{n:>8,}  {name}")

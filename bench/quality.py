@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from general_data import DATA, atec_split  # noqa: E402
+from general_data import DATA, atec_split, require_data  # noqa: E402
 from report import add_output_options, machine, publish, render  # noqa: E402
 
 SPEARMAN_FILES = {"test": ["bq/test.tsv", "chinese_sts_b/sts-b-test.txt", "afqmc/dev.txt", "pawsx_zh/test_2k.tsv",
@@ -171,8 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         return render("quality", markdown)
-    if not DATA.is_dir():
-        sys.exit(f"{DATA}: not found; this benchmark needs ../shared/data beside the project")
+    require_data()
     from siamsearch import Encoder
     from siamsearch.baselines import BM25Retriever, TeacherRetriever
     from siamsearch.evaluation import PairEvaluator
