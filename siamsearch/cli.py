@@ -123,11 +123,13 @@ def main() -> None:
 @click.option("--vectors", type=click.Path(dir_okay=False, path_type=Path),
               help="word2vec file (text or binary) of character vectors; default: train them with gensim.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
-@click.option("--preset", default="recipe", show_default=True, type=click.Choice(["recipe", "search", "classify"]),
+@click.option("--preset", default="recipe", show_default=True,
+              type=click.Choice(["recipe", "search", "classify", "general"]),
               help="Starting settings, which the options below override. recipe: the MaLSTM recipe "
-                   "(bce, dropout 0.5, 20 epochs); search: the shipped model's (margin, temperature 0.5, "
-                   "dropout 0.2, char-mask 0.3, patience 3 on val_auc, average 0.998); classify: bce, dropout 0.2, "
-                   "fine-tuned vectors, up to 40 epochs, patience 3.")
+                   "(bce, dropout 0.5, 20 epochs); search: margin, temperature 0.5, dropout 0.2, char-mask 0.3, "
+                   "patience 3 on val_auc, average 0.998; classify: bce, dropout 0.2, fine-tuned vectors, up to 40 "
+                   "epochs, patience 3; general: the shipped model's (search for 6 epochs, all kept; train it with "
+                   "--teacher use-m3 on general text).")
 @click.option("--epochs", type=click.IntRange(min=1), help="[preset: 20]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")
 @click.option("--max-length", type=click.IntRange(min=1),
@@ -167,7 +169,8 @@ def main() -> None:
 @click.option("--init", "init_from",
               help="Fine-tune a model instead of training from scratch: 'default' (the shipped model) or a model "
                    "directory. Characters it has not seen are added when they occur at least twice.")
-@click.option("--distill-weight", type=click.FloatRange(min=0), help="With --teacher: weight of its loss. [1.0]")
+@click.option("--distill-weight", type=click.FloatRange(min=0, min_open=True),
+              help="With --teacher: weight of its loss. [1.0]")
 @click.option("--teacher-temperature", type=click.FloatRange(min=0, min_open=True),
               help="With --teacher: temperature of its softmax over cosine similarities. [0.05]")
 @click.option("--neighbours", type=click.IntRange(min=1),

@@ -155,9 +155,9 @@ class TrainConfig:
             raise InputError("hard-negatives must be 0 (off) or more")
         if self.hard_negatives and self.objective == "bce":
             raise InputError("hard-negatives needs an in-batch objective (contrastive, both or margin), not bce")
-        if self.neighbours < 1 or self.distill_weight < 0:
-            raise InputError("neighbours must be at least 1 and distill-weight at least 0")
-        for name in ("learning_rate", "temperature", "teacher_temperature"):
+        if self.neighbours < 1:
+            raise InputError("neighbours must be at least 1")
+        for name in ("learning_rate", "temperature", "teacher_temperature", "distill_weight"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be positive")
         for name in ("dropout", "char_mask", "average"):
@@ -174,6 +174,8 @@ PRESETS: dict[str, TrainConfig] = {
     "search": TrainConfig(objective="margin", temperature=0.5, dropout=0.2, char_mask=0.3, patience=3,
                           monitor="val_auc", average=0.998),
     "classify": TrainConfig(dropout=0.2, fine_tune_vectors=True, patience=3, epochs=40),
+    "general": TrainConfig(objective="margin", temperature=0.5, dropout=0.2, char_mask=0.3, monitor="val_auc",
+                           average=0.998, epochs=6),
 }
 """Named configurations (docs/benchmarks.md has their numbers). ``recipe``: the MaLSTM recipe
 as published (also ``TrainConfig()``). ``search``: the shipped model's settings, chosen on
@@ -182,7 +184,10 @@ weights); the best pair classifier for sentences unlike the training ones, and w
 MRR@10 of the best variant on dev for retrieval.
 ``classify``: the recipe's pair loss with more capacity (fine-tuned vectors, dropout 0.2),
 the best pair classifier when the sentences to judge resemble the training sentences (BQ's
-seed split). Early stopping needs validation pairs; without them every epoch runs."""
+seed split). ``general``: the shipped model's settings: ``search`` for 6 epochs, every one
+kept (early stopping on one domain's validation pairs would choose for that domain), trained
+with ``teacher="use-m3"`` on general text (``bench/general_data.py``). Early stopping needs
+validation pairs; without them every epoch runs."""
 
 
 AVERAGE_MIN_SPAN = 5
@@ -266,7 +271,16 @@ def _distillation(texts: list[str], vocab: Vocabulary, teacher: Teacher, config:
     distinct = list(dict.fromkeys(normalize(t) for t in texts))
     started = time.perf_counter()
     cache = TeacherCache(teacher)
-    vectors = cache.vectors(distinct)
+    done, step = 0, max(1, len(distinct) // 10)
+
+    def progress(n: int) -> None:  # only sentences the cache lacks reach the teacher
+        nonlocal done
+        done += n
+        if done // step > (done - n) // step:
+            log.info("teacher %s: encoded %s new sentences (%.0f/s)", teacher.name, f"{done:,}",
+                     done / (time.perf_counter() - started))
+
+    vectors = cache.vectors(distinct, progress)
     neighbours = nearest_neighbours(vectors, config.neighbours, config.seed)
     seconds = time.perf_counter() - started
     log.info("teacher %s: %s sentences (%s encoded, the rest cached in %s) and their %s nearest neighbours in %.1f s",

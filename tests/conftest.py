@@ -11,6 +11,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BQ = SHARED / "bq"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def teacher_cache(tmp_path_factory) -> Path:
+    """Teacher vectors go to a folder of this test session, never to the user's ~/.cache (and
+    subprocesses started by tests inherit it)."""
+    import os
+
+    path = tmp_path_factory.mktemp("teacher-cache")
+    os.environ["SIAMSEARCH_CACHE"] = str(path)
+    return path
+
+
 def shared_file(relative: str) -> Path:
     """A file of ../shared/data, or skip: a user's clone has no ../shared (research-only data)."""
     path = SHARED / relative

@@ -130,14 +130,23 @@ def test_cli_evaluate_retrieval_with_baselines_json(tiny, sample_encoder, tmp_pa
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.splitlines()[-1])
     assert (report["corpus"], report["queries"]) == (12, 4)
-    assert [r["name"].split(" ")[0] for r in report["results"]] == ["siamsearch", "BM25", "TF-IDF"]
+    assert [r["name"].split(" ")[0] for r in report["results"]] == ["siamsearch", "BM25", "TF-IDF", "use-m3"]
     for r in report["results"]:
         assert 0 <= r["mrr@10"] <= r["recall@10"] <= 1
 
 
-def test_cli_evaluate_refuses_baselines_without_retrieval(tiny):
-    result = CliRunner().invoke(main, ["evaluate", str(tiny[0]), "--baselines"])
-    assert result.exit_code == 2 and "--retrieval" in result.output
+def test_cli_evaluate_baselines_without_retrieval_score_the_pairs(tiny, sample_encoder, tmp_path):
+    """Issue 21: --baselines applies to pair classification too (threshold-free figures only)."""
+    sample_encoder.save(tmp_path / "model")
+    result = CliRunner().invoke(main, ["evaluate", str(tiny[0]), "--model", str(tmp_path / "model"), "--baselines",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert [b["name"].split(" ")[0] for b in report["baselines"]] == ["BM25", "TF-IDF", "use-m3"]
+    for b in report["baselines"]:
+        assert b["accuracy"] is None and 0 <= b["roc_auc"] <= 1 and -1 <= b["spearman"] <= 1
+    refused = CliRunner().invoke(main, ["evaluate", str(tiny[0]), "--distractors", str(tiny[1])])
+    assert refused.exit_code == 2 and "--retrieval" in refused.output
 
 
 # Reference figures of the issue: character unigram+bigram BM25, k1 1.2, b 0.75, query terms once.

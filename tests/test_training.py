@@ -286,15 +286,16 @@ def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(object
         assert logs["val_accuracy"] == correct / len(pairs)
 
 
-def test_presets_recipe_is_the_default_and_search_is_the_shipped_models_settings():
+def test_presets_recipe_is_the_default_and_general_is_the_shipped_models_settings():
     import json
 
     from siamsearch import PRESETS
     from siamsearch.encoder import DEFAULT_MODEL
 
     assert PRESETS["recipe"] == TrainConfig()
-    shipped = json.loads((DEFAULT_MODEL / "config.json").read_text())["training"]["settings"]
-    assert TrainConfig(**shipped) == PRESETS["search"]
+    shipped = json.loads((DEFAULT_MODEL / "config.json").read_text())["training"]
+    assert TrainConfig(**shipped["settings"]) == PRESETS["general"]
+    assert shipped["teacher"]["name"] == "use-m3"
 
 
 def test_the_command_line_offers_exactly_the_presets_objectives_and_settings():
