@@ -98,14 +98,14 @@ def retrieval_table(models: dict, split: str, baselines: list) -> dict:
     return table
 
 
-def speed(models: dict) -> dict:
+def speed(models: dict, split: str) -> dict:
     """Encoding sentences/s (models and the uncached teacher, same sentences) and query-path
-    median latency ratios, measured side by side in this process."""
+    median latency ratios, measured side by side in this process, on the split's STS-B and BQ files."""
     from siamsearch import SearchIndex
     from siamsearch.teacher import load_teacher
 
-    pairs = read("chinese_sts_b/sts-b-test.txt")
-    bq = read("bq/test.tsv")
+    pairs = read(SPEARMAN_FILES[split][1])
+    bq = read(ACCURACY_FILE[split])
     sentences = list(dict.fromkeys(pairs.left + pairs.right + bq.left + bq.right))[:SPEED_SENTENCES]
     rates = {}
     teacher = load_teacher("use-m3")
@@ -189,7 +189,7 @@ def main() -> None:
         "accuracy": {m: PairEvaluator(read(ACCURACY_FILE[args.split]))(e)["accuracy"] for m, e in models.items()},
         "accuracy_file": ACCURACY_FILE[args.split],
         "retrieval": retrieval_table(models, args.split, [TeacherRetriever("use-m3"), BM25Retriever()]),
-        "speed": speed(models),
+        "speed": speed(models, args.split),
     }
     results["seconds"] = round(time.perf_counter() - started, 1)
     publish("quality" if args.split == "test" else "quality_dev", results, markdown,

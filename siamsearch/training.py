@@ -178,7 +178,7 @@ PRESETS: dict[str, TrainConfig] = {
                            average=0.998, epochs=6),
 }
 """Named configurations (docs/benchmarks.md has their numbers). ``recipe``: the MaLSTM recipe
-as published (also ``TrainConfig()``). ``search``: the shipped model's settings, chosen on
+as published (also ``TrainConfig()``). ``search``: the BQ model's settings (shipped until 2026-12-01), chosen on
 BQ dev (the margin objective with masked characters, early stopping on dev ROC-AUC, averaged
 weights); the best pair classifier for sentences unlike the training ones, and within 0.003
 MRR@10 of the best variant on dev for retrieval.

@@ -21,7 +21,9 @@ def test_the_shipped_model_loads_without_a_path_and_carries_its_card():
     assert 0 < encoder.threshold < 1
     assert (DEFAULT_MODEL / "MODEL_CARD.md").is_file()
     size = sum(f.stat().st_size for f in DEFAULT_MODEL.iterdir())
-    assert size < 10 << 20, f"the shipped model is {size / (1 << 20):.1f} MiB; keep it to a few MB"
+    # a general vocabulary (4,363 characters × 300-d, stored in both encoder.onnx and the Keras weights) is
+    # most of it; the BQ model it replaced, with 1,527 characters, was 7.5 MiB
+    assert size < 16 << 20, f"the shipped model is {size / (1 << 20):.1f} MiB; keep it to about 15 MiB"
 
 
 def test_the_shipped_model_scores_a_paraphrase_above_an_unrelated_question():
