@@ -516,6 +516,69 @@ def _baselines() -> list:
     return found
 
 
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
+
+
+def _model_lines(m: dict, indent: str = "  ") -> list[str]:
+    e, t = m["encoder"], m["training"]
+    lines = [f"{indent}encoder      {m['characters']:,} characters → {e['embedding_dim']}-d vectors → BiLSTM "
+             f"{e['lstm_units'][0]} → BiLSTM {e['lstm_units'][1]} → {2 * e['lstm_units'][1]}-d; texts cut at "
+             f"{e['max_length']} characters",
+             f"{indent}threshold    {m['threshold']:.4g}"]
+    if "pairs" in t:
+        kept = t.get("epoch_kept")
+        lines.append(f"{indent}trained on   {t['pairs']['file']} ({_n(t['pairs']['n'])} pairs), {m['epochs_run']} "
+                     f"epochs{f' (kept {kept})' if kept and kept != m['epochs_run'] else ''}"
+                     + (f", {t['seconds']:,.0f} s" if "seconds" in t else ""))
+    if "teacher" in t:
+        lines.append(f"{indent}teacher      {t['teacher']['name']} on {_n(t['teacher']['sentences'])} sentences")
+    if "init" in t:
+        lines.append(f"{indent}started from {t['init']['fingerprint'][:12]} (+{t['init']['new_characters']} "
+                     "characters)")
+    valid = m["metrics"].get("valid")
+    if valid:
+        shown = "  ".join(f"{_HEADINGS[k]} {valid[k]:.4f}" for k in ("accuracy", "roc_auc", "spearman")
+                          if valid.get(k) is not None)
+        lines.append(f"{indent}validation   {valid['file']} ({_n(valid['n'])} pairs): {shown}")
+    return lines
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def info(path: Path, as_json: bool) -> None:
+    """Say what a model directory or an index folder is: fingerprint, training and metrics;
+    kind, parameters, documents, tombstones, generations; sizes on disk.
+
+    \b
+    Example:
+      siamsearch info indexes/demo
+      siamsearch info siamsearch/models/default --json
+    """
+    from .info import describe
+
+    found = describe(path)
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False))
+        return
+    if found["what"] == "model":
+        click.echo(f"{path}: siamsearch model, fingerprint {found['fingerprint'][:12]}, {_size(found['bytes'])}")
+        click.echo("\n".join(_model_lines(found)))
+        return
+    params = ", ".join(f"{k} {v}" for k, v in found["index"].items() if k != "kind")
+    click.echo(f"{path}: siamsearch index, generation {found['generation']} (committed {found['created']}), "
+               f"{_size(found['bytes'])}\n"
+               f"  kind         {found['index']['kind']}{f' ({params})' if params else ''}, rerank factor "
+               f"{found['rerank_factor']}\n"
+               f"  documents    {_n(found['documents'])} (rows {_n(found['rows'])}, tombstones "
+               f"{_n(found['tombstones'])})\n"
+               f"  generations  {', '.join(map(str, found['generations_on_disk']))} on disk\n"
+               f"  files        " + ", ".join(f"{k} {_size(v)}" for k, v in found["files"].items()) + "\n"
+               f"  model        fingerprint {found['encoder']['fingerprint'][:12]}")
+    click.echo("\n".join(_model_lines(found["encoder"], indent="    ")))
+
+
 @main.command()
 @click.option("--workdir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where indexes/demo (and, with --train, models/demo) are written.")

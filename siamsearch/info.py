@@ -1,0 +1,85 @@
+"""What a model directory or an index folder is, for ``siamsearch info`` and for people.
+
+``describe(path)`` opens the folder the way the rest of siamsearch does (so a damaged one is
+reported, with the same one-line errors, rather than summarised) and returns plain data:
+what it is, its fingerprint, how the model was trained and how it measured, the index's kind,
+parameters, documents, rows, tombstones and generations, and the bytes on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .encoder import CONFIG, Encoder, is_model_dir
+from .errors import InputError
+
+
+def _bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def describe_model(path: str | Path) -> dict:
+    """A model directory: fingerprint, architecture, vocabulary, threshold, training record and metrics."""
+    path = Path(path)
+    encoder = Encoder.load(path)  # verifies fingerprint and checksums
+    config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    training = encoder.training or {}
+    return {
+        "what": "model",
+        "path": str(path),
+        "fingerprint": encoder.fingerprint,
+        "siamsearch_version": config.get("siamsearch_version"),
+        "encoder": encoder.config.to_dict(),
+        "characters": len(encoder.vocab.chars),
+        "threshold": encoder.threshold,
+        "training": {key: training.get(key) for key in ("pairs", "valid", "epoch_kept", "seconds", "teacher", "init",
+                                                        "settings") if training.get(key) is not None},
+        "epochs_run": len(encoder.history),
+        "metrics": encoder.metrics,
+        "bytes": _bytes(path),
+    }
+
+
+def describe_index(path: str | Path) -> dict:
+    """An index folder: the committed generation, kind and parameters, counts, generations on disk,
+    sizes, and its encoder (``describe_model`` of the copy it carries)."""
+    from .index_folder import ENCODER_DIR, MANIFEST, generations
+    from .search import SearchIndex
+
+    path = Path(path)
+    index = SearchIndex.load(path, mmap=True)  # verifies the manifest and the committed files
+    manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    generation_dir = path / f"gen-{index.generation:06d}"
+    return {
+        "what": "index",
+        "path": str(path),
+        "generation": index.generation,
+        "created": manifest["created"],
+        "siamsearch_version": manifest["siamsearch_version"],
+        "index": index.spec.to_dict(),
+        "rerank_factor": index.rerank_factor,
+        "documents": len(index),
+        "rows": index.rows,
+        "tombstones": index.tombstones,
+        "generations_on_disk": sorted(generations(path)),
+        "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
+        "bytes": _bytes(path),
+        "generation_bytes": _bytes(generation_dir),
+        "encoder": describe_model(generation_dir / ENCODER_DIR),
+    }
+
+
+def describe(path: str | Path) -> dict:
+    """``describe_index`` or ``describe_model``, whichever ``path`` is; an InputError if neither."""
+    from .index_folder import is_index
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory", path=path)
+    if path.is_dir() and is_index(path):
+        return describe_index(path)
+    if path.is_dir() and is_model_dir(path):
+        return describe_model(path)
+    raise InputError(f"{path}: neither a siamsearch model directory nor an index folder; give a folder that "
+                     "training or an index build wrote", path=path)
