@@ -81,18 +81,45 @@ def _n(x: float) -> str:
     return f"{x:,.0f}"
 
 
+PROGRESS_EVERY = 10.0
+"""Seconds between progress lines when stderr is not a terminal (a pipe, a log file)."""
+
+
 class _StageBars:
-    """One click progress bar per build stage (encode, index), closed with the ExitStack."""
+    """Progress of each build stage (encode, index): a tqdm bar with rate and ETA on a terminal;
+    elsewhere one line per stage every ``PROGRESS_EVERY`` seconds and when it ends, never an
+    empty line (a bar drawn into a file is only its label)."""
 
     def __init__(self, stack: ExitStack):
-        self.stack, self.bars = stack, {}
+        self.stack, self.bars, self.seen = stack, {}, {}
+        self.terminal = sys.stderr.isatty()
 
     def __call__(self, stage: str, n: int, total: int) -> None:
-        if stage not in self.bars:
-            label = {"encode": "encoding", "index": "indexing"}.get(stage, stage)
-            self.bars[stage] = self.stack.enter_context(
-                click.progressbar(length=total, label=f"{label:9}", file=sys.stderr, show_pos=True))
-        self.bars[stage].update(n)
+        label = {"encode": "encoding", "index": "indexing"}.get(stage, stage)
+        if self.terminal:
+            if stage not in self.bars:
+                import shutil
+
+                from tqdm import tqdm
+
+                for finished in self.bars.values():  # one bar at a time: stages follow each other
+                    finished.close()
+
+                # a terminal that reports 0 columns or rows (some containers' ptys) would hide the bar
+                size = shutil.get_terminal_size()
+                self.bars[stage] = self.stack.enter_context(tqdm(
+                    total=total, desc=f"{label:9}", unit=" docs", file=sys.stderr, ncols=size.columns,
+                    nrows=size.lines))
+            self.bars[stage].update(n)
+            return
+        now = time.perf_counter()
+        done, started, shown = self.seen.get(stage, (0, now, now))
+        done += n
+        if done >= total or now - shown >= PROGRESS_EVERY:
+            shown = now
+            rate = f", {done / (now - started):,.0f}/s" if now > started else ""
+            click.echo(f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f} %{rate})", err=True)
+        self.seen[stage] = (done, started, shown)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -230,3 +230,16 @@ def test_add_remove_compact(workdir, model, tmp_path):
     assert "dropped 4 tombstones" in run("compact", "--index", out).output
     ids = {h["id"] for h in json.loads(run("query", "--index", out, "--json", "-k", 300, "问题").output)["hits"]}
     assert len(ids) == 199 and "faq-005" in ids and not {"faq-002", "faq-003", "faq-004"} & ids
+
+
+def test_build_progress_off_a_terminal_is_one_line_per_stage_never_a_bare_label(tmp_path):
+    """Piped to a file, a progress bar used to leave 'encoding ' and 'indexing ' with nothing on them."""
+    from siamsearch.demo import SAMPLE_FAQ
+
+    result = CliRunner().invoke(main, ["build-index", str(SAMPLE_FAQ), "--text-column", "question", "--out",
+                                       str(tmp_path / "idx")])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("encoding: 200/200 (100 %") for line in lines), lines
+    assert any(line.startswith("indexing: 200/200 (100 %") for line in lines), lines
+    assert all(line.strip() not in ("encoding", "indexing", "") for line in lines), lines
