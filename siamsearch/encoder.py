@@ -101,6 +101,10 @@ class Encoder:
         self.fingerprint = fingerprint(config, vocab, onnx_model)
         self._session = _session(onnx_model)
 
+    def __repr__(self) -> str:
+        return (f"Encoder(fingerprint={self.fingerprint[:12]!r}, characters={len(self.vocab.chars):,}, "
+                f"dim={self.dim}, threshold={self.threshold:.4g})")
+
     def __reduce__(self):
         return Encoder, (self.config, self.vocab, self.onnx_model, self.keras_weights, self.training, self.history,
                          self.metrics, self.threshold)

@@ -57,6 +57,11 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self._state)
 
+    def __repr__(self) -> str:
+        where = "unsaved" if self.path is None else f"path={str(self.path)!r}, generation={self.generation}"
+        return (f"SearchIndex(documents={len(self):,}, kind={self.kind!r}, encoder={self.encoder.fingerprint[:12]!r}, "
+                f"{where})")
+
     @property
     def spec(self) -> IndexKind:
         """The index kind with its parameters (``kinds.py``), as the manifest records them."""

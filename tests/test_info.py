@@ -56,3 +56,22 @@ def test_a_damaged_index_is_reported_not_summarised(sample_encoder, sample_faq, 
     (tmp_path / "idx" / "manifest.json").write_text("{", encoding="utf-8")
     with pytest.raises(IndexDirectoryError, match="manifest.json is unreadable"):
         describe(tmp_path / "idx")
+
+
+def test_encoders_and_indexes_say_what_they_are_in_their_repr(sample_encoder, sample_faq, tmp_path):
+    assert repr(sample_encoder) == (f"Encoder(fingerprint={sample_encoder.fingerprint[:12]!r}, "
+                                    f"characters={len(sample_encoder.vocab.chars):,}, dim=64, "
+                                    f"threshold={sample_encoder.threshold:.4g})")
+    index = SearchIndex.build(sample_faq.texts[:10], sample_encoder)
+    assert repr(index) == (f"SearchIndex(documents=10, kind='flat', encoder={sample_encoder.fingerprint[:12]!r}, "
+                           "unsaved)")
+    index.save(tmp_path / "idx")
+    assert repr(index).endswith(f"path={str(tmp_path / 'idx')!r}, generation=1)")
+    hit = index.search(sample_faq.texts[0], 1)[0]
+    assert repr(hit).startswith("Hit(rank=1, id='0', text=")
+
+
+def test_the_package_declares_its_type_hints():
+    from importlib.resources import files
+
+    assert files("siamsearch").joinpath("py.typed").is_file()
