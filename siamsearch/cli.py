@@ -457,8 +457,11 @@ def similarity(text_a: str, text_b: str, model_dir: Path | None) -> None:
                    "siamsearch[teacher] is installed, on the same pairs or retrieval task.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw a PNG (needs siamsearch[plot]): score distributions with the threshold and ROC "
+                   "curves; with --retrieval, recall@k for k = 1…100 of each system.")
 def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: tuple[Path, ...], baselines: bool,
-             columns: str | None, as_json: bool) -> None:
+             columns: str | None, as_json: bool, plot: Path | None) -> None:
     """Measure a model on labelled PAIRS: as a pair classifier (accuracy, precision, recall,
     F1 at the model's threshold; ROC-AUC and Spearman; for graded labels such as STS-B's 0-5,
     Spearman and Pearson), or with --retrieval as a search engine.
@@ -476,7 +479,7 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     """
     from .data import read_pairs
     from .encoder import Encoder
-    from .evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
+    from .evaluation import MRR_AT, EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask, pair_metrics
 
     if not retrieval and distractors:
         raise click.UsageError("--distractors applies to --retrieval only")
@@ -485,10 +488,23 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     encoder = Encoder.load(model_dir)
     model_name = str(model_dir) if model_dir else "default model"
     others = _baselines() if baselines else []
+    if plot:
+        from .plots import _pyplot
+
+        _pyplot()  # a missing extra fails before the work
     if not retrieval:
         evaluator = PairEvaluator(main_pairs)
-        metrics = {"file": str(pairs), "model": model_name, **evaluator(encoder)}
+        scores = evaluator.scores(encoder)
+        metrics = {"file": str(pairs), "model": model_name,
+                   **pair_metrics(scores, main_pairs.labels, encoder.threshold)}
         rows = [{"name": f"siamsearch ({model_name})", **metrics}] + [evaluator.baseline(b) for b in others]
+        if plot:
+            from .plots import pair_plot
+
+            systems = {rows[0]["name"]: scores, **{b.name: b.pair_scores(main_pairs.left, main_pairs.right)
+                                                   for b in others}}
+            pair_plot(plot, systems, main_pairs.labels, encoder.threshold, title=str(pairs))
+            click.echo(f"wrote {plot}", err=True)
         if as_json:
             click.echo(json.dumps({**metrics, "baselines": rows[1:]} if baselines else metrics, ensure_ascii=False))
             return
@@ -509,7 +525,7 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     evaluate_on = RetrievalEvaluator(task)
     results = []
     for retriever in retrievers:
-        results.append(evaluate_on(retriever))
+        results.append(evaluate_on(retriever, depth=PLOT_DEPTH if plot else MRR_AT))
         click.echo(f"  {retriever.name}: indexed in {results[-1]['index_seconds']:.1f} s, "
                    f"{results[-1]['ms_per_query']:.2f} ms per query", err=True)
     if as_json:
@@ -522,11 +538,18 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
         for r in results:
             click.echo(f"{r['name']:<{width}}  {r['recall@1']:8.4f}  {r['recall@10']:9.4f}  {r['mrr@10']:6.4f}  "
                        f"{r['ms_per_query']:8.2f}")
+    if plot:
+        from .plots import recall_plot
+
+        recall_plot(plot, {r["name"]: r.pop("recall_curve") for r in results}, title=str(pairs))
+        click.echo(f"wrote {plot}", err=True)
     click.echo(f"evaluated {_n(len(task.queries))} queries over {_n(len(task.corpus))} sentences with "
                f"{len(results)} method{'s' if len(results) > 1 else ''} in {time.perf_counter() - started:.1f} s",
                err=True)
 
 
+PLOT_DEPTH = 100
+"""How deep --plot's recall@k curve goes."""
 _HEADINGS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "roc_auc": "ROC-AUC",
              "spearman": "Spearman", "pearson": "Pearson"}
 

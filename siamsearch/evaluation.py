@@ -176,6 +176,13 @@ def retrieval_metrics(ranked: Sequence[Sequence[int]], relevant: Sequence[frozen
     return metrics
 
 
+def recall_curve(ranked: Sequence[Sequence[int]], relevant: Sequence[frozenset[int]], depth: int) -> list[float]:
+    """recall@k for k = 1 … ``depth``: the share of queries with a relevant document in the top k."""
+    first = np.array([next((rank for rank, doc in enumerate(docs[:depth], 1) if doc in rel), depth + 1)
+                      for docs, rel in zip(ranked, relevant)])
+    return [float(np.mean(first <= k)) if len(first) else 0.0 for k in range(1, depth + 1)]
+
+
 class Retriever(Protocol):
     """What the retrieval evaluator needs: index a corpus once, then rank it for one query."""
 
@@ -219,15 +226,18 @@ class RetrievalEvaluator:
         corpus = self.task.corpus
         return [[d for d in retriever.search(corpus[q], k + 1) if d != q][:k] for q in self.task.queries]
 
-    def __call__(self, retriever: Retriever) -> dict:
-        """Metrics plus ``ms_per_query`` (mean over queries) and ``index_seconds``."""
+    def __call__(self, retriever: Retriever, depth: int = MRR_AT) -> dict:
+        """Metrics plus ``ms_per_query`` (mean over queries) and ``index_seconds``; with ``depth``
+        above ``MRR_AT``, each query ranks that many documents and ``recall_curve`` (recall@1 …
+        recall@depth) is added (the latency then includes the deeper search)."""
         task = self.task
         started = time.perf_counter()
         retriever.index(task.corpus)
         index_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        ranked = self.rank(retriever)
+        ranked = self.rank(retriever, max(depth, MRR_AT))
         seconds = time.perf_counter() - started
+        curve = {"recall_curve": recall_curve(ranked, task.relevant, depth)} if depth > MRR_AT else {}
         return {
             "name": retriever.name,
             **retrieval_metrics(ranked, task.relevant),
@@ -235,4 +245,5 @@ class RetrievalEvaluator:
             "index_seconds": index_seconds,
             "queries": len(task.queries),
             "corpus": len(task.corpus),
+            **curve,
         }
