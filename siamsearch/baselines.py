@@ -60,8 +60,16 @@ class BM25Retriever:
         texts = list(dict.fromkeys([*left, *right]))
         where = {t: i for i, t in enumerate(texts)}
         self.index(texts)
-        scores = {t: self._bm25.get_scores(list(dict.fromkeys(char_terms(t)))) for t in texts}
-        return np.array([(scores[a][where[b]] + scores[b][where[a]]) / 2 for a, b in zip(left, right)])
+        partners: dict[str, list[tuple[int, int]]] = {}  # query → (pair, the other sentence's position)
+        for i, (a, b) in enumerate(zip(left, right)):
+            partners.setdefault(a, []).append((i, where[b]))
+            partners.setdefault(b, []).append((i, where[a]))
+        total = np.zeros(len(left))
+        for query, wanted in partners.items():  # one score row at a time: n rows of n would not fit
+            row = self._bm25.get_scores(list(dict.fromkeys(char_terms(query))))
+            for i, position in wanted:
+                total[i] += row[position]
+        return total / 2
 
 
 class TfidfRetriever:

@@ -105,7 +105,7 @@ class _StageBars:
                 for finished in self.bars.values():  # one bar at a time: stages follow each other
                     finished.close()
 
-                # a terminal that reports 0 columns or rows (some containers' ptys) would hide the bar
+                # a terminal that reports 0 columns or rows (the pty these were tested under did) hides tqdm's bar
                 size = shutil.get_terminal_size()
                 self.bars[stage] = self.stack.enter_context(tqdm(
                     total=total, desc=f"{label:9}", unit=" docs", file=sys.stderr, ncols=size.columns,
@@ -487,22 +487,23 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     main_pairs = read_pairs(pairs, _columns(columns))
     encoder = Encoder.load(model_dir)
     model_name = str(model_dir) if model_dir else "default model"
-    others = _baselines() if baselines else []
     if plot:
-        from .plots import _pyplot
+        from .plots import check_plot_path
 
-        _pyplot()  # a missing extra fails before the work
+        check_plot_path(plot)  # a missing extra or a wrong name fails before the work
+    others = _baselines() if baselines else []
     if not retrieval:
         evaluator = PairEvaluator(main_pairs)
-        scores = evaluator.scores(encoder)
+        systems = {f"siamsearch ({model_name})": evaluator.scores(encoder),
+                   **{b.name: b.pair_scores(main_pairs.left, main_pairs.right) for b in others}}
+        scores = iter(systems.values())
         metrics = {"file": str(pairs), "model": model_name,
-                   **pair_metrics(scores, main_pairs.labels, encoder.threshold)}
-        rows = [{"name": f"siamsearch ({model_name})", **metrics}] + [evaluator.baseline(b) for b in others]
+                   **pair_metrics(next(scores), main_pairs.labels, encoder.threshold)}
+        rows = [{"name": f"siamsearch ({model_name})", **metrics}] + [
+            evaluator.baseline(b, s) for b, s in zip(others, scores)]
         if plot:
             from .plots import pair_plot
 
-            systems = {rows[0]["name"]: scores, **{b.name: b.pair_scores(main_pairs.left, main_pairs.right)
-                                                   for b in others}}
             pair_plot(plot, systems, main_pairs.labels, encoder.threshold, title=str(pairs))
             click.echo(f"wrote {plot}", err=True)
         if as_json:

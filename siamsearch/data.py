@@ -42,6 +42,13 @@ POSITIVE_AT = 0.5
 """A pair means the same when its label is at least this: the one place that rule is written."""
 
 
+def is_graded(labels: np.ndarray) -> bool:
+    """Whether labels are graded scores (any label other than 0 and 1), not same/not same: the
+    one place that rule is written."""
+    labels = np.asarray(labels)
+    return bool(np.any((labels != 0) & (labels != 1)))
+
+
 def is_positive(labels: np.ndarray) -> np.ndarray:
     """Which labels mark a positive pair (``POSITIVE_AT``), as a boolean array."""
     return np.asarray(labels) >= POSITIVE_AT
@@ -62,7 +69,7 @@ class Pairs:
     @property
     def graded(self) -> bool:
         """Whether the labels are graded scores (any label other than 0 and 1), not same/not same."""
-        return bool(np.any((self.labels != 0) & (self.labels != 1)))
+        return is_graded(self.labels)
 
     @property
     def positive(self) -> np.ndarray:

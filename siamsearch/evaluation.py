@@ -33,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .data import Pairs, is_positive, paraphrase_groups
+from .data import Pairs, is_graded, is_positive, paraphrase_groups
 from .encoder import DEFAULT_THRESHOLD
 from .errors import InputError
 from .scoring import exp_neg_l1
@@ -52,7 +52,7 @@ def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float | None
     from sklearn.metrics import roc_auc_score
 
     scores, labels = np.asarray(scores), np.asarray(labels)
-    graded = bool(np.any((labels != 0) & (labels != 1)))
+    graded = is_graded(labels)
     metrics = {"n": int(labels.size), "graded": graded, "threshold": None if graded else threshold,
                **dict.fromkeys(("accuracy", "precision", "recall", "f1", "roc_auc", "spearman", "pearson"))}
     if graded:
@@ -128,11 +128,13 @@ class PairEvaluator:
         return pair_metrics(self.scores(encoder), self.pairs.labels,
                             encoder.threshold if threshold is None else threshold)
 
-    def baseline(self, scorer: PairScorer) -> dict:
+    def baseline(self, scorer: PairScorer, scores: np.ndarray | None = None) -> dict:
         """The threshold-free ``pair_metrics`` (ROC-AUC, Spearman; Pearson for graded labels)
-        of a baseline's pair scores, with its name."""
-        return {"name": scorer.name, **pair_metrics(scorer.pair_scores(self.pairs.left, self.pairs.right),
-                                                    self.pairs.labels, threshold=None)}
+        of a baseline's pair scores, with its name; ``scores``: those scores if already computed
+        (a plot needs them too)."""
+        if scores is None:
+            scores = scorer.pair_scores(self.pairs.left, self.pairs.right)
+        return {"name": scorer.name, **pair_metrics(scores, self.pairs.labels, threshold=None)}
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class RetrievalTask:
     def from_pairs(cls, main: Pairs, distractors: Sequence[Pairs] = ()) -> RetrievalTask:
         """The task of the module docstring. The corpus is in reading order (main file first,
         row by row), which is also how the lexical baselines order equal scores."""
+        if main.graded:
+            raise InputError(f"{main.source or 'the pair file'}: graded labels (scores such as 0-5); the retrieval "
+                             "task needs 0 and 1 labels", path=main.source or None)
         corpus = list(dict.fromkeys(s for pairs in (main, *distractors) for pair in zip(pairs.left, pairs.right)
                                     for s in pair))
         group = paraphrase_groups(corpus, main)
@@ -156,9 +161,6 @@ class RetrievalTask:
         position = {s: i for i, s in enumerate(corpus)}
         queries = list(dict.fromkeys(position[a] for a, b, positive in zip(main.left, main.right, main.positive)
                                      if positive and a != b))
-        if main.graded:
-            raise InputError(f"{main.source or 'the pair file'}: graded labels (scores such as 0-5); the retrieval "
-                             "task needs 0 and 1 labels", path=main.source or None)
         if not queries:
             raise InputError(f"{main.source or 'the pair file'}: no positive pairs of two different sentences, "
                              "so no queries; the retrieval task needs some", path=main.source or None)

@@ -22,7 +22,10 @@ def _bytes(path: Path) -> int:
 def describe_model(path: str | Path) -> dict:
     """A model directory: fingerprint, architecture, vocabulary, threshold, training record and metrics."""
     path = Path(path)
-    encoder = Encoder.load(path)  # verifies fingerprint and checksums
+    return _model(Encoder.load(path), path)  # loading verifies fingerprint and checksums
+
+
+def _model(encoder: Encoder, path: Path) -> dict:
     config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     training = encoder.training or {}
     return {
@@ -43,7 +46,7 @@ def describe_model(path: str | Path) -> dict:
 
 def describe_index(path: str | Path) -> dict:
     """An index folder: the committed generation, kind and parameters, counts, generations on disk,
-    sizes, and its encoder (``describe_model`` of the copy it carries)."""
+    sizes, and its encoder (as ``describe_model`` says it, from the copy the index carries)."""
     from .index_folder import ENCODER_DIR, MANIFEST, generations
     from .search import SearchIndex
 
@@ -66,7 +69,7 @@ def describe_index(path: str | Path) -> dict:
         "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
         "bytes": _bytes(path),
         "generation_bytes": _bytes(generation_dir),
-        "encoder": describe_model(generation_dir / ENCODER_DIR),
+        "encoder": _model(index.encoder, generation_dir / ENCODER_DIR),  # the copy the index loaded
     }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import is_positive
+from .data import is_graded, is_positive
 from .errors import InputError
 from .storage import write_bytes_atomic
 
@@ -33,9 +33,15 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: str | Path) -> None:
+def check_plot_path(path: str | Path) -> None:
+    """Refuse, before any work, a plot that could not be written: matplotlib missing (naming
+    the extra) or a file name that is not a .png."""
+    _pyplot()
     if Path(path).suffix.lower() != ".png":
         raise InputError(f"{path}: plots are written as PNG; name a .png file", path=path, argument="plot")
+
+
+def _save(figure, path: str | Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     write_bytes_atomic(Path(path), buffer.getvalue())
@@ -47,9 +53,10 @@ def pair_plot(path: str | Path, scores: Mapping[str, np.ndarray], labels: np.nda
     and every system's ROC curve (``scores``: system name → a score per pair; binary labels)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    check_plot_path(path)
     plt = _pyplot()
     actual = is_positive(labels)
-    if np.any((labels != 0) & (labels != 1)) or actual.all() or not actual.any():
+    if is_graded(labels) or actual.all() or not actual.any():
         raise InputError("plots of pairs need 0 and 1 labels, both of them", argument="plot")
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     name, first = next(iter(scores.items()))
@@ -74,6 +81,7 @@ def pair_plot(path: str | Path, scores: Mapping[str, np.ndarray], labels: np.nda
 
 def recall_plot(path: str | Path, curves: Mapping[str, Sequence[float]], title: str = "") -> None:
     """recall@k for k = 1, 2, … of each system (``curves``: name → recall at k = 1 … len)."""
+    check_plot_path(path)
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4.2))
     for system, curve in curves.items():

@@ -79,6 +79,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -98,6 +99,9 @@ from .vectors import (
     load_vectors,
     train_char_vectors,
 )
+
+if TYPE_CHECKING:
+    from .batching import DistillIds
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +296,8 @@ def _distillation(texts: list[str], vocab: Vocabulary, teacher: Teacher, config:
 
 
 def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabulary, matrix: np.ndarray,
-                   lstm_weights: list | None, distill, config: TrainConfig, on_epoch_end: EpochCallback | None):
+                   lstm_weights: list | None, distill: DistillIds | None, config: TrainConfig,
+                   on_epoch_end: EpochCallback | None):
     """Build the encoder (from ``matrix`` and, when fine-tuning, ``lstm_weights``) and its
     trainer, and run the epochs. Returns the Keras encoder, its config, the trainer, the
     epochs' history, the epoch kept and whether weights were averaged."""
