@@ -4,7 +4,14 @@ Names are imported on first use so that ``import siamsearch`` stays fast. Only `
 loads TensorFlow; ``Encoder`` and ``SearchIndex`` run on onnxruntime and FAISS.
 """
 
-from .errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
+from .errors import (
+    ConflictError,
+    IndexDirectoryError,
+    InputError,
+    ModelDirectoryError,
+    NotFoundError,
+    SiamsearchError,
+)
 from .version import __version__
 
 _LAZY = {
@@ -12,6 +19,7 @@ _LAZY = {
     "SearchIndex": "search",
     "Hit": "search",
     "Document": "search",
+    "LiveIndex": "live",
     "train": "training",
     "TrainConfig": "training",
     "PRESETS": "training",
@@ -19,7 +27,8 @@ _LAZY = {
     "read_corpus": "data",
 }
 
-__all__ = ["IndexDirectoryError", "InputError", "ModelDirectoryError", "SiamsearchError", "__version__", *_LAZY]
+__all__ = ["ConflictError", "IndexDirectoryError", "InputError", "ModelDirectoryError", "NotFoundError",
+           "SiamsearchError", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -17,6 +17,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,9 +26,12 @@ from .errors import BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
 from .kinds import HNSW
 from .version import __version__
 
+if TYPE_CHECKING:  # the service imports FastAPI, which only 'serve' needs
+    from .service import Settings
+
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "columns", "text_column", "id_column", "max_memory", "rerank_factor", "hnsw_m", "ef_construction", "ef_search",
-    "nlist", "nprobe", "monitor", "unlabelled", "init")}
+    "nlist", "nprobe", "monitor", "unlabelled", "init", "where")}
 """Library argument → the flag that sets it, for error messages."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
@@ -68,6 +72,26 @@ class _EchoHandler(logging.Handler):
 
 def _columns(value: str | None) -> list[str] | None:
     return None if value is None else [c.strip() for c in value.split(",")]
+
+
+def _where(conditions: tuple[str, ...]) -> dict[str, list] | None:
+    """``--where`` FIELD=VALUE conditions as a filter (``filters.py``); a VALUE that reads as a
+    JSON number, true or false also matches that value, since metadata read from a file may
+    hold either."""
+    where: dict[str, list] = {}
+    for condition in conditions:
+        field, sep, value = condition.partition("=")
+        if not sep or not field:
+            raise click.BadParameter(f"{condition!r} is not FIELD=VALUE", param_hint="--where")
+        values = where.setdefault(field, [])
+        values.append(value)
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(parsed, (int, float, bool)):
+            values.append(parsed)
+    return where or None
 
 
 def _parse_bytes(value: str) -> int:
@@ -397,12 +421,17 @@ def _print_table(query: str, hits: list) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query (JSON lines).")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Check that the index was built with this model (it carries its own encoder).")
-def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, model_dir: Path | None) -> None:
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", callback=lambda ctx, param, v: _where(v),
+              help="Only documents whose metadata FIELD equals VALUE; repeat a field for any of several values, "
+                   "name several fields for all of them.")
+def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, model_dir: Path | None,
+          where: dict | None) -> None:
     """Search an index for each of QUERIES ('-' reads one query per line from stdin).
 
     \b
     Example:
       siamsearch query --index indexes/demo "退款多久到账" "怎么开发票"
+      siamsearch query --index indexes/demo --where topic=订单 --where topic=退款 "东西坏了"
       cat questions.txt | siamsearch query --index indexes/demo --json -k 5 -
     """
     from .encoder import Encoder
@@ -417,7 +446,7 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
     if not texts:
         raise click.UsageError("give at least one query, or - to read queries from stdin")
     index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None, mmap=True)
-    for text, hits in zip(texts, index.search_batch(texts, k)):
+    for text, hits in zip(texts, index.search_batch(texts, k, where)):
         if as_json:
             click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
         else:
@@ -631,18 +660,63 @@ def info(path: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory written by 'siamsearch build-index'.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the bearer token for writes (PUT/DELETE documents, compact); without it the "
+                   "service takes no writes.")
+@click.option("--read-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding a bearer token for reads; without it reads are open.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes answering requests, each with the index loaded; writes queue across them.")
+def serve(index_dir: Path, host: str, port: int, token_file: Path | None, read_token_file: Path | None,
+          workers: int) -> None:
+    """Serve an index over HTTP: a search page at /, the API under /v1, OpenAPI docs at /docs.
+
+    \b
+    Example:
+      siamsearch serve --index indexes/demo
+      openssl rand -hex 32 > write.token
+      siamsearch serve --index indexes/faq --token-file write.token --workers 2
+    """
+    from .service import Settings, token_digest
+
+    settings = Settings(str(index_dir), token_digest(token_file) if token_file else None,
+                        token_digest(read_token_file) if read_token_file else None)
+    _serve(settings, host, port, workers)
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    from .live import LiveIndex
+    from .service import serve as run_service
+
+    index = LiveIndex(settings.index).index
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    writes = "need the token" if settings.write_token else "off"
+    processes = f"{workers} worker{'s' if workers > 1 else ''}"
+    click.echo(f"serving {settings.index} ({_n(len(index))} documents, generation {index.generation}) at "
+               f"http://{shown}:{port}/  (API docs: /docs; writes {writes}; {processes}; Ctrl-C stops)", err=True)
+    run_service(settings, host, port, workers)
+
+
+@main.command()
 @click.option("--workdir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where indexes/demo (and, with --train, models/demo) are written.")
 @click.option("--train", "train_first", is_flag=True,
               help="Train a model on the bundled sample pairs first instead of using the shipped model.")
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1), help="With --train.")
-def demo(workdir: Path, train_first: bool, epochs: int) -> None:
+@click.option("--serve", "then_serve", is_flag=True, help="Then serve the demo index with its search page.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="With --serve.")
+def demo(workdir: Path, train_first: bool, epochs: int, then_serve: bool, port: int) -> None:
     """Index the bundled sample FAQ with the shipped model and answer sample queries.
 
     \b
     Example:
       siamsearch demo
       siamsearch demo --train     # train on the bundled sample pairs first, as you would on yours
+      siamsearch demo --serve     # then open http://127.0.0.1:8000/ and search the FAQ
     """
     from .demo import SAMPLE_FAQ, SAMPLE_PAIRS, run_demo
 
@@ -664,3 +738,7 @@ def demo(workdir: Path, train_first: bool, epochs: int) -> None:
         click.echo(f"  answer: {hits[0].metadata.get('answer', '')}\n" if hits else "")
     click.echo(f"demo finished in {time.perf_counter() - started:.1f} s; try:\n"
                f"  siamsearch query --index {result.index_dir} \"怎么修改收货地址\"")
+    if then_serve:
+        from .service import Settings
+
+        _serve(Settings(str(result.index_dir)), "127.0.0.1", port, 1)

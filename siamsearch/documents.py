@@ -22,11 +22,16 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from .filters import cache_key, where_sql
+
 SCHEMA = ("CREATE TABLE documents (position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
           "text TEXT NOT NULL, metadata TEXT NOT NULL)")
 CHUNK = 500  # bound parameters per statement, well under SQLite's limit
 PAGE = 1000  # documents read per statement when iterating
 READERS = 8  # read-only connections of an opened file: threads beyond this many wait their turn
+SELECTIONS = 64  # filters whose matching positions are kept, until the documents change
 
 
 def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
@@ -66,6 +71,8 @@ class Documents:
         self._memory = memory  # the writable in-memory table, or None while reading a file
         self._lock = threading.Lock()
         self._readers = [(threading.Lock(), conn) for conn in readers]
+        self._selections: dict[tuple, np.ndarray] = {}
+        self._selections_lock = threading.Lock()
         with self._reading() as conn:
             self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
 
@@ -127,6 +134,25 @@ class Documents:
                 found.update(dict(rows))
         return found
 
+    def select(self, where: dict[str, tuple]) -> np.ndarray:
+        """Sorted positions of the live documents matching a checked filter (``filters.py``).
+
+        A filter is a scan of the table, so each filter's answer is kept until the documents
+        change (a loaded index never changes; an index being changed is not searched meanwhile).
+        """
+        key = cache_key(where)
+        found = self._selections.get(key)
+        if found is None:
+            clause, params = where_sql(where)
+            with self._reading() as conn:
+                rows = conn.execute(f"SELECT position FROM documents WHERE {clause} ORDER BY position", params)
+                found = np.fromiter((p for (p,) in rows), dtype=np.int64)
+            with self._selections_lock:
+                if len(self._selections) >= SELECTIONS:
+                    self._selections.pop(next(iter(self._selections)))
+                self._selections[key] = found
+        return found
+
     def _one(self, sql: str) -> int:
         with self._reading() as conn:
             row = conn.execute(sql).fetchone()
@@ -159,6 +185,7 @@ class Documents:
     # -- changes (in memory until the index is saved) -------------------------------------
     def insert(self, start: int, ids: Sequence[str], texts: Sequence[str], metadata: Sequence[dict]) -> None:
         with self._lock:
+            self._selections.clear()
             conn = self._writing()
             with conn:
                 conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
@@ -168,6 +195,7 @@ class Documents:
 
     def delete(self, positions: Sequence[int]) -> None:
         with self._lock:
+            self._selections.clear()
             conn = self._writing()
             with conn:
                 for chunk in _chunks([int(p) for p in positions]):
@@ -177,6 +205,7 @@ class Documents:
     def renumber(self) -> None:
         """Give live documents the positions 0, 1, … in their current order (for ``compact``)."""
         with self._lock:
+            self._selections.clear()
             conn = self._writing()
             with conn:
                 conn.execute("CREATE TABLE compacted AS SELECT row_number() OVER (ORDER BY position) - 1 AS position, "

@@ -33,6 +33,14 @@ class InputError(SiamsearchError):
     """A bad input file, argument value or query."""
 
 
+class NotFoundError(InputError):
+    """A document id (or other named thing) that does not exist (HTTP: 404)."""
+
+
+class ConflictError(SiamsearchError):
+    """Another writer holds the index or committed since it was loaded: load it again and retry (HTTP: 409)."""
+
+
 BUILD_INDEX = "build one first"
 REBUILD_INDEX = "rebuild the index"
 TRAIN_MODEL = "train one first"

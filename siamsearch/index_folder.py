@@ -35,7 +35,7 @@ import numpy as np
 from . import kinds
 from .documents import Documents
 from .encoder import Encoder
-from .errors import BUILD_INDEX, IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
+from .errors import BUILD_INDEX, ConflictError, IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
 from .state import IndexState
 from .storage import (
     check_output_dir,
@@ -129,7 +129,7 @@ def save(state: IndexState, encoder: Encoder, path: str | Path, loaded_generatio
     with writer_lock(path):
         committed = committed_generation(path)
         if loaded_generation is not None and committed != loaded_generation:
-            raise IndexDirectoryError(
+            raise ConflictError(
                 f"{path}: another writer changed it since it was loaded (generation {loaded_generation} → "
                 f"{committed}); load it again and repeat the change", path=path)
         generation = max([*generations(path), committed or 0]) + 1

@@ -102,15 +102,17 @@ class IndexKind:
             if progress:
                 progress(len(chunk))
 
-    def search_parameters(self, n: int) -> faiss.SearchParameters | None:
-        """FAISS's per-call parameters for fetching ``n`` candidates (None: the kind has none)."""
-        return None
+    def search_parameters(self, n: int, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters | None:
+        """FAISS's per-call parameters for fetching ``n`` candidates among the positions
+        ``selector`` admits (None: the kind has none and every position is admitted)."""
+        return None if selector is None else faiss.SearchParameters(sel=selector)
 
-    def search(self, index: faiss.Index, queries: np.ndarray, n: int) -> np.ndarray:
-        """(len(queries), n) positions of the nearest stored vectors by L1; -1 where fewer were found.
-        Safe from many threads on one index: nothing is set on it."""
+    def search(self, index: faiss.Index, queries: np.ndarray, n: int,
+               selector: faiss.IDSelector | None = None) -> np.ndarray:
+        """(len(queries), n) positions of the nearest stored vectors by L1 (among those ``selector``
+        admits); -1 where fewer were found. Safe from many threads on one index: nothing is set on it."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        return index.search(queries, n, params=self.search_parameters(n))[1]
+        return index.search(queries, n, params=self.search_parameters(n, selector))[1]
 
     def read(self, path: str, mmap: bool) -> faiss.Index:
         """Read an index file; with ``mmap`` its vectors stay on disk and are paged in as
@@ -181,8 +183,11 @@ class HNSW(IndexKind):
         index.hnsw.efConstruction = self.ef_construction
         return index
 
-    def search_parameters(self, n: int) -> faiss.SearchParameters:
-        return _hnsw_parameters(max(self.ef_search, n))
+    def search_parameters(self, n: int, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters:
+        ef_search = max(self.ef_search, n)
+        if selector is None:
+            return _hnsw_parameters(ef_search)
+        return faiss.SearchParametersHNSW(efSearch=ef_search, sel=selector)
 
 
 @dataclass(frozen=True)
@@ -229,10 +234,13 @@ class IVF(IndexKind):
     def _untrained(self, quantizer: faiss.Index, dim: int) -> faiss.IndexIVFFlat:
         return faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_L1)
 
-    def search_parameters(self, n: int) -> faiss.SearchParameters:
-        return _ivf_parameters(self.nprobe)
+    def search_parameters(self, n: int, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters:
+        if selector is None:
+            return _ivf_parameters(self.nprobe)
+        return faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
 
-    def search(self, index: faiss.Index, queries: np.ndarray, n: int) -> np.ndarray:
+    def search(self, index: faiss.Index, queries: np.ndarray, n: int,
+               selector: faiss.IDSelector | None = None) -> np.ndarray:
         """One query runs on one OpenMP thread: FAISS's coarse search of a single query over the
         flat L1 centroids costs more on two threads than it saves (1M documents, 4,000 lists:
         0.14 ms on one thread, 4.1 ms on two while another process kept the cores busy, on
@@ -240,11 +248,11 @@ class IVF(IndexKind):
         which faiss-cpu ships, keeps it per thread; tests/test_kinds.py checks another thread
         is unaffected), so this changes nothing for other threads searching at the same time."""
         if len(queries) != 1:
-            return super().search(index, queries, n)
+            return super().search(index, queries, n, selector)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         try:
-            return super().search(index, queries, n)
+            return super().search(index, queries, n, selector)
         finally:
             faiss.omp_set_num_threads(threads)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .encoder import Encoder
-from .errors import InputError
+from .errors import InputError, NotFoundError
 from .state import IndexState
 from .text import is_blank, normalize
 
@@ -85,7 +85,7 @@ def remove(state: IndexState, ids: Sequence[str]) -> int:
     found = state.documents.positions(ids)
     missing = [i for i in ids if i not in found]
     if missing:
-        raise InputError(f"no document with id {missing[0]!r}; nothing was removed", argument="ids")
+        raise NotFoundError(f"no document with id {missing[0]!r}; nothing was removed", argument="ids")
     state.documents.delete(list(found.values()))
     return len(found)
 

@@ -26,9 +26,10 @@ from .choice import choose_kind
 from .documents import Documents
 from .encoder import Encoder
 from .errors import InputError
+from .filters import Where
 from .kinds import IndexKind
 from .mutations import BuildProgress
-from .query import Hit
+from .query import Hit, Observe
 from .rwlock import ReadWriteLock
 from .state import IndexState
 
@@ -180,13 +181,19 @@ class SearchIndex:
             return mutations.compact(self._state)
 
     # -- search ------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        return self.search_batch([query], k)[0]
+    def search(self, query: str, k: int = 10, where: Where | None = None) -> list[Hit]:
+        return self.search_batch([query], k, where)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        """Top-k hits for each query, ranked by exact exp(-L1), ties by id (``query.py``)."""
+    def search_batch(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
+                     observe: Observe | None = None) -> list[list[Hit]]:
+        """Top-k hits for each query, ranked by exact exp(-L1), ties by id (``query.py``).
+
+        ``where`` keeps the documents whose metadata match it, before ranking (``filters.py``):
+        ``{"topic": "订单"}``, or ``{"topic": ["订单", "退款"], "lang": "zh"}`` (any of a list, all fields).
+        ``observe(stage, seconds)`` is told how long each stage took (e.g. for latency metrics).
+        """
         with self._lock.reading():
-            return query.search(self._state, self.encoder, queries, k)
+            return query.search(self._state, self.encoder, queries, k, where, observe)
 
     # -- on disk -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -20,11 +20,12 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError, SiamsearchError
+from .errors import ConflictError, InputError, SiamsearchError
 
 try:
     import fcntl
@@ -167,11 +168,35 @@ def writer_lock(directory: Path) -> Iterator[None]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise SiamsearchError(
+                raise ConflictError(
                     f"{directory}: another process is writing it; try again when it has finished") from None
         yield
     finally:
         os.close(fd)  # also releases the lock
+
+
+@contextmanager
+def waiting_lock(lock_file: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file``, waiting up to ``timeout`` seconds for other
+    processes (writers that queue behind each other, unlike ``writer_lock``, which fails fast)."""
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SiamsearchError(f"{lock_file.parent}: cannot write ({e.strerror})") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConflictError(f"{lock_file.parent}: other writers held it for {timeout:.0f} s; "
+                                        "try again later") from None
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager

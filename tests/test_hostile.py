@@ -327,3 +327,128 @@ def test_catalogue_matches_the_docs():
     documented = re.findall(r"^\| `([a-z0-9-]+)` \|", CATALOGUE.read_text(encoding="utf-8"), flags=re.M)
     assert sorted(documented) == sorted(CASES), "docs/hostile-inputs.md and tests/test_hostile.py differ"
     assert len(documented) == len(set(documented))
+
+
+# -- HTTP (siamsearch serve) ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def http(index_dir, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from siamsearch.service import Settings, create_app, token_digest
+
+    token = tmp_path_factory.mktemp("hostile-http") / "token"
+    token.write_text("a-write-token-for-the-hostile-cases")
+    return TestClient(create_app(Settings(str(index_dir), token_digest(token))))
+
+
+WRITE = {"Authorization": "Bearer a-write-token-for-the-hostile-cases"}
+
+
+def http_error(response, status: int, match: str) -> str:
+    """A 4xx with the one-line JSON error body, never a traceback."""
+    assert response.status_code == status, response.text
+    message = response.json()["error"]["message"]
+    assert re.search(match, message), message
+    assert "\n" not in message and "Traceback" not in response.text and len(message) < 600
+    return message
+
+
+@case("http-malformed-json")
+def test_http_malformed_json(http):
+    for body in (b"{bad", b'{"query": "x"', b'{"query": "\xff\xfe"}'):
+        http_error(http.post("/v1/search", content=body, headers={"Content-Type": "application/json"}), 400,
+                   "not valid JSON")
+    http_error(http.post("/v1/search", content=b"", headers={"Content-Type": "application/json"}), 400,
+               "the request body is empty")
+    surrogate = '{"query": "\udc80"}'.encode("utf-8", "surrogatepass")
+    http_error(http.post("/v1/search", content=surrogate, headers={"Content-Type": "application/json"}), 422,
+               "^query: .*valid string")
+    http_error(http.post("/v1/search", content=b'{"query": "x"}', headers={"Content-Type": "text/plain"}), 422,
+               "must be a JSON object")
+    http_error(http.post("/v1/search", json=["x"]), 422, "must be a JSON object")
+
+
+@case("http-wrong-types")
+def test_http_wrong_types(http):
+    http_error(http.post("/v1/search", json={"query": 5}), 422, r"^query: ")
+    http_error(http.post("/v1/search", json={"query": "x", "k": "ten"}), 422, r"^k: ")
+    http_error(http.post("/v1/search", json={}), 422, r"^query: Field required")
+    http_error(http.post("/v1/search/batch", json={"queries": "x"}), 422, r"^queries: ")
+    http_error(http.put("/v1/documents", headers=WRITE, json={"documents": [{"id": 1, "text": "x"}]}), 422,
+               r"^documents\.0\.id: ")
+
+
+@case("http-empty-query")
+def test_http_empty_query(http):
+    for query in ("", "   ", "\ufeff\u3000"):
+        http_error(http.post("/v1/search", json={"query": query}), 422, "empty or whitespace only")
+    http_error(http.post("/v1/search/batch", json={"queries": ["退款", " "]}), 422, "query #2 is empty")
+    assert http.post("/v1/search/batch", json={"queries": []}).json()["results"] == []
+
+
+@case("http-k-out-of-range")
+def test_http_k_out_of_range(http):
+    from siamsearch.service import MAX_K
+
+    for k in (0, -1, MAX_K + 1, 1.5, True):
+        http_error(http.post("/v1/search", json={"query": "退款", "k": k}), 422, r"^k: ")
+    assert len(http.post("/v1/search", json={"query": "退款", "k": MAX_K}).json()["hits"]) == MAX_K
+
+
+@case("http-oversized-body")
+def test_http_oversized_body(http):
+    from siamsearch.service import MAX_BODY_BYTES
+
+    big = b'{"query": "' + b"a" * (MAX_BODY_BYTES + 1) + b'"}'
+    http_error(http.post("/v1/search", content=big, headers={"Content-Type": "application/json"}), 413, "over 16 MiB")
+    chunks = (big[i : i + (1 << 20)] for i in range(0, len(big), 1 << 20))  # no Content-Length: sent chunked
+    http_error(http.post("/v1/search", content=chunks, headers={"Content-Type": "application/json"}), 413,
+               "over 16 MiB")
+
+
+@case("http-oversized-query-or-batch")
+def test_http_oversized_query_or_batch(http):
+    from siamsearch.service import MAX_BATCH, MAX_DOCUMENTS, MAX_IDS, MAX_QUERY_CHARS, MAX_TEXT_CHARS
+
+    http_error(http.post("/v1/search", json={"query": "退" * (MAX_QUERY_CHARS + 1)}), 422, r"^query: .*at most")
+    http_error(http.post("/v1/search/batch", json={"queries": ["退款"] * (MAX_BATCH + 1)}), 422, r"^queries: ")
+    docs = [{"id": str(i), "text": "x"} for i in range(MAX_DOCUMENTS + 1)]
+    http_error(http.put("/v1/documents", headers=WRITE, json={"documents": docs}), 422, r"^documents: ")
+    long = {"documents": [{"id": "x", "text": "x" * (MAX_TEXT_CHARS + 1)}]}
+    http_error(http.put("/v1/documents", headers=WRITE, json=long), 422, r"^documents\.0\.text: ")
+    http_error(http.request("DELETE", "/v1/documents", headers=WRITE, json={"ids": ["x"] * (MAX_IDS + 1)}), 422,
+               r"^ids: ")
+
+
+@case("http-unknown-id")
+def test_http_unknown_id(http):
+    before = http.get("/readyz").json()
+    http_error(http.get("/v1/documents/no-such-id"), 404, "no document with id 'no-such-id'")
+    http_error(http.request("DELETE", "/v1/documents", headers=WRITE, json={"ids": ["faq-001", "no-such-id"]}), 404,
+               "no document with id 'no-such-id'; nothing was removed")
+    assert http.get("/readyz").json() == before and http.get("/v1/documents/faq-001").status_code == 200
+
+
+@case("http-invalid-filter")
+def test_http_invalid_filter(http):
+    for where, match in (({}, "the filter is empty"), ({"topic": []}, "empty list of values"),
+                         ({'to"pic': "x"}, "is not a field name"), ({"topic": {"a": 1}}, r"^filter\.topic"),
+                         ({"topic": None}, r"^filter\.topic"), ("topic=x", r"^filter: ")):
+        message = http_error(http.post("/v1/search", json={"query": "退款", "filter": where}), 422, match)
+        assert "filter" in message or http.post("/v1/search", json={"query": "退款", "filter": where}).json()[
+            "error"]["argument"] == "filter"
+
+
+@case("http-missing-or-wrong-token")
+def test_http_missing_or_wrong_token(http):
+    doc = {"documents": [{"id": "t", "text": "x"}]}
+    http_error(http.put("/v1/documents", json=doc), 401, "needs a bearer token")
+    http_error(http.put("/v1/documents", json=doc, headers={"Authorization": "Bearer wrong"}), 403, "not valid")
+    http_error(http.put("/v1/documents", json=doc, headers={"Authorization": "Basic eDp5"}), 401, "needs a bearer")
+    http_error(http.post("/v1/compact", headers={"Authorization": "Bearer " + "x" * 10_000}), 403, "not valid")
+
+
+@case("http-unknown-route-or-method")
+def test_http_unknown_route_or_method(http):
+    http_error(http.get("/v2/search"), 404, "Not Found")
+    http_error(http.get("/v1/search"), 405, "Method Not Allowed")

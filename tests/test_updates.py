@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siamsearch import SearchIndex
-from siamsearch.errors import IndexDirectoryError, InputError, SiamsearchError
+from siamsearch.errors import ConflictError, InputError, SiamsearchError
 from siamsearch.storage import writer_lock
 
 POOL = ["怎么退货", "如何退款", "退款多久到账", "运费怎么算", "能开发票吗", "怎么取消订单", "修改收货地址",
@@ -128,7 +128,7 @@ def test_a_stale_writer_cannot_undo_another_writers_commit(base, tmp_path):
     first.add(["第一个写入者"])
     first.save(tmp_path / "idx")
     second.add(["第二个写入者"])
-    with pytest.raises(IndexDirectoryError, match="another writer changed it since it was loaded"):
+    with pytest.raises(ConflictError, match="another writer changed it since it was loaded"):
         second.save(tmp_path / "idx")
     assert len(SearchIndex.load(tmp_path / "idx")) == 7
 
