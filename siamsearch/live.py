@@ -5,6 +5,11 @@ committed generation afresh, changes that copy, commits it (``SearchIndex.save``
 before it returns) and only then swaps it in: readers never wait for a write and never see
 an uncommitted state, and a write is reported done only once it would survive a crash.
 
+Searches arriving together from many threads are answered together: the first to find no
+search running takes every query waiting (``Coalescer``) into one ``search_batch`` call, which
+encodes them in one pass, while the others wait for their part. Under load that turns N
+threads contending for two cores into one batch, with no added wait when there is no load.
+
 Writers queue on ``QUEUE_LOCK`` in the folder, so the threads of one process and the
 processes of one service (its workers) commit one after another and none is lost. A writer
 that does not queue (the CLI's ``add``) and collides is refused with a ``ConflictError``,
@@ -19,10 +24,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import IndexDirectoryError
+from .filters import Where, cache_key, check_where
+from .query import Hit, Observe, check_k, checked_queries
 from .search import SearchIndex
 from .storage import waiting_lock
 
 QUEUE_LOCK = ".queue.lock"
+MAX_COALESCED = 64
+"""Queries answered by one ``search_batch`` call at most."""
 WRITE_WAIT_S = 120.0
 """How long a write waits for the writers ahead of it before it is refused."""
 
@@ -37,6 +47,78 @@ class Commit:
     changed: int
 
 
+class _Waiting:
+    __slots__ = ("index", "queries", "k", "where", "key", "done", "hits", "error")
+
+    def __init__(self, index: SearchIndex, queries: list[str], k: int, where: Where | None):
+        self.index, self.queries, self.k, self.where = index, queries, k, where
+        self.key = (id(index), k, None if where is None else cache_key(check_where(where)))
+        self.done = False
+        self.hits: list[list[Hit]] | None = None
+        self.error: BaseException | None = None
+
+
+class Coalescer:
+    """Answers the searches of many threads with as few ``search_batch`` calls as possible
+    (see the module doc). Whichever waiting thread finds no search running answers the
+    oldest waiting search together with every other one that shares its index, ``k`` and
+    filter, then hands on; so searches are answered in arrival order and no thread works for
+    the others for longer than one batch. Each search is checked before it waits, so one bad
+    query cannot fail the others' batch."""
+
+    def __init__(self, max_batch: int = MAX_COALESCED):
+        self.max_batch = max_batch
+        self._turn = threading.Condition()
+        self._waiting: list[_Waiting] = []
+        self._busy = False
+
+    def search(self, index: SearchIndex, queries: list[str], k: int, where: Where | None = None,
+               observe: Observe | None = None) -> list[list[Hit]]:
+        check_k(k)
+        checked_queries(queries)
+        mine = _Waiting(index, list(queries), k, where)
+        with self._turn:
+            self._waiting.append(mine)
+            while not mine.done:
+                if self._busy:
+                    self._turn.wait()
+                    continue
+                self._busy = True
+                batch = self._next_batch()
+                self._turn.release()
+                try:
+                    self._answer(batch, observe)
+                finally:
+                    self._turn.acquire()
+                    self._busy = False
+                    self._turn.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.hits
+
+    def _next_batch(self) -> list[_Waiting]:
+        first, batch, size = self._waiting[0], [], 0
+        for waiting in self._waiting:
+            if waiting.key == first.key and (not batch or size + len(waiting.queries) <= self.max_batch):
+                batch.append(waiting)
+                size += len(waiting.queries)
+        self._waiting = [w for w in self._waiting if w not in batch]
+        return batch
+
+    @staticmethod
+    def _answer(batch: list[_Waiting], observe: Observe | None) -> None:
+        first = batch[0]
+        try:
+            found = first.index.search_batch([q for w in batch for q in w.queries], first.k, first.where, observe)
+        except BaseException as e:  # handed to every search of the batch
+            for waiting in batch:
+                waiting.error, waiting.done = e, True
+            return
+        for waiting in batch:
+            waiting.hits, found = found[: len(waiting.queries)], found[len(waiting.queries):]
+            waiting.done = True
+
+
 class LiveIndex:
     """The latest committed generation of an index folder, for serving (see the module doc)."""
 
@@ -46,6 +128,7 @@ class LiveIndex:
         self._current = SearchIndex.load(self.path, mmap=mmap)
         self._swap = threading.Lock()
         self._writes = threading.Lock()
+        self._coalescer = Coalescer()
 
     def __repr__(self) -> str:
         return f"LiveIndex({str(self.path)!r}, generation={self._current.generation})"
@@ -58,9 +141,26 @@ class LiveIndex:
         if current.is_stale():
             with self._swap:
                 if self._current.is_stale():
-                    self._current = self._current.reload(mmap=self.mmap)
+                    self._current = self._load(self.mmap)
                 current = self._current
         return current
+
+    def search_batch(self, queries: list[str], k: int = 10, where: Where | None = None,
+                     observe: Observe | None = None) -> tuple[int, list[list[Hit]]]:
+        """The generation answering and its hits for each query; searches from other threads
+        at the same moment are answered in the same batch."""
+        index = self.index
+        return index.generation, self._coalescer.search(index, queries, k, where, observe)
+
+    def _load(self, mmap: bool) -> SearchIndex:
+        """The committed generation, with the encoder already loaded when it is the same one
+        (building an onnxruntime session again would cost more than the rest of a small commit)."""
+        try:
+            return SearchIndex.load(self.path, self._current.encoder, mmap=mmap)
+        except IndexDirectoryError as e:
+            if e.argument != "encoder":
+                raise
+            return SearchIndex.load(self.path, mmap=mmap)  # rebuilt with another model meanwhile
 
     def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None) -> Commit:
         """Add documents, replacing those whose id exists; ``changed``: how many were replaced."""
@@ -76,12 +176,12 @@ class LiveIndex:
 
     def _commit(self, change: Callable[[SearchIndex], int]) -> Commit:
         with self._writes, waiting_lock(self.path / QUEUE_LOCK, WRITE_WAIT_S):
-            fresh = SearchIndex.load(self.path, mmap=True)  # the committed state, whoever wrote it
+            fresh = self._load(mmap=True)  # the committed state, whoever wrote it
             changed = change(fresh)
             fresh.save(self.path)
             # Served from the files just written: a file-backed table reads on a pool of
             # connections, where the copy changed in memory reads on one.
-            served = SearchIndex.load(self.path, mmap=self.mmap)
+            served = self._load(self.mmap)
             with self._swap:
                 self._current = served
         return Commit(served.generation, len(served), changed)

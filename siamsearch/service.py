@@ -286,11 +286,11 @@ def create_app(settings: Settings) -> FastAPI:
                              409: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
                              422: {"model": ErrorResponse}})
     app.add_middleware(_Guard, metrics=metrics)
-    def reader(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
+    async def reader(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
         if settings.read_token is not None:
             _check_token(settings.read_token, credentials, "index's reads")
 
-    def writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
+    async def writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
         if settings.write_token is None:
             raise _Refused(403, "this service takes no writes: start it with a write token file")
         _check_token(settings.write_token, credentials, "write")
@@ -333,23 +333,23 @@ def create_app(settings: Settings) -> FastAPI:
         served(index.generation, len(index))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def search_many(queries: list[str], k: int, where: Filter | None) -> BatchSearchResponse:
-        index = live.index  # one generation for the whole request
-        found = index.search_batch(queries, k, where, observe=metrics.observe_stage)
-        return BatchSearchResponse(
-            results=[SearchResponse(query=q, hits=[HitOut(**h.to_dict()) for h in hits], generation=index.generation)
-                     for q, hits in zip(queries, found)],
-            generation=index.generation)
+    def search_many(queries: list[str], k: int, where: Filter | None) -> tuple[list[dict], int]:
+        """Plain dicts, answered as they are: they have the shape of the response models, which
+        document the routes, and validating our own output again cost more than the search."""
+        generation, found = live.search_batch(queries, k, where, observe=metrics.observe_stage)
+        return ([{"query": q, "hits": [h.to_dict() for h in hits], "generation": generation}
+                 for q, hits in zip(queries, found)], generation)
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=[Depends(reader)],
               summary="The top k documents for a query")
-    def search(request: SearchRequest) -> SearchResponse:
-        return search_many([request.query], request.k, request.filter).results[0]
+    def search(request: SearchRequest) -> JSONResponse:
+        return JSONResponse(search_many([request.query], request.k, request.filter)[0][0])
 
     @app.post("/v1/search/batch", response_model=BatchSearchResponse, dependencies=[Depends(reader)],
               summary="The top k documents for each of several queries")
-    def search_batch(request: BatchSearchRequest) -> BatchSearchResponse:
-        return search_many(request.queries, request.k, request.filter)
+    def search_batch(request: BatchSearchRequest) -> JSONResponse:
+        results, generation = search_many(request.queries, request.k, request.filter)
+        return JSONResponse({"results": results, "generation": generation})
 
     @app.get("/v1/documents/{doc_id}", response_model=DocumentOut, dependencies=[Depends(reader)],
              summary="One stored document")

@@ -228,3 +228,36 @@ def test_two_workers_serve_reads_and_writes(index_dir, token_file):
                        for _ in range(40)]
         assert {a["generation"] for a in answers} == {last} and {a["hits"][0]["id"] for a in answers} == {"w3"}
     assert len(SearchIndex.load(index_dir)) == 212
+
+
+def test_searches_from_many_threads_are_answered_together_and_exactly(faq_dir):
+    """LiveIndex coalesces concurrent searches into shared search_batch calls; every thread
+    still gets exactly its own answer, and a bad query fails only its own search."""
+    from siamsearch import LiveIndex
+
+    live, index = LiveIndex(faq_dir), SearchIndex.load(faq_dir)
+    faq = read_corpus(SAMPLE_FAQ, text_column="question")
+    cases = [([text], k, where) for text in faq.texts[:60] for k, where in ((3, None), (5, {"topic": "退款"}))]
+    calls, first = [], threading.Event()
+
+    def observe(stage: str, seconds: float) -> None:
+        if stage == "encode":
+            calls.append(seconds)
+            if not first.is_set():
+                first.set()
+                time.sleep(0.3)  # let the other threads queue up behind the first search
+
+    def run(case):
+        queries, k, where = case
+        return live.search_batch(queries, k, where, observe)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(run, cases))
+        bad = pool.submit(live.search_batch, ["  "], 3)
+        good = pool.submit(live.search_batch, ["退款多久到账"], 3)
+        with pytest.raises(InputError, match="empty or whitespace"):
+            bad.result()
+        assert good.result()[1] == [index.search("退款多久到账", 3)]
+    for (queries, k, where), (generation, hits) in zip(cases, answers):
+        assert generation == index.generation and hits == index.search_batch(queries, k, where)
+    assert len(calls) < len(cases)  # some searches shared a batch

@@ -1,0 +1,256 @@
+"""HTTP service benchmark: ``siamsearch serve`` against in-process ``search_batch``, side by side.
+
+    python bench/serve.py                      # 1M documents, writes docs/benchmarks.md
+    python bench/serve.py --size 20000 --seconds 3 --no-write   # a quick look
+
+One index (IVF, generated corpus of ``corpus.py``, built once under bench/.work/serve/) is
+queried in this order, in one run:
+
+1. in process: ``SearchIndex.search_batch`` on batches of 32 queries (the API's best
+   throughput), and ``search`` one query at a time;
+2. over HTTP: ``siamsearch serve`` in its own process, the load tool wrk (C; Debian's
+   ``wrk`` package) keeping 1, 8 and 32 requests in flight (``POST /v1/search``, one query
+   each, the same 1,000 queries) for ``--seconds`` each;
+3. the same at 8 and 32 clients while a writer ``PUT``s 10 new documents and waits for the
+   commit, starting one a second (or as soon as the previous one is committed, if later).
+   Every read's generation is checked against the generations the writer saw committed.
+
+The client runs on the same 2 cores as the server, so HTTP numbers include its cost; wrk
+was chosen over an httpx asyncio client because at 32 connections the Python client itself
+used most of a core (httpx: 325 requests/s, wrk: 945 on the same 20k-document server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+from corpus import corpus, real_sentences  # noqa: E402
+from report import add_output_options, machine, publish, render  # noqa: E402
+from search import queries as benchmark_queries  # noqa: E402
+
+from tests.serving import start, stop  # noqa: E402
+
+WORK = HERE / ".work" / "serve"
+TOKEN = "bench-write-token-0123456789"
+CLIENTS = (1, 8, 32)
+WRITER_CLIENTS = (8, 32)
+
+
+def build(size: int) -> tuple[Path, float | None]:
+    from siamsearch import Encoder, SearchIndex
+
+    path = WORK / f"ivf-{size}"
+    if (path / "manifest.json").exists():
+        return path, None
+    started = time.perf_counter()
+    texts = corpus(size)
+    index = SearchIndex.build(texts, Encoder.load(), kind="ivf",
+                              metadata=[{"topic": f"t{i % 20}"} for i in range(size)])
+    index.save(path)
+    return path, time.perf_counter() - started
+
+
+def in_process(path: Path, queries: list[str]) -> dict:
+    from siamsearch import SearchIndex
+
+    index = SearchIndex.load(path, mmap=True)  # as the service loads it
+    index.search_batch(queries[:64], 10)  # warm
+    rounds = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for i in range(0, len(queries), 32):
+            index.search_batch(queries[i : i + 32], 10)
+        rounds.append(len(queries) / (time.perf_counter() - started))
+    one = []
+    for q in queries[:300]:
+        started = time.perf_counter()
+        index.search(q, 10)
+        one.append(time.perf_counter() - started)
+    ms = 1000 * np.array(one)
+    return {"batch32_qps": max(rounds), "single_qps": len(one) / sum(one),
+            "single_p50_ms": float(np.percentile(ms, 50)), "single_p99_ms": float(np.percentile(ms, 99))}
+
+
+WRK_SCRIPT = r"""
+local bodies, i = {}, 0
+generations = {}  -- a global: done() reads each thread's copy with thread:get
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+end
+function request()
+  i = i + 1
+  return wrk.format("POST", "/v1/search", {["Content-Type"] = "application/json"}, bodies[(i % #bodies) + 1])
+end
+function response(status, headers, body)
+  local g = body:match('"generation":(%d+)}$')
+  if g then generations[g] = true end
+end
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function done(summary, latency, requests)
+  local seen = {}
+  for _, thread in ipairs(threads) do
+    for g, _ in pairs(thread:get("generations")) do seen[#seen + 1] = g end
+  end
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d %d %s\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status,
+    0, 0, table.concat(seen, ",")))
+end
+"""
+
+
+def load(url: str, bodies: Path, clients: int, seconds: float) -> dict:
+    """wrk keeping ``clients`` requests in flight for ``seconds``: QPS, latency percentiles,
+    errors (socket errors and non-2xx answers) and the generations the answers came from."""
+    script = WORK / "search.lua"
+    script.write_text(WRK_SCRIPT)
+    out = subprocess.run(["wrk", "-t", "1", "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
+                          "-s", str(script), url, "--", str(bodies)], capture_output=True, text=True, check=True)
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    fields = line.split()
+    requests, duration_us, p50_us, p99_us, socket_errors, status_errors = map(int, fields[1:7])
+    generations = sorted(int(g) for g in fields[9].split(",")) if len(fields) > 9 and fields[9] else []
+    return {"clients": clients, "requests": requests, "qps": requests / (duration_us / 1e6),
+            "p50_ms": p50_us / 1000, "p99_ms": p99_us / 1000, "errors": socket_errors + status_errors,
+            "generations": generations}
+
+
+class Writer(threading.Thread):
+    """PUTs 10 new documents, one batch a second (or back to back when a commit takes longer)."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.stopping = url, threading.Event()
+        self.committed: list[int] = []
+        self.seconds: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        n = 0
+        with httpx.Client(base_url=self.url, timeout=300) as http:
+            while not self.stopping.is_set():
+                started = time.perf_counter()
+                docs = [{"id": f"w{n}-{i}", "text": f"写入的第{n}批第{i}个问题", "metadata": {"topic": "new"}}
+                        for i in range(10)]
+                response = http.put("/v1/documents", json={"documents": docs},
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+                self.seconds.append(time.perf_counter() - started)
+                if response.status_code == 200:
+                    self.committed.append(response.json()["generation"])
+                else:
+                    self.errors.append(f"{response.status_code} {response.text[:200]}")
+                n += 1
+                self.stopping.wait(max(0.0, 1.0 - (time.perf_counter() - started)))
+
+
+def over_http(path: Path, queries: list[str], seconds: float, workers: int) -> dict:
+    token = WORK / "token"
+    token.write_text(TOKEN)
+    bodies = WORK / "bodies.jsonl"
+    bodies.write_text("".join(json.dumps({"query": q, "k": 10}, ensure_ascii=False) + "\n" for q in queries))
+    process, url = start(path, token, workers)
+    try:
+        load(url, bodies, 8, 2.0)  # warm: page in the index, fill the caches
+        plain = [load(url, bodies, c, seconds) for c in CLIENTS]
+        initial = httpx.get(f"{url}/readyz").json()["generation"]
+        writing = []
+        for c in WRITER_CLIENTS:
+            writer = Writer(url)
+            writer.start()
+            time.sleep(0.2)
+            result = load(url, bodies, c, seconds)
+            writer.stopping.set()
+            writer.join()
+            known = {initial, *writer.committed, *(g for w in writing for g in w["writer_generations"])}
+            result |= {"writer_commits": len(writer.committed), "writer_errors": writer.errors[:3],
+                       "commit_seconds_median": statistics.median(writer.seconds) if writer.seconds else None,
+                       "writer_generations": writer.committed,
+                       "uncommitted_reads": sorted(set(result["generations"]) - known)}
+            writing.append(result)
+    finally:
+        stop(process, signal.SIGTERM)
+    return {"workers": workers, "plain": plain, "writing": writing}
+
+
+def markdown(results: dict) -> str:
+    ip = results["in_process"]
+    lines = [
+        "<!-- serve-benchmarks:start (bench/serve.py writes this section) -->",
+        "## The HTTP service (`siamsearch serve`) against the Python API, side by side",
+        "",
+        f"Command: `python bench/serve.py --size {results['size']} --seconds {results['seconds']}` on "
+        f"{results['date']}, {results['cpu']}; {results['machine']}. Index: {results['size']:,} generated "
+        f"documents, {results['kind']}, loaded memory-mapped by both sides. Client: wrk on the same 2 cores as "
+        "the server, one query per `POST /v1/search`, k = 10.",
+        "",
+        f"In process: `search_batch` on batches of 32: **{ip['batch32_qps']:,.0f} queries/s**; `search` one at a "
+        f"time: {ip['single_qps']:,.0f} queries/s (p50 {ip['single_p50_ms']:.2f} ms, "
+        f"p99 {ip['single_p99_ms']:.2f} ms).",
+        "",
+        "| workers | clients | writer | QPS | × in-process batch | p50 ms | p99 ms | errors | commits (median s) | "
+        "uncommitted reads |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in results["http"]:
+        plain = {r["clients"]: r for r in run["plain"]}
+        for r in run["plain"] + run["writing"]:
+            writer = "writer_commits" in r
+            commits = (f"{r['writer_commits']} ({r['commit_seconds_median']:.2f})" if writer else "")
+            p99 = f"{r['p99_ms']:.1f}" + (f" ({r['p99_ms'] / plain[r['clients']]['p99_ms']:.2f}×)" if writer else "")
+            lines.append(f"| {run['workers']} | {r['clients']} | {'yes' if writer else 'no'} | {r['qps']:,.0f} | "
+                         f"{r['qps'] / ip['batch32_qps']:.2f} | {r['p50_ms']:.1f} | {p99} | {r['errors']} | "
+                         f"{commits} | {len(r['uncommitted_reads']) if writer else ''} |")
+    lines += ["", results.get("notes", ""), "<!-- serve-benchmarks:end -->", ""]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", default="1,2", help="server processes to try, comma-separated")
+    add_output_options(parser, "serve")
+    args = parser.parse_args()
+    if args.render:
+        render("serve", markdown)
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    path, build_seconds = build(args.size)
+    queries = benchmark_queries(real_sentences())
+    results = {"size": args.size, "seconds": args.seconds, "kind": json.loads((path / "manifest.json").read_text())
+               ["index"], "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "machine": machine(),
+               "build_seconds": build_seconds, "in_process": in_process(path, queries)}
+    print(json.dumps(results["in_process"]), flush=True)
+    results["http"] = []
+    for workers in map(int, args.workers.split(",")):
+        results["http"].append(over_http(path, queries, args.seconds, workers))
+        print(json.dumps(results["http"][-1])[:2000], flush=True)
+    publish("serve", results, markdown, not args.no_write)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
