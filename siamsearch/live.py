@@ -10,6 +10,10 @@ search running takes every query waiting (``Coalescer``) into one ``search_batch
 encodes them in one pass, while the others wait for their part. Under load that turns N
 threads contending for two cores into one batch, with no added wait when there is no load.
 
+Commits run on one thread per ``LiveIndex``, started with the first write, at a lower CPU
+priority (``COMMIT_NICE``, Linux): a commit of a large index copies, writes and hashes
+hundreds of megabytes, and the cores should go to the searches answering meanwhile.
+
 Writers queue on ``QUEUE_LOCK`` in the folder, so the threads of one process and the
 processes of one service (its workers) commit one after another and none is lost. A writer
 that does not queue (the CLI's ``add``) and collides is refused with a ``ConflictError``,
@@ -19,6 +23,8 @@ never merged silently. A generation another process committed is picked up by th
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,8 +39,30 @@ from .storage import waiting_lock
 QUEUE_LOCK = ".queue.lock"
 MAX_COALESCED = 64
 """Queries answered by one ``search_batch`` call at most."""
+COMMIT_NICE = 10
+"""How much lower than the searches the committing thread runs (Linux ``nice``; 0 turns it off)."""
 WRITE_WAIT_S = 120.0
 """How long a write waits for the writers ahead of it before it is refused."""
+
+
+class _Job:
+    __slots__ = ("change", "done", "commit", "error")
+
+    def __init__(self, change: Callable[[SearchIndex], int]):
+        self.change, self.done = change, threading.Event()
+        self.commit: Commit | None = None
+        self.error: BaseException | None = None
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this thread's CPU priority (Linux schedules threads as tasks; elsewhere a no-op)."""
+    if nice <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -127,8 +155,10 @@ class LiveIndex:
         self.mmap = mmap
         self._current = SearchIndex.load(self.path, mmap=mmap)
         self._swap = threading.Lock()
-        self._writes = threading.Lock()
         self._coalescer = Coalescer()
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
+        self._starting = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LiveIndex({str(self.path)!r}, generation={self._current.generation})"
@@ -175,7 +205,30 @@ class LiveIndex:
         return self._commit(lambda index: index.compact())
 
     def _commit(self, change: Callable[[SearchIndex], int]) -> Commit:
-        with self._writes, waiting_lock(self.path / QUEUE_LOCK, WRITE_WAIT_S):
+        """Hand the change to the committing thread and wait until it is committed (or refused)."""
+        with self._starting:
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._run_commits, name="siamsearch-commits", daemon=True)
+                self._committer.start()
+        job = _Job(change)
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.commit
+
+    def _run_commits(self) -> None:
+        _lower_priority(COMMIT_NICE)
+        while True:
+            job = self._jobs.get()
+            try:
+                job.commit = self._commit_now(job.change)
+            except BaseException as e:  # handed to the request that asked for the change
+                job.error = e
+            job.done.set()
+
+    def _commit_now(self, change: Callable[[SearchIndex], int]) -> Commit:
+        with waiting_lock(self.path / QUEUE_LOCK, WRITE_WAIT_S):
             fresh = self._load(mmap=True)  # the committed state, whoever wrote it
             changed = change(fresh)
             fresh.save(self.path)

@@ -261,3 +261,41 @@ def test_searches_from_many_threads_are_answered_together_and_exactly(faq_dir):
     for (queries, k, where), (generation, hits) in zip(cases, answers):
         assert generation == index.generation and hits == index.search_batch(queries, k, where)
     assert len(calls) < len(cases)  # some searches shared a batch
+
+
+def test_serve_refuses_a_missing_index_or_a_bad_token_file_in_one_line(tmp_path, faq_dir):
+    run = CliRunner().invoke(main, ["serve", "--index", str(tmp_path / "nothing")])
+    assert run.exit_code == 1 and run.output.count("\n") == 1 and "no such index" in run.output
+    (tmp_path / "short.token").write_text("abc")
+    run = CliRunner().invoke(main, ["serve", "--index", str(faq_dir), "--token-file", str(tmp_path / "short.token")])
+    assert run.exit_code == 1 and "at least 16 characters" in run.output and "Traceback" not in run.output
+
+
+def test_demo_serve_builds_the_demo_and_serves_it(tmp_path):
+    import subprocess
+    import sys
+
+    from .serving import free_port, stop
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "siamsearch", "demo", "--workdir", str(tmp_path), "--serve",
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True, text=True)
+    try:
+        for line in process.stdout:  # the banner names the URL once the index is built
+            if line.startswith("serving"):
+                break
+        assert f"http://127.0.0.1:{port}/" in line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/v1/search", json={"query": "退款多久能到账", "k": 1})
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the demo server did not answer"
+                time.sleep(0.1)
+        assert answer.json()["hits"][0]["id"] == "faq-101"
+        assert "<title>siamsearch</title>" in httpx.get(f"http://127.0.0.1:{port}/").text
+    finally:
+        stop(process)
+    assert (tmp_path / "indexes" / "demo" / "manifest.json").exists()
