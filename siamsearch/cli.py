@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the service imports FastAPI, which only 'serve' needs
 
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "columns", "text_column", "id_column", "max_memory", "rerank_factor", "hnsw_m", "ef_construction", "ef_search",
-    "nlist", "nprobe", "monitor", "unlabelled", "init", "where")}
+    "nlist", "nprobe", "monitor", "unlabelled", "init", "where", "min_match")}
 """Library argument → the flag that sets it, for error messages."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
@@ -408,9 +408,10 @@ def _print_table(query: str, hits: list) -> None:
     if not hits:
         return
     width = max(2, *(len(h.id) for h in hits))
-    click.echo(f"  {'rank':>4}  {'score':>9}  {'id':<{width}}  text")
-    for h in hits:
-        click.echo(f"  {h.rank:>4}  {h.score:9.3g}  {h.id:<{width}}  {h.text}")  # scores can be 1e-5: keep digits
+    click.echo(f"  {'rank':>4}  {'score':>9}  {'match':>5}  {'id':<{width}}  text")
+    for h in hits:  # scores can be 1e-5: keep their digits
+        match = "  -  " if h.match is None else f"{h.match:5.0%}"
+        click.echo(f"  {h.rank:>4}  {h.score:9.3g}  {match:>5}  {h.id:<{width}}  {h.text}")
 
 
 @main.command()
@@ -424,8 +425,10 @@ def _print_table(query: str, hits: list) -> None:
 @click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", callback=lambda ctx, param, v: _where(v),
               help="Only documents whose metadata FIELD equals VALUE; repeat a field for any of several values, "
                    "name several fields for all of them.")
+@click.option("--min-match", type=click.FloatRange(0, 1), metavar="P",
+              help="Only hits at least this likely (0-1) to mean the same as the query: the match column.")
 def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, model_dir: Path | None,
-          where: dict | None) -> None:
+          where: dict | None, min_match: float | None) -> None:
     """Search an index for each of QUERIES ('-' reads one query per line from stdin).
 
     \b
@@ -446,11 +449,47 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
     if not texts:
         raise click.UsageError("give at least one query, or - to read queries from stdin")
     index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None, mmap=True)
-    for text, hits in zip(texts, index.search_batch(texts, k, where)):
+    for text, hits in zip(texts, index.search_batch(texts, k, where, min_match=min_match)):
         if as_json:
             click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
         else:
             _print_table(text, hits)
+
+
+@main.command()
+@click.argument("pairs", type=click.Path(dir_okay=False, path_type=Path))
+@_MODEL_OPTION
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the recalibrated model here instead of over --model.")
+@click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
+def calibrate(pairs: Path, model_dir: Path | None, out: Path | None, columns: str | None) -> None:
+    """Refit a model's match probability on labelled PAIRS it was not trained on (0/1 labels),
+    e.g. pairs from the domain it will serve; the weights and scores do not change.
+
+    \b
+    Example:
+      siamsearch calibrate --model models/faq my_domain_dev.tsv
+      siamsearch calibrate my_domain_dev.tsv --out models/default-mine    # the shipped model, recalibrated
+    """
+    from .calibration import report
+    from .data import read_pairs
+    from .encoder import Encoder
+    from .evaluation import PairEvaluator
+
+    target = out or model_dir
+    if target is None:
+        raise click.UsageError("the shipped model is part of the package: give --out for its recalibrated copy")
+    labelled = read_pairs(pairs, _columns(columns))
+    encoder = Encoder.load(model_dir)
+    encoder.calibrate(labelled)
+    found = report(encoder.calibration, PairEvaluator(labelled).scores(encoder), labelled.labels)
+    if out is None:
+        encoder.save_settings(model_dir)  # in place: config.json only, the directory's other files stay
+    else:
+        encoder.save(out)
+    _print_calibration(found)
+    click.echo(f"calibrated {model_dir or 'the shipped model'} on {_n(len(labelled))} pairs → {target} "
+               "(indexes built before carry the old calibration: rebuild them to show the new one)")
 
 
 @main.command()
@@ -526,8 +565,13 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
         systems = {f"siamsearch ({model_name})": evaluator.scores(encoder),
                    **{b.name: b.pair_scores(main_pairs.left, main_pairs.right) for b in others}}
         scores = iter(systems.values())
+        model_scores = next(scores)
         metrics = {"file": str(pairs), "model": model_name,
-                   **pair_metrics(next(scores), main_pairs.labels, encoder.threshold)}
+                   **pair_metrics(model_scores, main_pairs.labels, encoder.threshold)}
+        if encoder.calibration is not None and not main_pairs.graded:
+            from .calibration import report
+
+            metrics["calibration"] = report(encoder.calibration, model_scores, main_pairs.labels)
         rows = [{"name": f"siamsearch ({model_name})", **metrics}] + [
             evaluator.baseline(b, s) for b, s in zip(others, scores)]
         if plot:
@@ -548,6 +592,8 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
         for r in rows:
             click.echo(f"{r['name']:<{width}}  " + "  ".join(
                 f"{'n/a' if r[m] is None else format(r[m], '.4f'):>9}" for m in names))
+        if "calibration" in metrics:
+            _print_calibration(metrics["calibration"])
         return
     task = RetrievalTask.from_pairs(main_pairs, [read_pairs(d, _columns(columns)) for d in distractors])
     click.echo(f"retrieval task: {_n(len(task.corpus))} sentences, {_n(len(task.queries))} queries", err=True)
@@ -580,6 +626,16 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
 
 PLOT_DEPTH = 100
 """How deep --plot's recall@k curve goes."""
+
+
+def _print_calibration(found: dict) -> None:
+    fitted = found["fitted_on"]
+    origin = f"{fitted.get('file', '?')}, {'held out' if fitted.get('held_out') else 'training pairs'}"
+    click.echo(f"\nmatch probability (fitted on {origin}): expected calibration error {found['ece']:.4f}")
+    click.echo("  predicted match   pairs   mean predicted   share that match")
+    for row in found["reliability"]:
+        click.echo(f"  {row['from']:.1f}–{row['to']:.1f}       {row['pairs']:>7,}   {row['predicted']:14.3f}   "
+                   f"{row['observed']:16.3f}")
 _HEADINGS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "roc_auc": "ROC-AUC",
              "spearman": "Spearman", "pearson": "Pearson"}
 

@@ -32,17 +32,23 @@ import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime
 
 from .architecture import EMBEDDING_LAYER, LSTM_LAYERS, EncoderConfig
+from .calibration import Calibration
+from .calibration import fit as calibrate_fit
 from .errors import TRAIN_MODEL, InputError, ModelDirectoryError, SiamsearchError
 from .scoring import exp_neg_l1
-from .storage import check_output_dir, sha256_bytes, staged_directory, write_json
+from .storage import check_output_dir, sha256_bytes, staged_directory, write_json, write_json_atomic
 from .system import available_cpus
 from .text import Vocabulary, first_blank, length_sorted_batches, pad
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .data import Pairs
 
 MODEL_FORMAT = "siamsearch-model"
 MODEL_FORMAT_VERSION = 2
@@ -89,9 +95,10 @@ class Encoder:
 
     def __init__(self, config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes, keras_weights: bytes,
                  training: dict | None = None, history: list[dict] | None = None, metrics: dict | None = None,
-                 threshold: float = DEFAULT_THRESHOLD):
+                 threshold: float = DEFAULT_THRESHOLD, calibration: Calibration | None = None):
         self.config = config
         self.threshold = threshold
+        self.calibration = calibration
         self.vocab = vocab
         self.onnx_model = onnx_model
         self.keras_weights = keras_weights
@@ -107,7 +114,7 @@ class Encoder:
 
     def __reduce__(self):
         return Encoder, (self.config, self.vocab, self.onnx_model, self.keras_weights, self.training, self.history,
-                         self.metrics, self.threshold)
+                         self.metrics, self.threshold, self.calibration)
 
     @classmethod
     def from_keras(cls, model, vocab: Vocabulary, config: EncoderConfig, **info) -> Encoder:
@@ -166,6 +173,26 @@ class Encoder:
         va, vb = self.encode([a, b])
         return float(exp_neg_l1(va, vb))
 
+    def match(self, a: str, b: str) -> float | None:
+        """The calibrated probability that the pair means the same (``calibration.py``); None
+        for a model saved without a calibration. Example: ``enc.match("怎么退货", "如何退货")``."""
+        if self.calibration is None:
+            return None
+        return float(self.calibration(self.similarity(a, b)))
+
+    def calibrate(self, pairs: Pairs, held_out: bool = True) -> Calibration:
+        """Fit the match probability on labelled pairs (0/1), replacing the current one;
+        ``save_settings`` (or ``save``) keeps it. ``held_out``: the pairs were not trained on (recorded with the fit).
+        Example: ``enc.calibrate(read_pairs("my_domain_dev.tsv")); enc.save_settings("models/faq")``."""
+        from .evaluation import PairEvaluator
+
+        if pairs.graded:
+            raise InputError(f"{pairs.source}: calibration needs 0/1 labels, not graded scores", argument="pairs")
+        scores = PairEvaluator(pairs).scores(self)
+        self.calibration = calibrate_fit(scores, pairs.labels, {"file": Path(str(pairs.source)).name,
+                                                                "held_out": held_out})
+        return self.calibration
+
     def predict(self, a: str, b: str) -> bool:
         """Whether the model calls the pair the same meaning: ``similarity >= threshold``."""
         return self.similarity(a, b) >= self.threshold
@@ -202,9 +229,8 @@ class Encoder:
         with staged_directory(path) as stage:
             self.write(stage)
 
-    def write(self, directory: Path) -> None:
-        """Write the model files into an existing, not yet visible directory."""
-        write_json(directory / CONFIG, {
+    def _config_doc(self) -> dict:
+        return {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "siamsearch_version": __version__,
@@ -212,8 +238,24 @@ class Encoder:
             "weights_sha256": sha256_bytes(self.keras_weights),
             "encoder": self.config.to_dict(),
             "threshold": self.threshold,
+            **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
             "training": self.training,
-        })
+        }
+
+    def save_settings(self, path: str | Path) -> None:
+        """Rewrite the threshold and calibration in this model's own directory (``config.json``,
+        atomically), leaving every other file there as it is. Example, after ``calibrate``:
+        ``enc.save_settings("models/faq")``."""
+        path = Path(path)
+        if not is_model_dir(path) or json.loads((path / CONFIG).read_text(encoding="utf-8")).get(
+                "fingerprint") != self.fingerprint:
+            raise ModelDirectoryError(f"{path}: not the directory of this model (another fingerprint, or none); "
+                                      "save the whole model there instead", path=path)
+        write_json_atomic(path / CONFIG, self._config_doc())
+
+    def write(self, directory: Path) -> None:
+        """Write the model files into an existing, not yet visible directory."""
+        write_json(directory / CONFIG, self._config_doc())
         write_json(directory / VOCAB, {"pad_id": 0, "oov_id": 1, "chars": self.vocab.chars})
         write_json(directory / HISTORY, self.history)
         write_json(directory / METRICS, self.metrics)
@@ -268,8 +310,12 @@ class Encoder:
         threshold = config_doc.get("threshold", DEFAULT_THRESHOLD)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise damaged(f"threshold {threshold!r} in {CONFIG} is not a score between 0 and 1")
+        try:
+            calibration = (Calibration.from_dict(config_doc["calibration"]) if "calibration" in config_doc else None)
+        except ValueError as e:
+            raise damaged(f"invalid calibration in {CONFIG} ({e})") from None
         info = {"training": config_doc.get("training"), "history": extra.get(HISTORY), "metrics": extra.get(METRICS),
-                "threshold": float(threshold)}
+                "threshold": float(threshold), "calibration": calibration}
         try:
             return cls(config, vocab, onnx_model, weights, **info)
         except Exception as e:  # onnxruntime raises its own types for a graph it cannot load

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import IndexDirectoryError
 from .filters import Where, cache_key, check_where
-from .query import Hit, Observe, check_k, checked_queries
+from .query import Hit, Observe, check_k, check_min_match, checked_queries
 from .search import SearchIndex
 from .storage import waiting_lock
 
@@ -76,11 +76,12 @@ class Commit:
 
 
 class _Waiting:
-    __slots__ = ("index", "queries", "k", "where", "key", "done", "hits", "error")
+    __slots__ = ("index", "queries", "k", "where", "min_match", "key", "done", "hits", "error")
 
-    def __init__(self, index: SearchIndex, queries: list[str], k: int, where: Where | None):
-        self.index, self.queries, self.k, self.where = index, queries, k, where
-        self.key = (id(index), k, None if where is None else cache_key(check_where(where)))
+    def __init__(self, index: SearchIndex, queries: list[str], k: int, where: Where | None,
+                 min_match: float | None):
+        self.index, self.queries, self.k, self.where, self.min_match = index, queries, k, where, min_match
+        self.key = (id(index), k, None if where is None else cache_key(check_where(where)), min_match)
         self.done = False
         self.hits: list[list[Hit]] | None = None
         self.error: BaseException | None = None
@@ -101,10 +102,11 @@ class Coalescer:
         self._busy = False
 
     def search(self, index: SearchIndex, queries: list[str], k: int, where: Where | None = None,
-               observe: Observe | None = None) -> list[list[Hit]]:
+               observe: Observe | None = None, min_match: float | None = None) -> list[list[Hit]]:
         check_k(k)
         checked_queries(queries)
-        mine = _Waiting(index, list(queries), k, where)
+        check_min_match(min_match, index.encoder)
+        mine = _Waiting(index, list(queries), k, where, min_match)
         with self._turn:
             self._waiting.append(mine)
             while not mine.done:
@@ -137,7 +139,8 @@ class Coalescer:
     def _answer(batch: list[_Waiting], observe: Observe | None) -> None:
         first = batch[0]
         try:
-            found = first.index.search_batch([q for w in batch for q in w.queries], first.k, first.where, observe)
+            found = first.index.search_batch([q for w in batch for q in w.queries], first.k, first.where, observe,
+                                             first.min_match)
         except BaseException as e:  # handed to every search of the batch
             for waiting in batch:
                 waiting.error, waiting.done = e, True
@@ -176,11 +179,12 @@ class LiveIndex:
         return current
 
     def search_batch(self, queries: list[str], k: int = 10, where: Where | None = None,
-                     observe: Observe | None = None) -> tuple[int, list[list[Hit]]]:
-        """The generation answering and its hits for each query; searches from other threads
-        at the same moment are answered in the same batch."""
+                     observe: Observe | None = None, min_match: float | None = None) -> tuple[int, list[list[Hit]]]:
+        """The generation answering and its hits for each query (as ``SearchIndex.search_batch``);
+        searches from other threads at the same moment are answered in the same batch.
+        Example: ``generation, [hits] = live.search_batch(["退款多久到账"], k=5)``."""
         index = self.index
-        return index.generation, self._coalescer.search(index, queries, k, where, observe)
+        return index.generation, self._coalescer.search(index, queries, k, where, observe, min_match)
 
     def _load(self, mmap: bool) -> SearchIndex:
         """The committed generation, with the encoder already loaded when it is the same one

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+from .calibration import Calibration
 from .encoder import Encoder
 from .errors import InputError
 from .filters import Where, check_where
@@ -37,16 +38,20 @@ EXACT_SCAN_MAX = 20_000
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result; ``score`` is the Siamese model's prediction for (query, document)."""
+    """One search result; ``score`` is the Siamese model's prediction for (query, document),
+    ``match`` the calibrated probability that the two mean the same (``calibration.py``; None
+    when the model has no calibration)."""
 
     rank: int
     id: str
     text: str
     score: float
     metadata: dict = field(default_factory=dict)
+    match: float | None = None
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "id": self.id, "text": self.text, "score": self.score, "metadata": self.metadata}
+        return {"rank": self.rank, "id": self.id, "text": self.text, "score": self.score, "match": self.match,
+                "metadata": self.metadata}
 
 
 def check_k(k: int) -> int:
@@ -83,13 +88,26 @@ class _Stages:
             self.started = now
 
 
+def check_min_match(min_match: float | None, encoder: Encoder) -> None:
+    if min_match is None:
+        return
+    if isinstance(min_match, bool) or not isinstance(min_match, (int, float)) or not 0 <= min_match <= 1:
+        raise InputError(f"min_match must be a probability from 0 to 1, got {min_match!r}", argument="min_match")
+    if encoder.calibration is None:
+        raise InputError("this index's model has no match calibration; calibrate the model on labelled pairs and "
+                         "rebuild the index, or leave min_match out", argument="min_match")
+
+
 def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
-           where: Where | None = None, observe: Observe | None = None) -> list[list[Hit]]:
+           where: Where | None = None, observe: Observe | None = None,
+           min_match: float | None = None) -> list[list[Hit]]:
     """Top-k hits for each query, ranked by exact exp(-L1), ties by id; with ``where``, among
-    the documents whose metadata match it."""
+    the documents whose metadata match it; with ``min_match``, only hits at least that likely
+    to mean the same (so fewer than k may come back)."""
     k = check_k(k)
     texts = checked_queries(queries)
     checked = None if where is None else check_where(where)
+    check_min_match(min_match, encoder)
     if not texts or not len(state):
         return [[] for _ in texts]
     stages = _Stages(observe)
@@ -113,12 +131,15 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
         candidates = [np.unique(pos[pos >= 0]) for pos in found]
         candidates = [pos if len(pos) >= k else selected for pos in candidates]
     stages.done("candidates")
-    hits = [rerank(state, q, pos, k) for q, pos in zip(encoded, candidates)]
+    hits = [rerank(state, q, pos, k, encoder.calibration) for q, pos in zip(encoded, candidates)]
+    if min_match is not None:  # match falls with the score: the hits kept are a prefix of the ranking
+        hits = [[h for h in found if h.match >= min_match] for found in hits]
     stages.done("rerank")
     return hits
 
 
-def rerank(state: IndexState, query: np.ndarray, positions: np.ndarray, k: int) -> list[Hit]:
+def rerank(state: IndexState, query: np.ndarray, positions: np.ndarray, k: int,
+           calibration: Calibration | None = None) -> list[Hit]:
     """Score every candidate exactly, then read documents best-first only as far as needed:
     the first ``k`` live ones plus every candidate tied with the last (ties go by id)."""
     scores = exp_neg_l1(query, state.vectors[positions])
@@ -133,4 +154,6 @@ def rerank(state: IndexState, query: np.ndarray, positions: np.ndarray, k: int) 
         end = min(len(order), end + k - len(docs) + state.tombstones)
     ranked = sorted(((scores[i], int(positions[i])) for i in order[:end] if int(positions[i]) in docs),
                     key=lambda sp: (-sp[0], docs[sp[1]][0]))[:k]
-    return [Hit(rank, *docs[p][:2], float(score), docs[p][2]) for rank, (score, p) in enumerate(ranked, 1)]
+    matches = [None] * len(ranked) if calibration is None else calibration([s for s, _ in ranked]).tolist()
+    return [Hit(rank, *docs[p][:2], float(score), docs[p][2], match)
+            for rank, ((score, p), match) in enumerate(zip(ranked, matches), 1)]

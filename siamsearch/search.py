@@ -181,19 +181,22 @@ class SearchIndex:
             return mutations.compact(self._state)
 
     # -- search ------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10, where: Where | None = None) -> list[Hit]:
-        return self.search_batch([query], k, where)[0]
+    def search(self, query: str, k: int = 10, where: Where | None = None, min_match: float | None = None) -> list[Hit]:
+        """Example: ``idx.search("退款多久到账", k=5, where={"topic": "退款"})`` (see ``search_batch``)."""
+        return self.search_batch([query], k, where, min_match=min_match)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
-                     observe: Observe | None = None) -> list[list[Hit]]:
+                     observe: Observe | None = None, min_match: float | None = None) -> list[list[Hit]]:
         """Top-k hits for each query, ranked by exact exp(-L1), ties by id (``query.py``).
 
         ``where`` keeps the documents whose metadata match it, before ranking (``filters.py``):
         ``{"topic": "订单"}``, or ``{"topic": ["订单", "退款"], "lang": "zh"}`` (any of a list, all fields).
         ``observe(stage, seconds)`` is told how long each stage took (e.g. for latency metrics).
+        ``min_match`` keeps only hits at least that likely to mean the same as the query
+        (``Hit.match``, the model's calibration), so fewer than ``k`` may come back.
         """
         with self._lock.reading():
-            return query.search(self._state, self.encoder, queries, k, where, observe)
+            return query.search(self._state, self.encoder, queries, k, where, observe, min_match)
 
     # -- on disk -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -62,16 +62,22 @@ FILTER_DESCRIPTION = ("Metadata field → value, or → list of values (any of t
 
 
 # -- request and response bodies ---------------------------------------------------------
+MinMatch = Annotated[float | None, Field(None, ge=0, le=1, description=(
+    "Only hits at least this likely to mean the same as the query (their `match`); fewer than k may come back."))]
+
+
 class SearchRequest(BaseModel):
     query: Query
     k: K = 10
     filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
+    min_match: MinMatch = None
 
 
 class BatchSearchRequest(BaseModel):
     queries: list[Query] = Field(max_length=MAX_BATCH)
     k: K = 10
     filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
+    min_match: MinMatch = None
 
 
 class HitOut(BaseModel):
@@ -79,6 +85,8 @@ class HitOut(BaseModel):
     id: str
     text: str
     score: float = Field(description="The Siamese model's prediction for (query, document): exp(-L1).")
+    match: float | None = Field(description="The calibrated probability that the two mean the same (null: the "
+                                            "model has no calibration).")
     metadata: dict[str, Any]
 
 
@@ -333,22 +341,23 @@ def create_app(settings: Settings) -> FastAPI:
         served(index.generation, len(index))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def search_many(queries: list[str], k: int, where: Filter | None) -> tuple[list[dict], int]:
+    def search_many(request: SearchRequest | BatchSearchRequest, queries: list[str]) -> tuple[list[dict], int]:
         """Plain dicts, answered as they are: they have the shape of the response models, which
         document the routes, and validating our own output again cost more than the search."""
-        generation, found = live.search_batch(queries, k, where, observe=metrics.observe_stage)
+        generation, found = live.search_batch(queries, request.k, request.filter, metrics.observe_stage,
+                                              request.min_match)
         return ([{"query": q, "hits": [h.to_dict() for h in hits], "generation": generation}
                  for q, hits in zip(queries, found)], generation)
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=[Depends(reader)],
               summary="The top k documents for a query")
     def search(request: SearchRequest) -> JSONResponse:
-        return JSONResponse(search_many([request.query], request.k, request.filter)[0][0])
+        return JSONResponse(search_many(request, [request.query])[0][0])
 
     @app.post("/v1/search/batch", response_model=BatchSearchResponse, dependencies=[Depends(reader)],
               summary="The top k documents for each of several queries")
     def search_batch(request: BatchSearchRequest) -> JSONResponse:
-        results, generation = search_many(request.queries, request.k, request.filter)
+        results, generation = search_many(request, request.queries)
         return JSONResponse({"results": results, "generation": generation})
 
     @app.get("/v1/documents/{doc_id}", response_model=DocumentOut, dependencies=[Depends(reader)],

@@ -84,6 +84,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .architecture import EMBEDDING_LAYER, LSTM_LAYERS, EncoderConfig
+from .calibration import FIT_SAMPLE
 from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
@@ -347,9 +348,11 @@ def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabu
     return model, enc_config, trainer, history, kept, bool(average)
 
 
-def _set_threshold(encoder: Encoder, trainer, valid: Pairs | None, config: TrainConfig) -> None:
+def _set_threshold(encoder: Encoder, trainer, pairs: Pairs, valid: Pairs | None, config: TrainConfig) -> None:
     """The decision threshold: the best accuracy on ``valid``, else the margin objective's
-    learned margin, else the default (0.5); with ``valid``, its metrics at that threshold."""
+    learned margin, else the default (0.5); with ``valid``, its metrics at that threshold.
+    The match probability (``calibration.py``) is fitted on ``valid``, else on a sample of the
+    training pairs (recorded as not held out)."""
     if valid is not None:
         scores = PairEvaluator(valid).scores(encoder)
         encoder.threshold = best_threshold(scores, valid.labels)
@@ -357,6 +360,13 @@ def _set_threshold(encoder: Encoder, trainer, valid: Pairs | None, config: Train
                                     **pair_metrics(scores, valid.labels, encoder.threshold)}
     elif config.objective == "margin":
         encoder.threshold = float(np.exp(-float(trainer.margin.numpy())))
+    if valid is not None:
+        fitting, held_out = valid, True
+    else:
+        rows = np.random.default_rng(config.seed).permutation(len(pairs))[:FIT_SAMPLE]
+        fitting, held_out = pairs.subset(np.sort(rows)), False
+    if len(set(fitting.labels.tolist())) == 2:
+        encoder.calibrate(fitting, held_out=held_out)
 
 
 def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainConfig(),
@@ -382,7 +392,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     model, enc_config, trainer, history, kept, averaged = _train_encoder(
         used, pairs, valid, vocab, matrix, lstm_weights, distill, config, on_epoch_end)
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
-    _set_threshold(encoder, trainer, valid, config)
+    _set_threshold(encoder, trainer, pairs, valid, config)
     encoder.training = {
         "settings": asdict(config),
         "pairs": {"file": Path(pairs.source).name, "n": len(pairs), "used": len(used)},

@@ -67,7 +67,7 @@ def test_query_table_and_json(index):
     lines = run("query", "--index", out, "--json", "-k", 2, "退款多久到账").output.strip().splitlines()
     record = json.loads(lines[0])
     assert record["query"] == "退款多久到账" and len(record["hits"]) == 2
-    assert set(record["hits"][0]) == {"rank", "id", "text", "score", "metadata"}
+    assert set(record["hits"][0]) == {"rank", "id", "text", "score", "match", "metadata"}
 
 
 def test_query_reads_stdin(index):
