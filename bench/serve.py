@@ -191,8 +191,10 @@ def over_http(path: Path, queries: list[str], seconds: float, workers: int) -> d
 def markdown(results: dict) -> str:
     ip = results["in_process"]
     lines = [
-        "<!-- serve-benchmarks:start (bench/serve.py writes this section) -->",
-        "## The HTTP service (`siamsearch serve`) against the Python API, side by side",
+        f"<!-- {'serve' if results['size'] == 1_000_000 else 'serve-' + str(results['size'])}-benchmarks:start "
+        "(written by bench/serve.py; do not edit by hand) -->",
+        f"## The HTTP service (`siamsearch serve`) against the Python API, side by side: {results['size']:,} "
+        "documents",
         "",
         f"Command: `python bench/serve.py --size {results['size']} --seconds {results['seconds']}` on "
         f"{results['date']}, {results['cpu']}; {results['machine']}. Index: {results['size']:,} generated "
@@ -233,7 +235,7 @@ def markdown(results: dict) -> str:
         "rewrites the whole index (here ~600 MB of FAISS lists, vectors and SQLite, hashed and fsynced), so "
         "at this size a commit takes ~2 s of a core. Commits that touch only what changed need a generation "
         "format that shares unchanged files with its parent; that is not built yet.",
-        "<!-- serve-benchmarks:end -->", ""]
+        f"<!-- {'serve' if results['size'] == 1_000_000 else 'serve-' + str(results['size'])}-benchmarks:end -->", ""]
     return "\n".join(lines)
 
 
@@ -251,8 +253,9 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="server processes to try, comma-separated")
     add_output_options(parser, "serve")
     args = parser.parse_args()
+    name = "serve" if args.size == 1_000_000 else f"serve-{args.size}"  # one section per size
     if args.render:
-        render("serve", markdown)
+        render(name, markdown)
         return
     WORK.mkdir(parents=True, exist_ok=True)
     path, build_seconds = build(args.size)
@@ -265,7 +268,7 @@ def main() -> None:
     for workers in map(int, args.workers.split(",")):
         results["http"].append(over_http(path, queries, args.seconds, workers))
         print(json.dumps(results["http"][-1])[:2000], flush=True)
-    publish("serve", results, markdown, not args.no_write)
+    publish(name, results, markdown, not args.no_write)
     print(markdown(results))
 
 

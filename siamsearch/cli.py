@@ -547,7 +547,7 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     """
     from .data import read_pairs
     from .encoder import Encoder
-    from .evaluation import MRR_AT, EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask, pair_metrics
+    from .evaluation import MRR_AT, EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
 
     if not retrieval and distractors:
         raise click.UsageError("--distractors applies to --retrieval only")
@@ -561,19 +561,13 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
         check_plot_path(plot)  # a missing extra or a wrong name fails before the work
     others = _baselines() if baselines else []
     if not retrieval:
-        evaluator = PairEvaluator(main_pairs)
-        systems = {f"siamsearch ({model_name})": evaluator.scores(encoder),
-                   **{b.name: b.pair_scores(main_pairs.left, main_pairs.right) for b in others}}
-        scores = iter(systems.values())
-        model_scores = next(scores)
-        metrics = {"file": str(pairs), "model": model_name,
-                   **pair_metrics(model_scores, main_pairs.labels, encoder.threshold)}
+        rows, systems = PairEvaluator(main_pairs).table(encoder, others, f"siamsearch ({model_name})")
+        model_scores = systems[rows[0]["name"]]
+        metrics = {"file": str(pairs), "model": model_name, **{k: v for k, v in rows[0].items() if k != "name"}}
         if encoder.calibration is not None and not main_pairs.graded:
             from .calibration import report
 
             metrics["calibration"] = report(encoder.calibration, model_scores, main_pairs.labels)
-        rows = [{"name": f"siamsearch ({model_name})", **metrics}] + [
-            evaluator.baseline(b, s) for b, s in zip(others, scores)]
         if plot:
             from .plots import pair_plot
 

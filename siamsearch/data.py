@@ -11,6 +11,9 @@ Corpora
     Plain text (one document per line, id = line number), or CSV/TSV/JSONL with a text
     column (``text`` unless named), an optional id column (``id`` if present, else the
     1-based record number), and every other column kept as metadata.
+Tables
+    Pair files and corpora may also be Parquet or Excel files, or pandas DataFrames, with
+    the columns of a CSV file and the same rules (``frames.py``; the header is line 1).
 
 All files are UTF-8; a leading BOM and CRLF line endings are accepted. ``.tsv`` and other
 tab-separated files are read without quoting (sentences may contain quote characters);
@@ -27,11 +30,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import frames
 from .errors import InputError
 from .text import is_blank, normalize
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SENTENCE1_NAMES = {"sentence1", "sentence_1", "s1", "text_a", "text1", "question1", "query1", "q1"}
 SENTENCE2_NAMES = {"sentence2", "sentence_2", "s2", "text_b", "text2", "question2", "query2", "q2"}
@@ -193,15 +201,28 @@ def _pair_columns(
     return [names.index(str(c).lower()) for c in columns], True
 
 
-def read_pairs(path: str | Path, columns: Sequence[str | int] | None = None) -> Pairs:
-    """Read a labelled pair file (see the module docstring for layouts)."""
-    path = Path(path)
-    rows, lines = _rows(path, read_text(path))
+def _source(source: str | Path | pd.DataFrame) -> tuple[Path, bool]:
+    """The name errors give the source by, and whether it is a table (a DataFrame or a
+    Parquet/Excel file, read through pandas) rather than a text file."""
+    if frames.is_frame(source):
+        return Path("DataFrame"), True
+    path = Path(source)
+    return path, frames.is_table(path)
+
+
+def read_pairs(source: str | Path | pd.DataFrame, columns: Sequence[str | int] | None = None) -> Pairs:
+    """Read labelled pairs: a file or a DataFrame (see the module docstring for layouts).
+    Example: ``read_pairs("pairs.tsv")``, ``read_pairs(df, columns=["q1", "q2", "same"])``."""
+    path, table = _source(source)
+    if table:
+        rows, lines = frames.rows(source if frames.is_frame(source) else frames.read_table(path))
+    else:
+        rows, lines = _rows(path, read_text(path))
     if not rows:
         raise InputError(f"{path}: no pairs found (expected sentence1<TAB>sentence2<TAB>label lines)", path=path)
     layout = _pair_columns(path, rows[0], columns)
     if layout is None:
-        idx, has_header = [0, 1, 2], False
+        idx, has_header = [0, 1, 2], table  # a table's first row is always its header
     else:
         idx, has_header = layout
     if has_header:
@@ -259,9 +280,14 @@ def _records(path: Path, text: str) -> tuple[list[dict], list[int]]:
     return records, lines[1:]
 
 
-def read_corpus(path: str | Path, text_column: str | None = None, id_column: str | None = None) -> Corpus:
-    """Read documents to index (see the module docstring for formats)."""
-    path = Path(path)
+def read_corpus(source: str | Path | pd.DataFrame, text_column: str | None = None,
+                id_column: str | None = None) -> Corpus:
+    """Read documents to index: a file or a DataFrame (see the module docstring for formats).
+    Example: ``read_corpus("faq.tsv", text_column="question")``, ``read_corpus(df, "title", "sku")``."""
+    path, table = _source(source)
+    if table:
+        records, lines = frames.records(source if frames.is_frame(source) else frames.read_table(path))
+        return _corpus(path, records, lines, text_column, id_column)
     text = read_text(path)
     if path.suffix.lower() not in CORPUS_SUFFIXES:
         if text_column or id_column:
@@ -274,7 +300,12 @@ def read_corpus(path: str | Path, text_column: str | None = None, id_column: str
             raise InputError(f"{path}: the corpus has no documents", path=path)
         return Corpus([i for i, _ in kept], [t for _, t in kept], [{} for _ in kept], len(docs) - len(kept))
 
-    records, lines = _records(path, text)
+    return _corpus(path, *_records(path, text), text_column, id_column)
+
+
+def _corpus(path: Path, records: list[dict], lines: list[int], text_column: str | None,
+            id_column: str | None) -> Corpus:
+    """Documents from header-keyed records: the text column, the id column, the rest metadata."""
     if not records:
         raise InputError(f"{path}: the corpus has no documents", path=path)
     columns = list(records[0])
@@ -315,7 +346,7 @@ def read_sentences(path: str | Path, text_column: str | None = None) -> list[str
     tab-separated field of every line of a plain text file (so that a file of unlabelled
     pairs gives both its sentences); blank ones are skipped."""
     path = Path(path)
-    if path.suffix.lower() in CORPUS_SUFFIXES:
+    if path.suffix.lower() in CORPUS_SUFFIXES or frames.is_table(path):
         return read_corpus(path, text_column).texts
     sentences = [normalize(f) for line in _lines(read_text(path)) for f in line.split("\t")]
     sentences = [s for s in sentences if not is_blank(s)]

@@ -128,6 +128,19 @@ class PairEvaluator:
         return pair_metrics(self.scores(encoder), self.pairs.labels,
                             encoder.threshold if threshold is None else threshold)
 
+    def table(self, encoder, baselines: Sequence[PairScorer] = (), name: str = "siamsearch",
+              ) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """One record per system, the encoder at its threshold first, then each baseline
+        (threshold-free), and each system's pair scores. ``pandas.DataFrame(records)`` is the
+        table ``siamsearch evaluate`` prints. Example:
+        ``records, _ = PairEvaluator(read_pairs("dev.tsv")).table(Encoder.load(), [BM25Retriever()])``."""
+        scores = {name: self.scores(encoder)}
+        records = [{"name": name, **pair_metrics(scores[name], self.pairs.labels, encoder.threshold)}]
+        for scorer in baselines:
+            scores[scorer.name] = scorer.pair_scores(self.pairs.left, self.pairs.right)
+            records.append(self.baseline(scorer, scores[scorer.name]))
+        return records, scores
+
     def baseline(self, scorer: PairScorer, scores: np.ndarray | None = None) -> dict:
         """The threshold-free ``pair_metrics`` (ROC-AUC, Spearman; Pearson for graded labels)
         of a baseline's pair scores, with its name; ``scores``: those scores if already computed

@@ -15,14 +15,17 @@ process's commit is seen through ``is_stale`` and ``reload``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import index_folder, kinds, mutations, query
+from . import frames, index_folder, kinds, mutations, query
 from .choice import choose_kind
+from .data import read_corpus
 from .documents import Documents
 from .encoder import Encoder
 from .errors import InputError
@@ -33,7 +36,11 @@ from .query import Hit, Observe
 from .rwlock import ReadWriteLock
 from .state import IndexState
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 DEFAULT_RERANK_FACTOR = 4
+logger = logging.getLogger("siamsearch")
 __all__ = ["BuildProgress", "Document", "Hit", "SearchIndex"]
 
 
@@ -44,6 +51,24 @@ class Document:
     id: str
     text: str
     metadata: dict = field(default_factory=dict)
+
+
+def _documents(texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None, metadata: Sequence[dict] | None,
+               text_column: str | None, id_column: str | None) -> tuple[Sequence[str], Sequence[str] | None,
+                                                                      Sequence[dict] | None]:
+    """Texts, ids and metadata from a list or a DataFrame (whose columns carry all three)."""
+    if not frames.is_frame(texts):
+        if text_column or id_column:
+            raise InputError("text_column and id_column choose a DataFrame's columns; texts is not a DataFrame",
+                             argument="text_column" if text_column else "id_column")
+        return texts, ids, metadata
+    if ids is not None or metadata is not None:
+        raise InputError("a DataFrame carries its ids and metadata in its columns: choose them with id_column, "
+                         "and leave ids and metadata out", argument="ids" if ids is not None else "metadata")
+    corpus = read_corpus(texts, text_column, id_column)
+    if corpus.skipped:
+        logger.warning("skipped %d blank documents of the DataFrame", corpus.skipped)
+    return corpus.texts, corpus.ids if corpus.ids_given else None, corpus.metadata
 
 
 class SearchIndex:
@@ -132,13 +157,18 @@ class SearchIndex:
 
     # -- building and changing ---------------------------------------------------------
     @classmethod
-    def build(cls, texts: Sequence[str], encoder: Encoder, ids: Sequence[str] | None = None,
+    def build(cls, texts: Sequence[str] | pd.DataFrame, encoder: Encoder, ids: Sequence[str] | None = None,
               metadata: Sequence[dict] | None = None, kind: str = "auto", max_memory: int | None = None,
               rerank_factor: int = DEFAULT_RERANK_FACTOR, progress: BuildProgress | None = None,
-              **params: int) -> SearchIndex:
+              text_column: str | None = None, id_column: str | None = None, **params: int) -> SearchIndex:
         """Encode ``texts`` and index them. ``ids`` default to "0", "1", …; ``params`` are the
         kind's parameters (``kinds.py``); ``kind="auto"`` chooses from the corpus size and
-        ``max_memory`` (bytes, see choice.py) and keeps the parameters that kind takes."""
+        ``max_memory`` (bytes, see choice.py) and keeps the parameters that kind takes.
+        ``texts`` may be a DataFrame: its ``text_column`` ("text"), its ``id_column`` ("id" if
+        present) and every other column as metadata, read as a CSV file is (blank texts skipped).
+        Example: ``SearchIndex.build(["怎么退货", "运费谁出"], Encoder.load())``,
+        ``SearchIndex.build(df, enc, text_column="question", id_column="faq_id")``."""
+        texts, ids, metadata = _documents(texts, ids, metadata, text_column, id_column)
         if isinstance(texts, str):
             raise InputError("texts must be a list of documents, not one string", argument="texts")
         if not texts:
@@ -158,15 +188,21 @@ class SearchIndex:
         index.add(texts, ids, metadata, progress)
         return index
 
-    def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict] | None = None,
-            progress: BuildProgress | None = None) -> list[str]:
-        """Add new documents; an id that already exists is an error (see ``upsert``). Returns the ids."""
+    def add(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None = None,
+            metadata: Sequence[dict] | None = None, progress: BuildProgress | None = None,
+            text_column: str | None = None, id_column: str | None = None) -> list[str]:
+        """Add new documents (a list, or a DataFrame as in ``build``); an id that already exists
+        is an error (see ``upsert``). Returns the ids. Example: ``idx.add(["新问题"], ids=["q-201"])``."""
+        texts, ids, metadata = _documents(texts, ids, metadata, text_column, id_column)
         with self._lock.writing():
             return mutations.add(self._state, self.encoder, texts, ids, metadata, progress)
 
-    def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
-               progress: BuildProgress | None = None) -> int:
-        """Add documents, replacing those whose id exists. Returns how many were replaced."""
+    def upsert(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None = None,
+               metadata: Sequence[dict] | None = None, progress: BuildProgress | None = None,
+               text_column: str | None = None, id_column: str | None = None) -> int:
+        """Add documents (a list, or a DataFrame with an id column), replacing those whose id
+        exists. Returns how many were replaced. Example: ``idx.upsert(["改过的问题"], ids=["q-17"])``."""
+        texts, ids, metadata = _documents(texts, ids, metadata, text_column, id_column)
         with self._lock.writing():
             return mutations.upsert(self._state, self.encoder, texts, ids, metadata, progress)
 
@@ -197,6 +233,12 @@ class SearchIndex:
         """
         with self._lock.reading():
             return query.search(self._state, self.encoder, queries, k, where, observe, min_match)
+
+    def search_frame(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
+                     min_match: float | None = None) -> pd.DataFrame:
+        """``search_batch`` as a tidy DataFrame: query, rank, id, text, score, match, then one
+        column per metadata field. Example: ``idx.search_frame(["退款多久到账", "怎么开发票"], k=3)``."""
+        return frames.hits_frame(queries, self.search_batch(queries, k, where, min_match=min_match))
 
     # -- on disk -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
