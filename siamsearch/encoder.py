@@ -91,6 +91,8 @@ class Encoder:
     An encoder pickles as its bytes (graph, weights, vocabulary, settings) and rebuilds its
     onnxruntime session on the other side, so it can be handed to another process (a server
     worker, a Ray actor). ``encode`` is safe from many threads at once.
+
+    Example: ``enc = Encoder.load(); enc.similarity("怎么退货", "如何退货")``.
     """
 
     def __init__(self, config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes, keras_weights: bytes,
@@ -118,7 +120,8 @@ class Encoder:
 
     @classmethod
     def from_keras(cls, model, vocab: Vocabulary, config: EncoderConfig, **info) -> Encoder:
-        """Wrap a trained Keras encoder: export its ONNX graph and check it computes the same vectors."""
+        """Wrap a trained Keras encoder: export its ONNX graph and check it computes the same vectors.
+        Example: ``Encoder.from_keras(keras_encoder, vocab, config)`` (what ``train`` does at its end)."""
         from .export import encoder_to_onnx
         from .keras_runtime import load
 
@@ -139,7 +142,9 @@ class Encoder:
         return self.config.output_dim
 
     def run(self, ids: np.ndarray) -> np.ndarray:
-        """The encodings of a padded (batch, length) id matrix (``text.pad``), as the graph computes them."""
+        """The encodings of a padded (batch, length) id matrix (``text.pad``), as the graph computes them.
+
+        Example: ``enc.run(pad([enc.vocab.ids("怎么退货", enc.config.max_length)]))``."""
         return self._session.run(None, {"ids": ids})[0]
 
     def encode(self, texts: Sequence[str], batch_size: int = ENCODE_BATCH, progress: Progress | None = None,
@@ -147,7 +152,9 @@ class Encoder:
         """Encode texts in length-sorted batches (little padding) on ``threads`` threads
         (default: one per CPU this process may use, ``available_cpus``); the order of ``texts``
         is kept. A text's vector does not depend on the batch it was encoded in (bit for bit).
-        Texts become ids ``ENCODE_CHUNK`` at a time, so memory stays flat however many there are."""
+        Texts become ids ``ENCODE_CHUNK`` at a time, so memory stays flat however many there are.
+
+        Example: ``enc.encode(["怎么退货", "如何退款"])`` → a (2, 64) float32 array."""
         empty = first_blank(texts)
         if empty is not None:
             raise InputError(f"text #{empty + 1} is empty or whitespace only; nothing to encode", argument="texts")
@@ -169,7 +176,9 @@ class Encoder:
         return out
 
     def similarity(self, a: str, b: str) -> float:
-        """The Siamese model's score for the pair: exp(-Σ|enc(a) - enc(b)|), in (0, 1]."""
+        """The Siamese model's score for the pair: exp(-Σ|enc(a) - enc(b)|), in (0, 1].
+
+        Example: ``enc.similarity("怎么退货", "如何退货")``."""
         va, vb = self.encode([a, b])
         return float(exp_neg_l1(va, vb))
 
@@ -194,11 +203,15 @@ class Encoder:
         return self.calibration
 
     def predict(self, a: str, b: str) -> bool:
-        """Whether the model calls the pair the same meaning: ``similarity >= threshold``."""
+        """Whether the model calls the pair the same meaning: ``similarity >= threshold``.
+
+        Example: ``enc.predict("怎么退货", "如何退货")`` → True or False."""
         return self.similarity(a, b) >= self.threshold
 
     def keras_model(self):
-        """The Keras encoder with these weights (loads TensorFlow, ``keras_runtime.load``)."""
+        """The Keras encoder with these weights (loads TensorFlow, ``keras_runtime.load``).
+
+        Example: ``enc.keras_model().summary()``."""
         from .keras_runtime import load
 
         load()
@@ -211,7 +224,9 @@ class Encoder:
         return model
 
     def siamese_model(self):
-        """The Keras Siamese network around this encoder (shared weights), as trained."""
+        """The Keras Siamese network around this encoder (shared weights), as trained.
+
+        Example: ``enc.siamese_model().predict([ids_a, ids_b])`` (padded id rows)."""
         encoder = self.keras_model()  # loads TensorFlow first (keras_runtime.load)
         from .model import build_siamese
 
@@ -223,6 +238,7 @@ class Encoder:
 
         An existing path is replaced only if it is an empty directory or a siamsearch model
         directory: saving to ``.`` must never wipe a user's folder.
+        Example: ``enc.save("models/faq")``.
         """
         path = Path(path)
         check_model_path(path)
@@ -254,7 +270,9 @@ class Encoder:
         write_json_atomic(path / CONFIG, self._config_doc())
 
     def write(self, directory: Path) -> None:
-        """Write the model files into an existing, not yet visible directory."""
+        """Write the model files into an existing, not yet visible directory.
+
+        Example: ``enc.write(staging_dir)`` (``save`` stages and swaps it in)."""
         write_json(directory / CONFIG, self._config_doc())
         write_json(directory / VOCAB, {"pad_id": 0, "oov_id": 1, "chars": self.vocab.chars})
         write_json(directory / HISTORY, self.history)
@@ -265,7 +283,8 @@ class Encoder:
     @classmethod
     def load(cls, path: str | Path | None = None) -> Encoder:
         """Load a model directory (default: the shipped model, ``DEFAULT_MODEL``); refuse one
-        that is incomplete, corrupted or of another format."""
+        that is incomplete, corrupted or of another format.
+        Example: ``Encoder.load()`` (the shipped model), ``Encoder.load("models/faq")``."""
         path = DEFAULT_MODEL if path is None else Path(path)
         if not path.is_dir():
             raise ModelDirectoryError(f"{path}: no such model directory; {TRAIN_MODEL}", path=path)

@@ -151,7 +151,9 @@ class Coalescer:
 
 
 class LiveIndex:
-    """The latest committed generation of an index folder, for serving (see the module doc)."""
+    """The latest committed generation of an index folder, for serving (see the module doc).
+
+    Example: ``live = LiveIndex("indexes/faq"); live.search_batch(["退款多久到账"], k=5)``."""
 
     def __init__(self, path: str | Path, mmap: bool = True):
         self.path = Path(path)
@@ -197,15 +199,21 @@ class LiveIndex:
             return SearchIndex.load(self.path, mmap=mmap)  # rebuilt with another model meanwhile
 
     def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None) -> Commit:
-        """Add documents, replacing those whose id exists; ``changed``: how many were replaced."""
+        """Add documents, replacing those whose id exists; ``changed``: how many were replaced.
+
+        Example: ``live.upsert(["可以用花呗吗"], ids=["q-201"], metadata=[{"topic": "支付"}]).generation``."""
         return self._commit(lambda index: index.upsert(texts, ids, metadata))
 
     def remove(self, ids: Sequence[str]) -> Commit:
-        """Remove documents by id, all or none (an unknown id is a ``NotFoundError``)."""
+        """Remove documents by id, all or none (an unknown id is a ``NotFoundError``).
+
+        Example: ``live.remove(["q-201"])``."""
         return self._commit(lambda index: index.remove(ids))
 
     def compact(self) -> Commit:
-        """Drop the tombstones left by removals and replacements."""
+        """Drop the tombstones left by removals and replacements.
+
+        Example: ``live.compact().changed`` (tombstones dropped)."""
         return self._commit(lambda index: index.compact())
 
     def _commit(self, change: Callable[[SearchIndex], int]) -> Commit:

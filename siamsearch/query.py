@@ -40,7 +40,9 @@ EXACT_SCAN_MAX = 20_000
 class Hit:
     """One search result; ``score`` is the Siamese model's prediction for (query, document),
     ``match`` the calibrated probability that the two mean the same (``calibration.py``; None
-    when the model has no calibration)."""
+    when the model has no calibration).
+
+    Example: ``hit = idx.search("退款多久到账")[0]; hit.id, hit.score, hit.match``."""
 
     rank: int
     id: str
@@ -50,6 +52,8 @@ class Hit:
     match: float | None = None
 
     def to_dict(self) -> dict:
+        """The hit as plain data. Example: ``json.dumps(hit.to_dict(), ensure_ascii=False)`` (what
+        ``query --json`` prints)."""
         return {"rank": self.rank, "id": self.id, "text": self.text, "score": self.score, "match": self.match,
                 "metadata": self.metadata}
 

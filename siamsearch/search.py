@@ -46,7 +46,7 @@ __all__ = ["BuildProgress", "Document", "Hit", "SearchIndex"]
 
 @dataclass(frozen=True)
 class Document:
-    """One stored document."""
+    """One stored document. Example: ``doc = idx.get("faq-001"); doc.text, doc.metadata``."""
 
     id: str
     text: str
@@ -72,7 +72,9 @@ def _documents(texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None, m
 
 
 class SearchIndex:
-    """A searchable corpus: documents, their encodings, a FAISS index and the encoder."""
+    """A searchable corpus: documents, their encodings, a FAISS index and the encoder.
+
+    Example: ``idx = SearchIndex.build(texts, Encoder.load()); idx.search("退款多久到账")``."""
 
     def __init__(self, encoder: Encoder, state: IndexState, origin: tuple[Path, int] | None = None):
         self.encoder = encoder
@@ -128,14 +130,18 @@ class SearchIndex:
 
     def is_stale(self) -> bool:
         """Whether the folder has committed a newer generation than this state (another process
-        wrote it): one small file read, cheap enough to call before every request."""
+        wrote it): one small file read, cheap enough to call before every request.
+
+        Example: ``if idx.is_stale(): idx = idx.reload()``."""
         if self._origin is None:
             return False
         return index_folder.committed_generation(self._origin[0]) != self._origin[1]
 
     def reload(self, mmap: bool = False) -> SearchIndex:
         """The folder's committed generation, as a new index; this one is left as it is, so
-        that searches under way finish on it and a server can swap the two in one assignment."""
+        that searches under way finish on it and a server can swap the two in one assignment.
+
+        Example: ``idx = idx.reload()``."""
         if self._origin is None:
             raise InputError("this index was never saved or loaded, so there is nothing to reload", argument="path")
         return SearchIndex.load(self._origin[0], mmap=mmap)
@@ -148,7 +154,9 @@ class SearchIndex:
             yield Document(doc_id, text, metadata)
 
     def get(self, doc_id: str) -> Document | None:
-        """The document with this id, or None."""
+        """The document with this id, or None.
+
+        Example: ``idx.get("faq-001").text``."""
         with self._lock.reading():
             documents = self._state.documents
             position = documents.positions([str(doc_id)]).get(str(doc_id))
@@ -207,12 +215,16 @@ class SearchIndex:
             return mutations.upsert(self._state, self.encoder, texts, ids, metadata, progress)
 
     def remove(self, ids: Sequence[str]) -> int:
-        """Remove documents by id; an unknown id is an error and then nothing is removed."""
+        """Remove documents by id; an unknown id is an error and then nothing is removed.
+
+        Example: ``idx.remove(["faq-001", "faq-002"])``."""
         with self._lock.writing():
             return mutations.remove(self._state, ids)
 
     def compact(self) -> int:
-        """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many."""
+        """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many.
+
+        Example: ``idx.compact(); idx.save("indexes/faq")``."""
         with self._lock.writing():
             return mutations.compact(self._state)
 
@@ -230,6 +242,9 @@ class SearchIndex:
         ``observe(stage, seconds)`` is told how long each stage took (e.g. for latency metrics).
         ``min_match`` keeps only hits at least that likely to mean the same as the query
         (``Hit.match``, the model's calibration), so fewer than ``k`` may come back.
+
+        Example: ``idx.search_batch(["退款多久到账", "怎么开发票"], k=5)``.
+
         """
         with self._lock.reading():
             return query.search(self._state, self.encoder, queries, k, where, observe, min_match)
@@ -246,6 +261,7 @@ class SearchIndex:
 
         If this index was loaded from ``path`` and another writer has committed since, the
         save is refused rather than silently undoing that writer's changes.
+        Example: ``idx.save("indexes/faq")``.
         """
         path = Path(path)
         with self._lock.reading():  # searches go on while it is written; changes wait
@@ -260,6 +276,7 @@ class SearchIndex:
         ``mmap`` leaves the FAISS data on disk, paged in as searches touch it, so a large index
         opens in milliseconds (and is hashed only up to ``index_folder.VERIFY_ALL_MAX_BYTES``).
         A mapped index can still be changed; it is copied into memory first.
+        Example: ``SearchIndex.load("indexes/faq", mmap=True)``.
         """
         state, encoder, generation = index_folder.load(path, encoder, mmap)
         return cls(encoder, state, (Path(path).resolve(), generation))

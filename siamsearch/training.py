@@ -116,6 +116,9 @@ EpochCallback = Callable[[int, int, dict], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every training setting, the recipe's by default; ``PRESETS`` holds the recommended ones.
+    Example: ``TrainConfig(epochs=5, objective="margin")``, ``replace(PRESETS["search"], epochs=3)``."""
+
     epochs: int = 20
     batch_size: int = 512
     max_length: int = 100
@@ -378,6 +381,8 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     ``teacher``: a teacher's name (``teacher.TEACHERS``) or object, whose similarity structure
     the encoder also learns on the pairs' sentences and ``unlabelled`` (any text: the corpus
     to index, general text). ``init``: a model to fine-tune instead of starting from scratch.
+
+    Example: ``train(read_pairs("pairs.tsv"), valid=read_pairs("dev.tsv"), config=PRESETS["search"])``.
     """
     started = time.perf_counter()
     used = _pairs_used(pairs, valid, config)
