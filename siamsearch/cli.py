@@ -110,7 +110,7 @@ PROGRESS_EVERY = 10.0
 
 
 class _StageBars:
-    """Progress of each build stage (encode, index): a tqdm bar with rate and ETA on a terminal;
+    """Progress of each stage (encode, index; each training epoch): a tqdm bar with rate and ETA on a terminal;
     elsewhere one line per stage every ``PROGRESS_EVERY`` seconds and when it ends, never an
     empty line (a bar drawn into a file is only its label)."""
 
@@ -120,6 +120,7 @@ class _StageBars:
 
     def __call__(self, stage: str, n: int, total: int) -> None:
         label = {"encode": "encoding", "index": "indexing"}.get(stage, stage)
+        unit = " batches" if stage.startswith("epoch") else " docs"
         if self.terminal:
             if stage not in self.bars:
                 import shutil
@@ -132,14 +133,18 @@ class _StageBars:
                 # a terminal that reports 0 columns or rows (the pty these were tested under did) hides tqdm's bar
                 size = shutil.get_terminal_size()
                 self.bars[stage] = self.stack.enter_context(tqdm(
-                    total=total, desc=f"{label:9}", unit=" docs", file=sys.stderr, ncols=size.columns,
-                    nrows=size.lines))
-            self.bars[stage].update(n)
+                    total=total, desc=f"{label:9}", unit=unit, file=sys.stderr, ncols=size.columns,
+                    nrows=size.lines, leave=not stage.startswith("epoch")))  # an epoch ends in its own line
+            bar = self.bars[stage]
+            bar.update(n)
+            if bar.n >= total:
+                bar.close()  # before whatever the command prints next
             return
         now = time.perf_counter()
         done, started, shown = self.seen.get(stage, (0, now, now))
         done += n
-        if done >= total or now - shown >= PROGRESS_EVERY:
+        finished = done >= total and not stage.startswith("epoch")  # an epoch's end has its own line
+        if finished or now - shown >= PROGRESS_EVERY:
             shown = now
             rate = f", {done / (now - started):,.0f}/s" if now > started else ""
             click.echo(f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f} %{rate})", err=True)
@@ -259,8 +264,9 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in ("epoch", "seconds"))
         click.echo(f"epoch {epoch:>{len(str(total))}}/{total}  {shown}  {logs['seconds']:.1f} s", err=True)
 
-    encoder = train_model(train_pairs, valid_pairs, config, vectors, on_epoch_end=report, teacher=teacher_model,
-                          unlabelled=more, init=init)
+    with ExitStack() as stack:
+        encoder = train_model(train_pairs, valid_pairs, config, vectors, on_epoch_end=report, teacher=teacher_model,
+                              unlabelled=more, init=init, progress=_StageBars(stack))
     encoder.save(out)
     seconds = encoder.training["seconds"]
     if "valid" in encoder.metrics:

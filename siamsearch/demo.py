@@ -44,7 +44,8 @@ def run_demo(workdir: str | Path = ".", epochs: int | None = None, k: int = 3,
     else:
         from .training import TrainConfig, train
 
-        encoder = train(read_pairs(SAMPLE_PAIRS), config=TrainConfig(epochs=epochs), on_epoch_end=on_epoch_end)
+        encoder = train(read_pairs(SAMPLE_PAIRS), config=TrainConfig(epochs=epochs), on_epoch_end=on_epoch_end,
+                        progress=progress)
         model_dir = workdir / "models" / "demo"
         encoder.save(model_dir)
     faq = read_corpus(SAMPLE_FAQ, text_column="question")

@@ -182,6 +182,13 @@ class Encoder:
         va, vb = self.encode([a, b])
         return float(exp_neg_l1(va, vb))
 
+    def pair_scores(self, pairs: Pairs) -> np.ndarray:
+        """The Siamese score of every pair, each distinct sentence encoded once (a vector does not
+        depend on what it is encoded with). Example: ``enc.pair_scores(read_pairs("dev.tsv"))``."""
+        texts, left, right = pairs.distinct()
+        vectors = self.encode(texts)
+        return exp_neg_l1(vectors[left], vectors[right])
+
     def match(self, a: str, b: str) -> float | None:
         """The calibrated probability that the pair means the same (``calibration.py``); None
         for a model saved without a calibration. Example: ``enc.match("怎么退货", "如何退货")``."""
@@ -193,11 +200,9 @@ class Encoder:
         """Fit the match probability on labelled pairs (0/1), replacing the current one;
         ``save_settings`` (or ``save``) keeps it. ``held_out``: the pairs were not trained on (recorded with the fit).
         Example: ``enc.calibrate(read_pairs("my_domain_dev.tsv")); enc.save_settings("models/faq")``."""
-        from .evaluation import PairEvaluator
-
         if pairs.graded:
             raise InputError(f"{pairs.source}: calibration needs 0/1 labels, not graded scores", argument="pairs")
-        scores = PairEvaluator(pairs).scores(self)
+        scores = self.pair_scores(pairs)
         self.calibration = calibrate_fit(scores, pairs.labels, {"file": Path(str(pairs.source)).name,
                                                                 "held_out": held_out})
         return self.calibration

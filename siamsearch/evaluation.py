@@ -36,7 +36,6 @@ import numpy as np
 from .data import Pairs, is_graded, is_positive, paraphrase_groups
 from .encoder import DEFAULT_THRESHOLD
 from .errors import InputError
-from .scoring import exp_neg_l1
 
 RECALL_AT = (1, 10)
 MRR_AT = 10
@@ -117,11 +116,8 @@ class PairEvaluator:
         self.pairs = pairs
 
     def scores(self, encoder) -> np.ndarray:
-        """The Siamese score of every pair (each distinct sentence encoded once: a vector does
-        not depend on what it is encoded with)."""
-        texts, left, right = self.pairs.distinct()
-        vectors = encoder.encode(texts)
-        return exp_neg_l1(vectors[left], vectors[right])
+        """The Siamese score of every pair (``Encoder.pair_scores``)."""
+        return encoder.pair_scores(self.pairs)
 
     def __call__(self, encoder, threshold: float | None = None) -> dict:
         """``pair_metrics`` at ``threshold``, by default the encoder's own."""

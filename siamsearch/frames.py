@@ -13,14 +13,24 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .query import Hit
+
+class HitLike(Protocol):
+    """What ``hits_frame`` reads of a hit (``query.Hit``; named here so that this module, which
+    ``data.py`` imports, does not import the query engine)."""
+
+    rank: int
+    id: str
+    text: str
+    score: float
+    match: float | None
+    metadata: dict
 
 TABLE_ENGINES = {".parquet": "pyarrow", ".pq": "pyarrow", ".xlsx": "openpyxl", ".xls": "xlrd"}
 """Table files read through pandas, and the package each needs."""
@@ -98,7 +108,7 @@ def rows(frame: pd.DataFrame) -> tuple[list[list[str]], list[int]]:
     return [header, *text], [1, *lines]
 
 
-def hits_frame(queries: Sequence[str], results: Sequence[Sequence[Hit]]) -> pd.DataFrame:
+def hits_frame(queries: Sequence[str], results: Sequence[Sequence[HitLike]]) -> pd.DataFrame:
     """One row per hit: query, rank, id, text, score, match, then one column per metadata field
     (in the order first seen; a field named like one of those columns gets a ``metadata.`` prefix)."""
     import pandas as pd

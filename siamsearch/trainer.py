@@ -160,9 +160,10 @@ DISTILL_SPEC = (_IDS, tf.TensorSpec([None, None], tf.float32))
 
 
 def fit(trainer: Trainer, batches: Callable[[], Iterable[tuple | DistillBatch]], epochs: int,
-         callbacks: list[keras.callbacks.Callback]) -> None:
+         callbacks: list[keras.callbacks.Callback], on_batch: Callable[[int], None] | None = None) -> None:
     """Keras's ``fit`` loop for batches made in Python: one traced step for every batch shape.
     A ``DistillBatch`` runs the distillation step, any other batch the pair objective's.
+    ``on_batch(epoch)`` is called after each batch (for progress), epochs counted from 0.
 
     Why not ``fit`` on a ``tf.data`` generator: a new iterator each epoch left some epochs
     waiting 2.4-3 s for their first batch, and one iterator for the whole run sometimes
@@ -180,6 +181,8 @@ def fit(trainer: Trainer, batches: Callable[[], Iterable[tuple | DistillBatch]],
         logs = {}
         for batch in batches():
             logs.update(distill_step(*batch) if isinstance(batch, DistillBatch) else step(batch))
+            if on_batch is not None:
+                on_batch(epoch)
         epoch_logs = {name: float(value) for name, value in logs.items()}
         hooks.on_epoch_end(epoch, epoch_logs)
         if trainer.stop_training:

@@ -112,6 +112,8 @@ MONITORS = {"val_loss": "min", "val_auc": "max"}
 
 EpochCallback = Callable[[int, int, dict], None]
 """Called after each epoch with (epoch number from 1, total epochs, metrics incl. ``seconds``)."""
+Progress = Callable[[str, int, int], None]
+"""Called with (stage, items just done, the stage's total): ``mutations.BuildProgress``'s shape."""
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,7 @@ def _distillation(texts: list[str], vocab: Vocabulary, teacher: Teacher, config:
 
 def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabulary, matrix: np.ndarray,
                    lstm_weights: list | None, distill: DistillIds | None, config: TrainConfig,
-                   on_epoch_end: EpochCallback | None):
+                   on_epoch_end: EpochCallback | None, progress: Progress | None):
     """Build the encoder (from ``matrix`` and, when fine-tuning, ``lstm_weights``) and its
     trainer, and run the epochs. Returns the Keras encoder, its config, the trainer, the
     epochs' history, the epoch kept and whether weights were averaged."""
@@ -346,7 +348,9 @@ def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabu
         return mixed_epoch(pair_batches, pair_steps, distill.batches(config.batch_size, rng, config.teacher_temperature,
                                                                      config.char_mask), distill_steps, rng)
 
-    fit(trainer, batches, config.epochs, callbacks)
+    steps = pair_steps + distill_steps
+    on_batch = None if progress is None else (lambda epoch: progress(f"epoch {epoch + 1}/{config.epochs}", 1, steps))
+    fit(trainer, batches, config.epochs, callbacks, on_batch)
     kept = len(history) if stopper is None else stopper.best_epoch + 1  # the epoch whose weights it restored
     return model, enc_config, trainer, history, kept, bool(average)
 
@@ -375,12 +379,14 @@ def _set_threshold(encoder: Encoder, trainer, pairs: Pairs, valid: Pairs | None,
 def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainConfig(),
           vectors: str | Path | None = None, on_epoch_end: EpochCallback | None = None,
           teacher: str | Teacher | None = None, unlabelled: Sequence[str] = (),
-          init: Encoder | None = None) -> Encoder:
+          init: Encoder | None = None, progress: Progress | None = None) -> Encoder:
     """Train the Siamese network and return its shared encoder (save it with ``Encoder.save``).
 
     ``teacher``: a teacher's name (``teacher.TEACHERS``) or object, whose similarity structure
     the encoder also learns on the pairs' sentences and ``unlabelled`` (any text: the corpus
     to index, general text). ``init``: a model to fine-tune instead of starting from scratch.
+    ``progress(stage, n, total)`` is told of every batch, stage ``"epoch E/N"`` (as
+    ``SearchIndex.build`` tells its stages), ``on_epoch_end`` of every epoch's metrics.
 
     Example: ``train(read_pairs("pairs.tsv"), valid=read_pairs("dev.tsv"), config=PRESETS["search"])``.
     """
@@ -395,7 +401,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     vocab, matrix, lstm_weights, start_record = _starting_point(texts, vectors, config, init)
     distill, teacher_record = _distillation(texts, vocab, teacher, config) if teacher else (None, None)
     model, enc_config, trainer, history, kept, averaged = _train_encoder(
-        used, pairs, valid, vocab, matrix, lstm_weights, distill, config, on_epoch_end)
+        used, pairs, valid, vocab, matrix, lstm_weights, distill, config, on_epoch_end, progress)
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
     _set_threshold(encoder, trainer, pairs, valid, config)
     encoder.training = {
