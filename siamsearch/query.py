@@ -130,7 +130,7 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
         bitmap = np.zeros(state.rows, dtype=bool)
         bitmap[selected] = True
         bits = np.packbits(bitmap, bitorder="little")  # kept alive here while FAISS reads it
-        selector = faiss.IDSelectorBitmap(state.rows, faiss.swig_ptr(bits))
+        selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))  # n counts bytes
         found = state.kind.search(state.faiss_index, encoded, min(len(selected), k * state.rerank_factor), selector)
         candidates = [np.unique(pos[pos >= 0]) for pos in found]
         candidates = [pos if len(pos) >= k else selected for pos in candidates]
