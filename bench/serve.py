@@ -234,8 +234,11 @@ def markdown(results: dict) -> str:
         f"- The writer asked for a commit every second and got {rate:.2f} a second, each taking a median of "
         f"{statistics.median(r['commit_seconds_median'] for r in writing):.2f} s: every generation rewrites the "
         "whole index (FAISS lists, vectors and SQLite, hashed and fsynced), so a commit's cost grows with the index. "
-        "Commits that touch only what changed need a generation format that shares unchanged files with its "
-        "parent; that is not built yet.",
+        "At 1M documents, experiments on 2026-12-02 (a thread at nice 10, which is kept; SCHED_IDLE; a separate "
+        "committing process; no fsync at all) moved the 8-client p99 ratio only between 3.1× and 4.6×: the "
+        "searches share memory bandwidth and caches with a commit that copies, writes and hashes ~600 MB, "
+        "whatever its priority. Commits that touch only what changed need a generation format that shares "
+        "unchanged files with its parent; that is not built yet.",
         f"<!-- {'serve' if results['size'] == 1_000_000 else 'serve-' + str(results['size'])}-benchmarks:end -->", ""]
     return "\n".join(lines)
 
