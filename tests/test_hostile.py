@@ -285,6 +285,37 @@ def test_tampered_model_or_index(model_dir, index_dir, tmp_path):
 
 # -- fuzzing -------------------------------------------------------------------------
 
+@case("damaged-table-files")
+def test_damaged_table_files(tmp_path):
+    import pandas as pd
+
+    write(tmp_path / "f.parquet", "not a parquet file\n")
+    one_line_error(InputError, read_corpus, tmp_path / "f.parquet", match=r"f\.parquet: cannot read it as \.parquet")
+    write(tmp_path / "g.xlsx", "id,text\n1,x\n")
+    one_line_error(InputError, read_corpus, tmp_path / "g.xlsx", match=r"g\.xlsx: cannot read it as \.xlsx")
+    pd.DataFrame({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": ["1", "maybe"]}).to_parquet(
+        tmp_path / "p.parquet")
+    one_line_error(InputError, read_pairs, tmp_path / "p.parquet", match=r"p\.parquet line 3: label 'maybe'")
+    pd.DataFrame({"id": ["a", "a"], "text": ["x", "y"]}).to_excel(tmp_path / "c.xlsx", index=False)
+    one_line_error(InputError, read_corpus, tmp_path / "c.xlsx", match=r"line 3: duplicate id 'a' \(first on line 2\)")
+    twice = pd.DataFrame([["x", "y"]], columns=["text", "text"])
+    one_line_error(InputError, read_corpus, twice, match="the table repeats a column name")
+
+
+@case("tampered-calibration")
+def test_tampered_calibration(model_dir, tmp_path):
+    from siamsearch.calibration import fit
+
+    for bad in ({"method": "isotonic"}, {"method": "logistic on L1", "intercept": "1", "slope": -1},
+                {"method": "logistic on L1", "intercept": 1, "slope": float("nan")},
+                {"method": "logistic on L1", "intercept": 1, "slope": 0.5}):
+        copy = shutil.copytree(model_dir, tmp_path / f"m{len(list(tmp_path.iterdir()))}")
+        config = json.loads((copy / "config.json").read_text())
+        (copy / "config.json").write_text(json.dumps({**config, "calibration": bad}))
+        one_line_error(ModelDirectoryError, Encoder.load, copy, match="invalid calibration in config.json")
+    one_line_error(InputError, fit, np.array([0.1, 0.2]), [0, 0], {}, match="needs pairs of both kinds")
+
+
 @case("fuzz-text-to-ids")
 @given(st.text(max_size=300), st.integers(1, 120))
 def test_fuzz_text_to_ids(text, max_length):
