@@ -57,13 +57,13 @@ Scalar = str | int | float | bool
 Filter = dict[str, Scalar | list[Scalar]]
 Query = Annotated[str, Field(max_length=MAX_QUERY_CHARS, description="The text to search for.")]
 K = Annotated[StrictInt, Field(ge=1, le=MAX_K, description="Hits to return.")]
+MinMatch = Annotated[float | None, Field(None, ge=0, le=1, description=(
+    "Only hits at least this likely to mean the same as the query (their `match`); fewer than k may come back."))]
 FILTER_DESCRIPTION = ("Metadata field → value, or → list of values (any of them); every field must match. "
                       "Applied before ranking, so k hits come back whenever k documents match.")
 
 
 # -- request and response bodies ---------------------------------------------------------
-MinMatch = Annotated[float | None, Field(None, ge=0, le=1, description=(
-    "Only hits at least this likely to mean the same as the query (their `match`); fewer than k may come back."))]
 
 
 class SearchRequest(BaseModel):
