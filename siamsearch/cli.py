@@ -662,6 +662,11 @@ def _model_lines(m: dict, indent: str = "  ") -> list[str]:
              f"{e['lstm_units'][0]} → BiLSTM {e['lstm_units'][1]} → {2 * e['lstm_units'][1]}-d; texts cut at "
              f"{e['max_length']} characters",
              f"{indent}threshold    {m['threshold']:.4g}"]
+    calibration = m.get("calibration")
+    if calibration:
+        fitted = calibration["fitted_on"]
+        lines.append(f"{indent}match        logistic on L1 fitted on {fitted.get('file', '?')} "
+                     f"({_n(fitted.get('n', 0))} pairs, {'held out' if fitted.get('held_out') else 'training pairs'})")
     if "pairs" in t:
         kept = t.get("epoch_kept")
         lines.append(f"{indent}trained on   {t['pairs']['file']} ({_n(t['pairs']['n'])} pairs), {m['epochs_run']} "

@@ -36,6 +36,7 @@ def _model(encoder: Encoder, path: Path) -> dict:
         "encoder": encoder.config.to_dict(),
         "characters": len(encoder.vocab.chars),
         "threshold": encoder.threshold,
+        "calibration": None if encoder.calibration is None else encoder.calibration.to_dict(),
         "training": {key: training.get(key) for key in ("pairs", "valid", "epoch_kept", "seconds", "teacher", "init",
                                                         "settings") if training.get(key) is not None},
         "epochs_run": len(encoder.history),

@@ -16,6 +16,7 @@ def test_a_model_directory_is_described_from_its_own_record(sample_encoder, tmp_
     found = describe(tmp_path / "m")
     assert found["what"] == "model" and found["fingerprint"] == sample_encoder.fingerprint
     assert found["characters"] == len(sample_encoder.vocab.chars) and found["threshold"] == sample_encoder.threshold
+    assert found["calibration"] == sample_encoder.calibration.to_dict()  # fitted on the training pairs, and says so
     assert found["training"]["pairs"]["n"] == sample_encoder.training["pairs"]["n"]
     assert found["epochs_run"] == len(sample_encoder.history)
     assert found["bytes"] == sum(f.stat().st_size for f in (tmp_path / "m").iterdir())
