@@ -750,16 +750,18 @@ def serve(index_dir: Path, host: str, port: int, token_file: Path | None, read_t
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    from .live import LiveIndex
     from .service import serve as run_service
 
-    index = LiveIndex(settings.index).index
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     writes = "need the token" if settings.write_token else "off"
     processes = f"{workers} worker{'s' if workers > 1 else ''}"
-    click.echo(f"serving {settings.index} ({_n(len(index))} documents, generation {index.generation}) at "
-               f"http://{shown}:{port}/  (API docs: /docs; writes {writes}; {processes}; Ctrl-C stops)", err=True)
-    run_service(settings, host, port, workers)
+
+    def banner(index) -> None:
+        click.echo(f"serving {settings.index} ({_n(len(index))} documents, generation {index.generation}) at "
+                   f"http://{shown}:{port}/  (API docs: /docs; writes {writes}; {processes}; Ctrl-C stops)",
+                   err=True)
+
+    run_service(settings, host, port, workers, on_ready=banner)
 
 
 @main.command()

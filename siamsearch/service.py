@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import ConflictError, InputError, NotFoundError, SiamsearchError
 from .live import LiveIndex
+from .search import SearchIndex
 from .version import __version__
 
 MAX_K = 100
@@ -282,9 +283,10 @@ def _validation_message(error: dict) -> tuple[int, str, str | None]:
     return 422, f"{field}: {error.get('msg', 'invalid value')}", where[0] if where else "body"
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The service for one index folder (loaded now, so a bad path fails before serving)."""
-    live = LiveIndex(settings.index, mmap=settings.mmap)
+def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
+    """The service for one index folder (loaded now, so a bad path fails before serving), or
+    for ``live`` when the caller has opened it already."""
+    live = live or LiveIndex(settings.index, mmap=settings.mmap)
     metrics = _Metrics()
     app = FastAPI(title="siamsearch", version=__version__,
                   description="Semantic search for short texts. Every score is the Siamese model's exact "
@@ -400,17 +402,20 @@ def app_from_environment() -> FastAPI:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          log_level: str = "warning") -> None:
+          log_level: str = "warning", on_ready: Callable[[SearchIndex], None] | None = None) -> None:
     """Run the service until interrupted: one process, or ``workers`` processes that each load
-    the index and answer reads (writes queue across them, ``live.py``)."""
+    the index and answer reads (writes queue across them, ``live.py``). The folder is opened
+    here first, so a bad one fails once, before serving; ``on_ready`` is shown what it holds."""
     import uvicorn
 
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}", argument="workers")
+    live = LiveIndex(settings.index, mmap=settings.mmap)
+    if on_ready is not None:
+        on_ready(live.index)
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(settings, live), host=host, port=port, log_level=log_level)
         return
-    LiveIndex(settings.index)  # fail here, once, on a bad folder, rather than in every worker
     os.environ[CONFIG_ENV] = json.dumps(asdict(settings))
     uvicorn.run("siamsearch.service:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level)
