@@ -480,15 +480,14 @@ def calibrate(pairs: Path, model_dir: Path | None, out: Path | None, columns: st
     from .calibration import report
     from .data import read_pairs
     from .encoder import Encoder
-    from .evaluation import PairEvaluator
 
     target = out or model_dir
     if target is None:
         raise click.UsageError("the shipped model is part of the package: give --out for its recalibrated copy")
     labelled = read_pairs(pairs, _columns(columns))
     encoder = Encoder.load(model_dir)
-    encoder.calibrate(labelled)
-    found = report(encoder.calibration, PairEvaluator(labelled).scores(encoder), labelled.labels)
+    scores = encoder.pair_scores(labelled)
+    found = report(encoder.calibrate(labelled, scores=scores), scores, labelled.labels)
     if out is None:
         encoder.save_settings(model_dir)  # in place: config.json only, the directory's other files stay
     else:

@@ -196,13 +196,14 @@ class Encoder:
             return None
         return float(self.calibration(self.similarity(a, b)))
 
-    def calibrate(self, pairs: Pairs, held_out: bool = True) -> Calibration:
+    def calibrate(self, pairs: Pairs, held_out: bool = True, scores: np.ndarray | None = None) -> Calibration:
         """Fit the match probability on labelled pairs (0/1), replacing the current one;
-        ``save_settings`` (or ``save``) keeps it. ``held_out``: the pairs were not trained on (recorded with the fit).
+        ``save_settings`` (or ``save``) keeps it. ``held_out``: the pairs were not trained on
+        (recorded with the fit); ``scores``: their ``pair_scores``, when already computed.
         Example: ``enc.calibrate(read_pairs("my_domain_dev.tsv")); enc.save_settings("models/faq")``."""
         if pairs.graded:
             raise InputError(f"{pairs.source}: calibration needs 0/1 labels, not graded scores", argument="pairs")
-        scores = self.pair_scores(pairs)
+        scores = self.pair_scores(pairs) if scores is None else scores
         self.calibration = calibrate_fit(scores, pairs.labels, {"file": Path(str(pairs.source)).name,
                                                                 "held_out": held_out})
         return self.calibration

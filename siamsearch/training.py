@@ -88,7 +88,7 @@ from .calibration import FIT_SAMPLE
 from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
-from .evaluation import PairEvaluator, best_threshold, pair_metrics
+from .evaluation import best_threshold, pair_metrics
 from .keras_runtime import load
 from .teacher import Teacher, TeacherCache, load_teacher, nearest_neighbours
 from .text import Vocabulary, is_blank, normalize
@@ -355,25 +355,25 @@ def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabu
     return model, enc_config, trainer, history, kept, bool(average)
 
 
-def _set_threshold(encoder: Encoder, trainer, pairs: Pairs, valid: Pairs | None, config: TrainConfig) -> None:
+def _set_threshold_and_match(encoder: Encoder, trainer, pairs: Pairs, valid: Pairs | None,
+                             config: TrainConfig) -> None:
     """The decision threshold: the best accuracy on ``valid``, else the margin objective's
     learned margin, else the default (0.5); with ``valid``, its metrics at that threshold.
     The match probability (``calibration.py``) is fitted on ``valid``, else on a sample of the
     training pairs (recorded as not held out)."""
     if valid is not None:
-        scores = PairEvaluator(valid).scores(encoder)
+        scores = encoder.pair_scores(valid)
         encoder.threshold = best_threshold(scores, valid.labels)
         encoder.metrics["valid"] = {"file": Path(valid.source).name,
                                     **pair_metrics(scores, valid.labels, encoder.threshold)}
-    elif config.objective == "margin":
+        if len(set(valid.labels.tolist())) == 2:
+            encoder.calibrate(valid, held_out=True, scores=scores)
+        return
+    if config.objective == "margin":
         encoder.threshold = float(np.exp(-float(trainer.margin.numpy())))
-    if valid is not None:
-        fitting, held_out = valid, True
-    else:
-        rows = np.random.default_rng(config.seed).permutation(len(pairs))[:FIT_SAMPLE]
-        fitting, held_out = pairs.subset(np.sort(rows)), False
-    if len(set(fitting.labels.tolist())) == 2:
-        encoder.calibrate(fitting, held_out=held_out)
+    sample = pairs.subset(np.sort(np.random.default_rng(config.seed).permutation(len(pairs))[:FIT_SAMPLE]))
+    if len(set(sample.labels.tolist())) == 2:
+        encoder.calibrate(sample, held_out=False)
 
 
 def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainConfig(),
@@ -403,7 +403,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     model, enc_config, trainer, history, kept, averaged = _train_encoder(
         used, pairs, valid, vocab, matrix, lstm_weights, distill, config, on_epoch_end, progress)
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
-    _set_threshold(encoder, trainer, pairs, valid, config)
+    _set_threshold_and_match(encoder, trainer, pairs, valid, config)
     encoder.training = {
         "settings": asdict(config),
         "pairs": {"file": Path(pairs.source).name, "n": len(pairs), "used": len(used)},
