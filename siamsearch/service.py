@@ -108,8 +108,13 @@ class DocumentIn(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class DocumentOut(DocumentIn):
-    pass
+class DocumentOut(BaseModel):
+    """A stored document as it is: without ``DocumentIn``'s limits, which bind requests only (the
+    CLI and the API store longer texts)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
 
 
 class UpsertRequest(BaseModel):

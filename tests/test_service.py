@@ -138,6 +138,14 @@ def test_upsert_get_delete_compact(index_dir, token_file):
     assert http.post("/v1/compact", headers=AUTH).json() == {"generation": start + 3, "documents": 200, "changed": 2}
 
 
+def test_a_stored_document_longer_than_a_request_may_send_is_still_returned(index_dir):
+    index = SearchIndex.load(index_dir)
+    index.add(["长" * 20_000], ids=["long"])
+    index.save(index_dir)
+    found = client(index_dir).get("/v1/documents/long")
+    assert found.status_code == 200 and len(found.json()["text"]) == 20_000
+
+
 def test_a_commit_by_another_process_is_picked_up_without_a_restart(index_dir, tmp_path):
     http = client(index_dir)
     before = http.get("/readyz").json()["generation"]
