@@ -38,6 +38,24 @@ def keras_scores(encoder, left: list[str], right: list[str]) -> np.ndarray:
     return np.asarray(encoder.siamese_model().predict([ids(left), ids(right)], verbose=0)).reshape(-1)
 
 
+def evaluate_json(encoder, rows: list[tuple[str, str, float]], tmp_path: Path) -> tuple[dict, np.ndarray, Path]:
+    """``siamsearch evaluate --json`` on ``rows`` written as a pair file, with ``encoder`` saved
+    as the model: its report, the encoder's own score of each row, and the pair file."""
+    import json
+
+    from click.testing import CliRunner
+
+    from siamsearch.cli import main
+
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows), encoding="utf-8")
+    encoder.save(tmp_path / "m")
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pairs.tsv"), "--model", str(tmp_path / "m"),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    scores = np.array([encoder.similarity(a, b) for a, b, _ in rows])
+    return json.loads(result.stdout.splitlines()[-1]), scores, tmp_path / "pairs.tsv"
+
+
 @pytest.fixture(scope="session")
 def sample_encoder():
     """Trained briefly on the bundled sample pairs: enough structure for ranking tests."""

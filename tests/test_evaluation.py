@@ -11,6 +11,8 @@ from siamsearch.cli import main
 from siamsearch.errors import ModelDirectoryError
 from siamsearch.evaluation import best_threshold, pair_metrics
 
+from .conftest import evaluate_json
+
 
 def test_pair_metrics_hand_computed():
     scores = np.array([0.9, 0.8, 0.4, 0.3, 0.6, 0.1])
@@ -72,13 +74,7 @@ def test_training_with_validation_stores_the_best_validation_threshold(sample_en
 def test_cli_evaluate_pairs_matches_hand_computed_metrics(sample_encoder, tmp_path):
     pairs = [("怎么退货", "如何申请退货", 1), ("怎么退货", "发票怎么开", 0), ("修改收货地址", "地址填错了能改吗", 1),
              ("会员怎么续费", "快递到哪了", 0)]
-    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in pairs), encoding="utf-8")
-    sample_encoder.save(tmp_path / "m")
-    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pairs.tsv"), "--model", str(tmp_path / "m"),
-                                       "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout.splitlines()[-1])
-    scores = np.array([sample_encoder.similarity(a, b) for a, b, _ in pairs])
+    report, scores, pair_file = evaluate_json(sample_encoder, pairs, tmp_path)
     labels = np.array([y for *_, y in pairs])
     predicted = scores >= sample_encoder.threshold
     assert report["threshold"] == sample_encoder.threshold
@@ -88,7 +84,7 @@ def test_cli_evaluate_pairs_matches_hand_computed_metrics(sample_encoder, tmp_pa
     from scipy.stats import spearmanr
 
     assert report["spearman"] == pytest.approx(spearmanr(scores, labels).statistic)
-    text = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pairs.tsv"), "--model", str(tmp_path / "m")])
+    text = CliRunner().invoke(main, ["evaluate", str(pair_file), "--model", str(tmp_path / "m")])
     assert "accuracy" in text.output and "ROC-AUC" in text.output and "Spearman" in text.output
 
 

@@ -17,7 +17,7 @@ from siamsearch.demo import SAMPLE_PAIRS
 from siamsearch.errors import InputError
 from siamsearch.teacher import TeacherCache, nearest_neighbours
 
-from .conftest import keras_scores
+from .conftest import evaluate_json, keras_scores
 
 
 class CharTeacher:
@@ -187,22 +187,15 @@ def test_graded_pairs_are_evaluated_by_spearman_and_pearson_as_scipy_computes_th
 
     rows = [("怎么退货", "如何申请退货", 5), ("怎么退货", "发票怎么开", 0), ("修改收货地址", "地址填错了能改吗", 4),
             ("会员怎么续费", "快递到哪了", 1), ("会员怎么续费", "会员到期了怎么办", 3)]
-    (tmp_path / "sts.txt").write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows), encoding="utf-8")
-    sample_encoder.save(tmp_path / "m")
-    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "sts.txt"), "--model", str(tmp_path / "m"),
-                                       "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout.splitlines()[-1])
-    scores = np.array([sample_encoder.similarity(a, b) for a, b, _ in rows])
+    report, scores, pair_file = evaluate_json(sample_encoder, rows, tmp_path)
     labels = np.array([y for *_, y in rows], float)
     assert report["graded"] is True and report["accuracy"] is None and report["roc_auc"] is None
     assert report["spearman"] == pytest.approx(spearmanr(scores, labels).statistic)
     assert report["pearson"] == pytest.approx(pearsonr(scores, labels).statistic)
-    text = CliRunner().invoke(main, ["evaluate", str(tmp_path / "sts.txt"), "--model", str(tmp_path / "m"),
-                                     "--baselines"])
+    text = CliRunner().invoke(main, ["evaluate", str(pair_file), "--model", str(tmp_path / "m"), "--baselines"])
     assert text.exit_code == 0 and "graded pairs" in text.output and "Pearson" in text.output
     assert "TF-IDF" in text.output
-    retrieval = CliRunner().invoke(main, ["evaluate", str(tmp_path / "sts.txt"), "--retrieval"])
+    retrieval = CliRunner().invoke(main, ["evaluate", str(pair_file), "--retrieval"])
     assert retrieval.exit_code == 1 and "graded labels" in retrieval.output
 
 
