@@ -24,7 +24,6 @@ mean of both directions' scores); character uni+bigram Jaccard (pairs only).
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from general_data import DATA, atec_split, require_data  # noqa: E402
-from report import add_output_options, machine, publish, render  # noqa: E402
+from report import add_output_options, cpu_model, machine, publish, render  # noqa: E402
 
 SPEARMAN_FILES = {"test": ["bq/test.tsv", "chinese_sts_b/sts-b-test.txt", "afqmc/dev.txt", "pawsx_zh/test_2k.tsv",
                            "atec test part"],
@@ -182,7 +181,7 @@ def main() -> None:
     pair_baselines = [TeacherRetriever("use-m3"), BM25Retriever(), Jaccard()]
     results = {
         "split": args.split, "models": paths, "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu(), "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "machine": machine(),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(),
         "spearman": spearman_table(models, args.split, pair_baselines),
@@ -196,13 +195,6 @@ def main() -> None:
             write=not args.no_write and args.split == "test")
     print(markdown(results))
     print(f"quality benchmark: {len(models)} model(s), {args.split} split, {results['seconds']:.0f} s")
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,14 @@ def write_section(name: str, section: str) -> None:
     DOCS.write_text(text, encoding="utf-8")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), which benchmarks record beside their date: the machine kind changes under us."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
     import faiss
     import onnxruntime

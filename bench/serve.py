@@ -40,7 +40,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 from corpus import corpus, real_sentences  # noqa: E402
-from report import add_output_options, machine, publish, render  # noqa: E402
+from report import add_output_options, cpu_model, machine, publish, render  # noqa: E402
 from search import queries as benchmark_queries  # noqa: E402
 
 from tests.serving import start, stop  # noqa: E402
@@ -241,13 +241,6 @@ def markdown(results: dict) -> str:
         "unchanged files with its parent; that is not built yet.",
         f"<!-- {'serve' if results['size'] == 1_000_000 else 'serve-' + str(results['size'])}-benchmarks:end -->", ""]
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:
