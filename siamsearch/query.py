@@ -115,11 +115,11 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
     if not texts or not len(state):
         return [[] for _ in texts]
     stages = _Stages(observe)
-    selected = None if checked is None else state.documents.select(checked)
-    if selected is not None and not len(selected):
-        return [[] for _ in texts]
     encoded = encoder.encode(texts)
     stages.done("encode")
+    selected = None if checked is None else state.documents.select(checked)  # timed with the candidates
+    if selected is not None and not len(selected):
+        return [[] for _ in texts]
     if selected is None:
         found = state.kind.search(state.faiss_index, encoded, min(state.rows, k * state.rerank_factor
                                                                   + state.tombstones))
@@ -137,7 +137,7 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
     stages.done("candidates")
     hits = [rerank(state, q, pos, k, encoder.calibration) for q, pos in zip(encoded, candidates)]
     if min_match is not None:  # match falls with the score: the hits kept are a prefix of the ranking
-        hits = [[h for h in found if h.match >= min_match] for found in hits]
+        hits = [[h for h in ranked if h.match >= min_match] for ranked in hits]
     stages.done("rerank")
     return hits
 
