@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .data import read_text
 from .errors import ConflictError, InputError, NotFoundError, SiamsearchError
 from .live import LiveIndex
 from .search import SearchIndex
@@ -153,11 +154,7 @@ class ErrorResponse(BaseModel):
 def token_digest(path: str | Path) -> str:
     """The SHA-256 digest of the token in a file; the token itself is not kept."""
     path = Path(path)
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read the token file ({getattr(e, 'strerror', None) or e})",
-                         path=path) from None
+    token = read_text(path).strip()  # one-line errors for a missing, unreadable or non-UTF-8 file
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
         raise InputError(f"{path}: a token is one line of at least {MIN_TOKEN_CHARS} characters without spaces; "
                          "make one with e.g. 'openssl rand -hex 32'", path=path)
