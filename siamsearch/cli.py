@@ -112,14 +112,20 @@ PROGRESS_EVERY = 10.0
 class _StageBars:
     """Progress of each stage (encode, index; each training epoch): a tqdm bar with rate and ETA on a terminal;
     elsewhere one line per stage every ``PROGRESS_EVERY`` seconds and when it ends, never an
-    empty line (a bar drawn into a file is only its label)."""
+    empty line (a bar drawn into a file is only its label). A total of 0 is unknown (a streamed
+    corpus): the count and rate are shown, and its last line when the next stage starts."""
 
     def __init__(self, stack: ExitStack):
         self.stack, self.bars, self.seen = stack, {}, {}
         self.terminal = sys.stderr.isatty()
 
     def __call__(self, stage: str, n: int, total: int) -> None:
-        label = {"encode": "encoding", "index": "indexing"}.get(stage, stage)
+        label = self._label(stage)
+        if not self.terminal and stage not in self.seen:
+            for other, (done, started, shown, known) in self.seen.items():
+                if not known and shown is not None:  # an unknown-length stage ends when the next begins
+                    click.echo(f"{self._label(other)}: {self._count(done, 0, started)}", err=True)
+                    self.seen[other] = (done, started, None, known)
         unit = " batches" if stage.startswith("epoch") else " docs"
         if self.terminal:
             if stage not in self.bars:
@@ -133,22 +139,33 @@ class _StageBars:
                 # a terminal that reports 0 columns or rows (the pty these were tested under did) hides tqdm's bar
                 size = shutil.get_terminal_size()
                 self.bars[stage] = self.stack.enter_context(tqdm(
-                    total=total, desc=f"{label:9}", unit=unit, file=sys.stderr, ncols=size.columns,
+                    total=total or None, desc=f"{label:9}", unit=unit, file=sys.stderr, ncols=size.columns,
                     nrows=size.lines, leave=not stage.startswith("epoch")))  # an epoch ends in its own line
             bar = self.bars[stage]
             bar.update(n)
-            if bar.n >= total:
+            if total and bar.n >= total:
                 bar.close()  # before whatever the command prints next
             return
         now = time.perf_counter()
-        done, started, shown = self.seen.get(stage, (0, now, now))
+        done, started, shown, _ = self.seen.get(stage, (0, now, now, bool(total)))
         done += n
-        finished = done >= total and not stage.startswith("epoch")  # an epoch's end has its own line
-        if finished or now - shown >= PROGRESS_EVERY:
+        finished = bool(total) and done >= total and not stage.startswith("epoch")  # an epoch's end has its own line
+        if finished or now - (shown or now) >= PROGRESS_EVERY:
             shown = now
-            rate = f", {done / (now - started):,.0f}/s" if now > started else ""
-            click.echo(f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f} %{rate})", err=True)
-        self.seen[stage] = (done, started, shown)
+            click.echo(f"{label}: {self._count(done, total, started)}", err=True)
+        self.seen[stage] = (done, started, shown, bool(total))
+
+    @staticmethod
+    def _label(stage: str) -> str:
+        return {"encode": "encoding", "index": "indexing"}.get(stage, stage)
+
+    @staticmethod
+    def _count(done: int, total: int, started: float) -> str:
+        """"200/200 (100 %, 1,234/s)", or with an unknown total "12,000 (1,234/s)"."""
+        now = time.perf_counter()
+        parts = [f"{100 * done / total:.0f} %"] if total else []
+        parts += [f"{done / (now - started):,.0f}/s"] if now > started else []
+        return f"{done:,}{f'/{total:,}' if total else ''}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -281,7 +298,7 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
 
 
 @main.command("build-index")
-@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_MODEL_OPTION
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Index directory to write; default indexes/<corpus name>.")
@@ -301,37 +318,47 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
               help=f"hnsw: search depth per query (at least k × rerank factor). [default: {HNSW.ef_search}]")
 @click.option("--nlist", type=click.IntRange(min=0), help="ivf: number of lists; default ≈ 4·√documents.")
 @click.option("--nprobe", type=click.IntRange(min=0), help="ivf: lists scanned per query; default nlist/32.")
-def build_index(corpus: Path, model_dir: Path | None, out: Path | None, kind: str, max_memory: int | None,
-                text_column: str | None, id_column: str | None, rerank_factor: int, **params: int | None) -> None:
-    """Encode CORPUS with a trained model and write a searchable index.
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
+              help="Build on a Ray cluster (pip install 'siamsearch[ray]'): auto joins a running one or starts "
+                   "one here; or give its address.")
+@click.option("--workers", type=click.IntRange(min=1), help="With --ray: encoding actors; default one per CPU.")
+def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | None, kind: str,
+                max_memory: int | None, text_column: str | None, id_column: str | None, rerank_factor: int,
+                ray_address: str | None, workers: int | None, **params: int | None) -> None:
+    """Encode CORPUS with a trained model and write a searchable index, streamed: memory
+    holds a chunk of documents, not the corpus.
 
-    CORPUS is plain text (one document per line; the id is the line number) or
-    CSV/TSV/JSONL with a header (other columns are kept as metadata).
+    CORPUS is one or more files or folders of them: plain text (one document per line; the
+    id is the line number), CSV/TSV/JSONL with a header (other columns are kept as
+    metadata), or Parquet. With several files, line-number ids get the file's name
+    (a.txt:7). With --ray, reading, encoding and list assignment run on a Ray cluster; the
+    index is the same, byte for byte.
 
     \b
     Example:
       siamsearch build-index faq.tsv --model models/faq --text-column question --out indexes/faq
+      siamsearch build-index corpus/ --out indexes/all --ray auto
     """
-    from .data import read_corpus
+    from .build import build_index as build
+    from .build import make_engine
     from .encoder import Encoder
     from .index_folder import check_index_path
-    from .search import SearchIndex
 
-    out = out or Path("indexes") / corpus.stem
+    if workers is not None and ray_address is None:
+        raise click.UsageError("--workers applies to a build on Ray: add --ray")
+    out = out or Path("indexes") / corpus[0].stem
     check_index_path(out)
-    docs = read_corpus(corpus, text_column, id_column)
     encoder = Encoder.load(model_dir)
-    started = time.perf_counter()
+    engine = make_engine("ray", address=ray_address, workers=workers) if ray_address else "local"
     with ExitStack() as stack:
-        index = SearchIndex.build(docs.texts, encoder, ids=docs.ids, metadata=docs.metadata, kind=kind,
-                                  max_memory=max_memory, rerank_factor=rerank_factor, progress=_StageBars(stack),
-                                  **{name: value for name, value in params.items() if value is not None})
-    index.save(out)
-    seconds = time.perf_counter() - started
-    if docs.skipped:
-        click.echo(f"skipped {_n(docs.skipped)} blank documents", err=True)
-    click.echo(f"indexed {_n(len(index))} documents in {seconds:.1f} s ({_n(len(index) / seconds)} docs/s) "
-               f"→ {out} ({index.kind})")
+        built = build(list(corpus), out, encoder, kind=kind, max_memory=max_memory, rerank_factor=rerank_factor,
+                      text_column=text_column, id_column=id_column, engine=engine, progress=_StageBars(stack),
+                      **{name: value for name, value in params.items() if value is not None})
+    if not isinstance(engine, str):
+        engine.close()
+    if built.skipped:
+        click.echo(f"skipped {_n(built.skipped)} blank documents", err=True)
+    click.echo(str(built))
 
 
 @main.command()

@@ -27,7 +27,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,6 +112,9 @@ class Corpus:
     metadata: list[dict] = field(default_factory=list)
     skipped: int = 0
     ids_given: bool = False
+    lines: list[int] = field(default_factory=list)
+    """The line each document starts on (for errors found after reading, such as a repeated id)."""
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -121,18 +125,52 @@ def read_text(path: str | Path) -> str:
     path = Path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", path=path) from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file", path=path) from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})", path=path) from None
+        raise _unreadable(path, e) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise InputError(f"{path} line {line}: not valid UTF-8 text; save the file as UTF-8", path=path,
-                         line=line) from None
+        raise _not_utf8(path, raw[: e.start].count(b"\n") + 1) from None
+
+
+def _unreadable(path: Path, e: OSError) -> InputError:
+    if isinstance(e, FileNotFoundError):
+        return InputError(f"{path}: no such file", path=path)
+    if isinstance(e, IsADirectoryError):
+        return InputError(f"{path}: is a directory, expected a file", path=path)
+    return InputError(f"{path}: cannot read ({e.strerror})", path=path)
+
+
+def _not_utf8(path: Path, line: int) -> InputError:
+    return InputError(f"{path} line {line}: not valid UTF-8 text; save the file as UTF-8", path=path, line=line)
+
+
+@contextmanager
+def _open_lines(path: Path, newline: str) -> Iterator[Iterator[str]]:
+    """A UTF-8 file's lines, read one at a time (BOM removed): split on LF alone with
+    ``newline="\\n"`` (as ``_lines`` splits), or as ``csv`` wants with ``newline=""``. A line
+    that is not UTF-8 is an InputError naming it, as ``read_text`` would."""
+    try:
+        f = open(path, encoding="utf-8-sig", newline=newline)
+    except OSError as e:
+        raise _unreadable(path, e) from None
+
+    def lines() -> Iterator[str]:
+        try:
+            yield from f
+        except UnicodeDecodeError:  # decoded a block at a time, so find the line from the bytes
+            with open(path, "rb") as raw:
+                for n, line in enumerate(raw, 1):
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise _not_utf8(path, n) from None
+            raise _not_utf8(path, 1) from None  # a sequence split across lines (unreachable for UTF-8)
+        except OSError as e:
+            raise _unreadable(path, e) from None
+
+    with f:
+        yield lines()
 
 
 def _lines(text: str) -> list[str]:
@@ -143,25 +181,28 @@ def _lines(text: str) -> list[str]:
 
 def _rows(path: Path, text: str) -> tuple[list[list[str]], list[int]]:
     """Split a delimited file into rows, with the line number each row starts on."""
-    first = text.split("\n", 1)[0]
+    found = list(_iter_rows(path, io.StringIO(text, newline=""), text.split("\n", 1)[0]))
+    return [row for row, _ in found], [line for _, line in found]
+
+
+def _iter_rows(path: Path, lines: Iterable[str], first: str) -> Iterator[tuple[list[str], int]]:
+    """The non-blank rows of a delimited file's ``lines`` (``first`` is line 1: a ``.csv``
+    whose first line holds a tab is tab-separated), with the line each starts on."""
     if path.suffix.lower() == ".csv" and "\t" not in first:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(lines, strict=True)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-    rows, lines = [], []
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     limit = csv.field_size_limit(FIELD_LIMIT)
     try:
         start = 1
         for row in reader:
             if row and any(f.strip() for f in row):
-                rows.append(row)
-                lines.append(start)
+                yield row, start
             start = reader.line_num + 1
     except csv.Error as e:
         raise InputError(f"{path} line {reader.line_num}: {e}", path=path, line=reader.line_num) from None
     finally:
         csv.field_size_limit(limit)
-    return rows, lines
 
 
 def _parse_label(value: str, path: Path, line: int) -> float:
@@ -249,96 +290,143 @@ def read_pairs(source: str | Path | pd.DataFrame, columns: Sequence[str | int] |
     return Pairs(left, right, np.asarray(labels, dtype=np.float32), str(path))
 
 
-def _records(path: Path, text: str) -> tuple[list[dict], list[int]]:
-    """JSONL objects or header-keyed CSV/TSV rows, with their line numbers."""
-    if path.suffix.lower() in {".jsonl", ".ndjson"}:
-        records, lines = [], []
-        for n, line in enumerate(_lines(text), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path} line {n}: not valid JSON ({e.msg})", path=path, line=n) from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path} line {n}: expected a JSON object per line", path=path, line=n)
-            records.append(obj)
-            lines.append(n)
-        return records, lines
-    rows, lines = _rows(path, text)
-    if not rows:
-        return [], []
-    header = [normalize(h) for h in rows[0]]
-    if len(set(header)) != len(header):
-        raise InputError(f"{path} line {lines[0]}: the header repeats a column name", path=path, line=lines[0])
-    records = []
-    for row, line in zip(rows[1:], lines[1:]):
+CORPUS_CHUNK = 20_000
+"""Documents per chunk of ``stream_corpus``: memory for the text of a chunk, not of the corpus."""
+
+
+def _jsonl_records(path: Path, lines: Iterable[str]) -> Iterator[tuple[dict, int]]:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path} line {n}: not valid JSON ({e.msg})", path=path, line=n) from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path} line {n}: expected a JSON object per line", path=path, line=n)
+        yield obj, n
+
+
+def _delimited_records(path: Path, lines: Iterable[str], first: str) -> Iterator[tuple[dict, int]]:
+    """Header-keyed CSV/TSV rows, with their line numbers."""
+    rows = _iter_rows(path, lines, first)
+    for header, line in rows:
+        header = [normalize(h) for h in header]
+        if len(set(header)) != len(header):
+            raise InputError(f"{path} line {line}: the header repeats a column name", path=path, line=line)
+        break
+    else:
+        return
+    for row, line in rows:
         if len(row) != len(header):
             raise InputError(f"{path} line {line}: {len(row)} fields, but the header has {len(header)}", path=path,
                              line=line)
-        records.append(dict(zip(header, row)))
-    return records, lines[1:]
+        yield dict(zip(header, row)), line
+
+
+@contextmanager
+def _records(path: Path, text_column: str | None, id_column: str | None) -> Iterator[Iterator[tuple[dict, int]]]:
+    """The records of a corpus file, read as they are needed, with their line numbers: a plain
+    text line is ``{"text": line}``, a CSV/TSV row is keyed by the header, a JSONL line is
+    its object, a Parquet/Excel row is keyed by its columns."""
+    suffix = path.suffix.lower()
+    if frames.is_table(path):
+        yield frames.iter_records(path, CORPUS_CHUNK)
+    elif suffix in {".jsonl", ".ndjson"}:
+        with _open_lines(path, "\n") as lines:
+            yield _jsonl_records(path, lines)
+    elif suffix in CORPUS_SUFFIXES:
+        with _open_lines(path, "") as lines:
+            first = next(lines, "")
+            yield _delimited_records(path, _chain(first, lines), first)
+    else:
+        if text_column or id_column:
+            argument = "text_column" if text_column else "id_column"
+            raise InputError(f"{path}: {argument}: columns apply to .csv, .tsv and .jsonl corpora, not plain text",
+                             path=path, argument=argument)
+        with _open_lines(path, "\n") as lines:
+            yield (({"text": line.removesuffix("\n")}, n) for n, line in enumerate(lines, 1))
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    if first:
+        yield first
+    yield from rest
+
+
+def stream_corpus(source: str | Path, text_column: str | None = None, id_column: str | None = None,
+                  chunk_size: int = CORPUS_CHUNK, id_prefix: str = "") -> Iterator[Corpus]:
+    """Read a corpus file ``chunk_size`` documents at a time, so that a corpus of any size
+    can be indexed in bounded memory (``build.py``); the rules are ``read_corpus``'s, except
+    that a repeated id is left for the reader of the chunks to find (it would take memory
+    for every id). ``id_prefix`` goes before ids made from line or record numbers, so that
+    several files' documents can share one index. Example:
+    ``for chunk in stream_corpus("faq.tsv", "question"): print(len(chunk), chunk.ids[0])``."""
+    path = Path(source)
+    plain = path.suffix.lower() not in CORPUS_SUFFIXES and not frames.is_table(path)
+    with _records(path, text_column, id_column) as records:
+        yield from _chunks(path, records, plain, text_column, id_column, chunk_size, id_prefix)
+
+
+def _chunks(path: Path, records: Iterable[tuple[dict, int]], plain: bool, text_column: str | None,
+            id_column: str | None, chunk_size: int, id_prefix: str = "") -> Iterator[Corpus]:
+    """Documents from records: the text column, the id column (else the record number), the
+    rest metadata; blank texts skipped."""
+    text_key, id_key = text_column or "text", None
+    ids, texts, metadata, lines, skipped, given, n = [], [], [], [], 0, 0, 0
+    for n, (record, line) in enumerate(records, 1):
+        if n == 1 and not plain:
+            columns = list(record)
+            id_key = id_column or ("id" if "id" in columns else None)
+            for key, argument in ((text_key, "text_column"), (id_key, "id_column")):
+                if key is not None and key not in columns:
+                    raise InputError(f"{path}: no column {key!r}; choose one with {argument} "
+                                     f"(columns: {', '.join(columns)})", path=path, argument=argument)
+        value = record.get(text_key)
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{path} line {line}: {text_key!r} must be a string", path=path, line=line)
+        doc_text = normalize(value or "")
+        if is_blank(doc_text):
+            skipped += 1
+            continue
+        if id_key is None:
+            doc_id = f"{id_prefix}{n}"
+        else:
+            doc_id = "" if record.get(id_key) is None else str(record[id_key]).strip()
+            if not doc_id:
+                raise InputError(f"{path} line {line}: empty id in column {id_key!r}", path=path, line=line)
+        ids.append(doc_id)
+        texts.append(doc_text)
+        metadata.append({k: v for k, v in record.items() if k not in (text_key, id_key)})
+        lines.append(line)
+        if len(texts) >= chunk_size:
+            yield Corpus(ids, texts, metadata, skipped, id_key is not None, lines, str(path))
+            given += len(texts)
+            ids, texts, metadata, lines, skipped = [], [], [], [], 0
+    if texts or (skipped and given):
+        yield Corpus(ids, texts, metadata, skipped, id_key is not None, lines, str(path))
+    elif not given:
+        every = "" if plain or not n else f" (every {text_key!r} is blank)"
+        raise InputError(f"{path}: the corpus has no documents{every}", path=path)
 
 
 def read_corpus(source: str | Path | pd.DataFrame, text_column: str | None = None,
                 id_column: str | None = None) -> Corpus:
     """Read documents to index: a file or a DataFrame (see the module docstring for formats).
     Example: ``read_corpus("faq.tsv", text_column="question")``, ``read_corpus(df, "title", "sku")``."""
-    path, table = _source(source)
-    if table:
-        records, lines = frames.records(source if frames.is_frame(source) else frames.read_table(path))
-        return _corpus(path, records, lines, text_column, id_column)
-    text = read_text(path)
-    if path.suffix.lower() not in CORPUS_SUFFIXES:
-        if text_column or id_column:
-            argument = "text_column" if text_column else "id_column"
-            raise InputError(f"{path}: {argument}: columns apply to .csv, .tsv and .jsonl corpora, not plain text",
-                             path=path, argument=argument)
-        docs = [(str(n), normalize(line)) for n, line in enumerate(_lines(text), 1)]
-        kept = [(i, t) for i, t in docs if not is_blank(t)]
-        if not kept:
-            raise InputError(f"{path}: the corpus has no documents", path=path)
-        return Corpus([i for i, _ in kept], [t for _, t in kept], [{} for _ in kept], len(docs) - len(kept))
-
-    return _corpus(path, *_records(path, text), text_column, id_column)
-
-
-def _corpus(path: Path, records: list[dict], lines: list[int], text_column: str | None,
-            id_column: str | None) -> Corpus:
-    """Documents from header-keyed records: the text column, the id column, the rest metadata."""
-    if not records:
-        raise InputError(f"{path}: the corpus has no documents", path=path)
-    columns = list(records[0])
-    text_key = text_column or "text"
-    id_key = id_column or ("id" if "id" in columns else None)
-    for key, argument in ((text_key, "text_column"), (id_key, "id_column")):
-        if key is not None and key not in columns:
-            raise InputError(f"{path}: no column {key!r}; choose one with {argument} (columns: {', '.join(columns)})",
-                             path=path, argument=argument)
-    ids, texts, metadata, seen, skipped = [], [], [], {}, 0
-    for n, (record, line) in enumerate(zip(records, lines), 1):
-        where = f"{path} line {line}"
-        value = record.get(text_key)
-        if value is not None and not isinstance(value, str):
-            raise InputError(f"{where}: {text_key!r} must be a string", path=path, line=line)
-        doc_text = normalize(value or "")
-        if is_blank(doc_text):
-            skipped += 1
-            continue
-        doc_id = str(record[id_key]).strip() if id_key is not None and record.get(id_key) is not None else ""
-        if id_key is None:
-            doc_id = str(n)
-        if not doc_id:
-            raise InputError(f"{where}: empty id in column {id_key!r}", path=path, line=line)
+    whole = 1 << 62
+    if frames.is_frame(source):
+        records, lines = frames.records(source)
+        corpus = next(_chunks(Path("DataFrame"), zip(records, lines), False, text_column, id_column, whole))
+    else:
+        corpus = next(stream_corpus(source, text_column, id_column, whole))
+    seen: dict[str, int] = {}
+    for doc_id, line in zip(corpus.ids, corpus.lines):
         if doc_id in seen:
-            raise InputError(f"{where}: duplicate id {doc_id!r} (first on line {seen[doc_id]})", path=path, line=line)
+            raise InputError(f"{corpus.source} line {line}: duplicate id {doc_id!r} (first on line {seen[doc_id]})",
+                             path=Path(corpus.source), line=line)
         seen[doc_id] = line
-        ids.append(doc_id)
-        texts.append(doc_text)
-        metadata.append({k: v for k, v in record.items() if k not in (text_key, id_key)})
-    if not texts:
-        raise InputError(f"{path}: the corpus has no documents (every {text_key!r} is blank)", path=path)
-    return Corpus(ids, texts, metadata, skipped, ids_given=id_key is not None)
+    return corpus
 
 
 def read_sentences(path: str | Path, text_column: str | None = None) -> list[str]:

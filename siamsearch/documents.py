@@ -31,11 +31,52 @@ SCHEMA = ("CREATE TABLE documents (position INTEGER PRIMARY KEY, id TEXT NOT NUL
 CHUNK = 500  # bound parameters per statement, well under SQLite's limit
 PAGE = 1000  # documents read per statement when iterating
 READERS = 8  # read-only connections of an opened file: threads beyond this many wait their turn
+CACHE_KIB = 256 << 10  # SQLite's page cache while a table is written straight to its file
 SELECTIONS = 64  # filters whose matching positions are kept, until the documents change
 
 
 def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
     return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _insert(conn: sqlite3.Connection, start: int, ids: Sequence[str], texts: Sequence[str],
+            metadata: Sequence[dict]) -> None:
+    conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
+                     ((start + n, i, t, json.dumps(m, ensure_ascii=False))
+                      for n, (i, t, m) in enumerate(zip(ids, texts, metadata))))
+
+
+class DocumentsFile:
+    """A documents table written straight to its file a chunk at a time, for a streamed build:
+    memory holds SQLite's page cache, not the corpus. No journal: the file is in a staging
+    folder that is deleted if the build fails, and flushed to disk before it is committed."""
+
+    def __init__(self, path: Path):
+        self._conn = sqlite3.connect(path)
+        self._conn.execute("PRAGMA journal_mode=OFF")
+        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self._conn.execute(SCHEMA)
+        self.rows = 0
+
+    def append(self, ids: Sequence[str], texts: Sequence[str], metadata: Sequence[dict]) -> str | None:
+        """Insert documents at the next positions; returns the first id already taken (by an
+        earlier document or one of these) and inserts none of them, else None."""
+        try:
+            with self._conn:
+                _insert(self._conn, self.rows, ids, texts, metadata)
+        except sqlite3.IntegrityError:
+            seen: set[str] = set()
+            for doc_id in ids:
+                if doc_id in seen or self._conn.execute("SELECT 1 FROM documents WHERE id = ?", (doc_id,)).fetchone():
+                    return doc_id
+                seen.add(doc_id)
+            raise
+        self.rows += len(ids)
+        return None
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class _Reading:
@@ -188,9 +229,7 @@ class Documents:
             self._selections.clear()
             conn = self._writing()
             with conn:
-                conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
-                                 ((start + n, i, t, json.dumps(m, ensure_ascii=False))
-                                  for n, (i, t, m) in enumerate(zip(ids, texts, metadata))))
+                _insert(conn, start, ids, texts, metadata)
             self._count += len(ids)
 
     def delete(self, positions: Sequence[int]) -> None:

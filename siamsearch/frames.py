@@ -10,7 +10,7 @@ a row is named by its line in the table's CSV export (the header is line 1).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -48,11 +48,8 @@ def is_table(path: Path) -> bool:
     return path.suffix.lower() in TABLE_ENGINES
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A Parquet or Excel file (its first sheet) as a DataFrame, or one line saying why not."""
+def _check_engine(path: Path) -> str:
     import importlib.util
-
-    import pandas as pd
 
     engine = TABLE_ENGINES[path.suffix.lower()]
     if importlib.util.find_spec(engine) is None:
@@ -60,13 +57,46 @@ def read_table(path: Path) -> pd.DataFrame:
                          path=path)
     if not path.is_file():
         raise InputError(f"{path}: no such file", path=path)
+    return engine
+
+
+def _cannot_read(path: Path, e: Exception) -> InputError:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return InputError(f"{path}: cannot read it as {path.suffix} ({first})", path=path)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A Parquet or Excel file (its first sheet) as a DataFrame, or one line saying why not."""
+    import pandas as pd
+
+    engine = _check_engine(path)
     try:
         if engine == "pyarrow":
             return pd.read_parquet(path, engine="pyarrow")
         return pd.read_excel(path, sheet_name=0, engine=engine, dtype=object)
     except Exception as e:  # each engine raises its own types for a damaged or foreign file
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: cannot read it as {path.suffix} ({first})", path=path) from None
+        raise _cannot_read(path, e) from None
+
+
+def iter_records(path: Path, batch_rows: int) -> Iterator[tuple[dict, int]]:
+    """A table file's rows as ``records`` gives them, with their lines: a Parquet file is read
+    ``batch_rows`` rows at a time (a corpus may be larger than memory); an Excel sheet whole."""
+    if _check_engine(path) != "pyarrow":
+        yield from zip(*records(read_table(path)))
+        return
+    import pyarrow.parquet as pq
+
+    done = 0
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        for batch in batches:
+            found, lines = records(batch.to_pandas())
+            yield from zip(found, (line + done for line in lines))
+            done += len(found)
+    except InputError:
+        raise
+    except Exception as e:  # pyarrow raises its own types for a damaged or foreign file
+        raise _cannot_read(path, e) from None
 
 
 def _plain(value: object) -> object:

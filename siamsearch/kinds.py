@@ -30,10 +30,11 @@ through the same checks in ``tests/test_kinds.py``. Which kind ``auto`` picks is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
-from typing import ClassVar
+from typing import BinaryIO, ClassVar, Protocol
 
 import faiss
 import numpy as np
@@ -43,6 +44,24 @@ from .errors import InputError
 ADD_CHUNK = 10_000
 IVF_TRAIN_PER_LIST = 64  # training points per list: k-means is stable from ~40 (FAISS warns below 39)
 IVF_SEED = 1234
+STREAM_BLOCK_ROWS = 1 << 20  # vectors held at once while a FAISS file is written from a vector file
+
+
+class VectorSource(Protocol):
+    """Vectors on disk that a streamed build reads back a block at a time (``build.VectorFile``)."""
+
+    rows: int
+    dim: int
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 block) for every ``rows`` rows, in order."""
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at sorted ``positions``."""
+
+
+Assign = Callable[[np.ndarray], np.ndarray]
+"""Given an IVF's centroids, the list of every row of the vectors being built (an engine's work)."""
 
 
 @lru_cache(maxsize=256)
@@ -102,6 +121,21 @@ class IndexKind:
             if progress:
                 progress(len(chunk))
 
+    def training_positions(self, rows: int) -> np.ndarray | None:
+        """The sorted rows ``create`` trains on when given ``rows`` vectors (None: all, or no training)."""
+        return None
+
+    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign) -> None:
+        """Write the FAISS file of every row of ``vectors``, read a block at a time. This default
+        builds the index in memory, as kinds whose structure lives in memory must (HNSW's graph);
+        ``Flat`` and ``IVF`` write their file directly, holding one block."""
+        positions = self.training_positions(vectors.rows)
+        training = np.empty((0, vectors.dim), np.float32) if positions is None else vectors.take(positions)
+        index = self.create(vectors.dim, training)
+        for _, block in vectors.blocks(STREAM_BLOCK_ROWS):
+            self.add(index, block)
+        self.write(index, path)
+
     def search_parameters(self, n: int, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters | None:
         """FAISS's per-call parameters for fetching ``n`` candidates among the positions
         ``selector`` admits (None: the kind has none and every position is admitted)."""
@@ -155,6 +189,16 @@ class Flat(IndexKind):
 
     def create(self, dim: int, training: np.ndarray) -> faiss.Index:
         return faiss.IndexFlat(dim, faiss.METRIC_L1)
+
+    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign) -> None:
+        """FAISS's flat file is its header and then the vectors as one length-prefixed array:
+        the header of an empty index that says ``rows``, then the blocks as they are read."""
+        with open(path, "wb") as f:
+            _head(f, self.create(vectors.dim, np.empty((0, vectors.dim), np.float32)), vectors.rows,
+                  struct.pack("<Q", 0))
+            f.write(struct.pack("<Q", vectors.rows * vectors.dim))
+            for _, block in vectors.blocks(STREAM_BLOCK_ROWS):
+                f.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
 
 
 @dataclass(frozen=True)
@@ -225,11 +269,54 @@ class IVF(IndexKind):
         index = self._untrained(faiss.IndexFlat(dim, faiss.METRIC_L1), dim)
         index.cp.seed = IVF_SEED
         index.cp.min_points_per_centroid = 1  # tiny corpora: one list, no FAISS warning on stderr
-        rng = np.random.default_rng(IVF_SEED)
-        sample = training if len(training) <= self.nlist * IVF_TRAIN_PER_LIST else \
-            training[np.sort(rng.choice(len(training), self.nlist * IVF_TRAIN_PER_LIST, replace=False))]
+        positions = self.training_positions(len(training))
+        sample = training if positions is None else training[positions]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         return index
+
+    def training_positions(self, rows: int) -> np.ndarray | None:
+        """A seeded sample of ``IVF_TRAIN_PER_LIST`` rows a list, when there are more."""
+        if rows <= self.nlist * IVF_TRAIN_PER_LIST:
+            return None
+        return np.sort(np.random.default_rng(IVF_SEED).choice(rows, self.nlist * IVF_TRAIN_PER_LIST, replace=False))
+
+    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign) -> None:
+        """The same file as ``create`` + ``add`` + ``write`` (byte for byte; tests/test_build.py),
+        holding one block of vectors: trained on the same sample, every row's list from
+        ``assign`` (the part of adding that costs, and that an engine can spread), then
+        FAISS's array-lists layout written list by list: the header of the trained, empty
+        index, the list sizes, and each list's vectors and positions in position order."""
+        positions = self.training_positions(vectors.rows)
+        index = self.create(vectors.dim, vectors.take(np.arange(vectors.rows) if positions is None else positions))
+        lists = assign(index.quantizer.reconstruct_n(0, self.nlist))
+        sizes = np.bincount(lists, minlength=self.nlist).astype(np.uint64)
+        order = np.argsort(lists, kind="stable")  # grouped by list, in position order within each
+        code_size = 4 * vectors.dim
+        with open(path, "wb") as f:
+            _head(f, index, vectors.rows, b"ilar" + struct.pack("<QQ", self.nlist, code_size) + b"sprs" +
+                  struct.pack("<Q", 0))
+            f.write(b"ilar" + struct.pack("<QQ", self.nlist, code_size))
+            non_empty = np.flatnonzero(sizes)
+            if len(non_empty) > self.nlist // 2:  # FAISS's own rule for the two layouts
+                f.write(b"full" + struct.pack("<Q", self.nlist) + sizes.tobytes())
+            else:
+                pairs = np.column_stack([non_empty, sizes[non_empty]]).astype(np.uint64).ravel()
+                f.write(b"sprs" + struct.pack("<Q", len(pairs)) + pairs.tobytes())
+            ends = np.cumsum(sizes).astype(np.int64)
+            first = 0
+            while first < self.nlist:
+                start = int(ends[first - 1]) if first else 0
+                last = max(first + 1, int(np.searchsorted(ends, start + STREAM_BLOCK_ROWS, side="right")))
+                rows = order[start : int(ends[last - 1])]
+                by_row = np.argsort(rows)
+                block = np.empty((len(rows), vectors.dim), np.float32)
+                block[by_row] = vectors.take(rows[by_row])
+                offset = 0
+                for size in sizes[first:last].astype(np.int64):
+                    f.write(block[offset : offset + size].tobytes())
+                    f.write(rows[offset : offset + size].astype(np.int64).tobytes())
+                    offset += size
+                first = last
 
     def _untrained(self, quantizer: faiss.Index, dim: int) -> faiss.IndexIVFFlat:
         return faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_L1)
@@ -292,6 +379,19 @@ class IVF(IndexKind):
         if problem is None and index.nlist != self.nlist:
             return f"the FAISS index has {index.nlist} lists, the manifest says {self.nlist}"
         return problem
+
+
+def _head(f: BinaryIO, empty: faiss.Index, rows: int, empty_tail: bytes) -> None:
+    """Write FAISS's serialisation of ``empty`` as if it held ``rows`` vectors, up to the data
+    that follows (whose empty form, ``empty_tail``, ends the file; checked, so that a FAISS
+    that lays its files out otherwise fails here rather than writing a wrong index)."""
+    empty.ntotal = rows
+    head = faiss.serialize_index(empty).tobytes()
+    empty.ntotal = 0
+    if not head.endswith(empty_tail):
+        raise RuntimeError(f"this FAISS ({faiss.__version__}) lays out {type(empty).__name__} files in a way "
+                           "siamsearch cannot stream; build the index in memory (SearchIndex.build)")
+    f.write(head[: len(head) - len(empty_tail)])
 
 
 KINDS: dict[str, type[IndexKind]] = {kind.name: kind for kind in (Flat, HNSW, IVF)}

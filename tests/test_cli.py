@@ -240,6 +240,6 @@ def test_build_progress_off_a_terminal_is_one_line_per_stage_never_a_bare_label(
                                        str(tmp_path / "idx")])
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    assert any(line.startswith("encoding: 200/200 (100 %") for line in lines), lines
+    assert any(line.startswith("encoding: 200 (") for line in lines), lines  # streamed: the total is not known
     assert any(line.startswith("indexing: 200/200 (100 %") for line in lines), lines
     assert all(line.strip() not in ("encoding", "indexing", "") for line in lines), lines

@@ -1,0 +1,262 @@
+"""Streamed builds (build.py): the same index as an in-memory build, in bounded memory, from
+several files; and on a real local Ray cluster (ray_engine.py), the same index again, through
+a worker killed mid-build and a bad line read by a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from siamsearch import Encoder, InputError, SearchIndex
+from siamsearch import build as build_module
+from siamsearch import kinds as kinds_module
+from siamsearch.build import build_index, corpus_sources, make_engine
+from siamsearch.cli import main
+from siamsearch.data import read_corpus, stream_corpus
+from siamsearch.demo import SAMPLE_FAQ
+
+QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办"]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder.load()
+
+
+def generated(n: int, seed: int = 0) -> list[str]:
+    """Short questions made from the sample FAQ's questions and characters (written for the
+    project, so nothing of ../shared)."""
+    faq = read_corpus(SAMPLE_FAQ, text_column="question").texts
+    chars = sorted(set("".join(faq)))
+    rng = np.random.default_rng(seed)
+    return [faq[i % len(faq)] + "".join(rng.choice(chars, rng.integers(1, 6))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "questions.txt"
+    texts = generated(3000)
+    texts[10] = "   "  # a blank line: skipped, and the line numbers after it still count it
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def generation(path: Path) -> Path:
+    return path / f"gen-{json.loads((path / 'manifest.json').read_text())['generation']:06d}"
+
+
+def documents(path: Path) -> list[tuple]:
+    with sqlite3.connect(generation(path) / "documents.sqlite") as conn:
+        return conn.execute("SELECT * FROM documents ORDER BY position").fetchall()
+
+
+def assert_same_index(a: Path, b: Path) -> None:
+    """The same FAISS file and vectors byte for byte, the same documents, the same answers."""
+    for name in ("index.faiss", "vectors.npy"):
+        assert (generation(a) / name).read_bytes() == (generation(b) / name).read_bytes(), name
+    assert documents(a) == documents(b)
+    first, second = SearchIndex.load(a), SearchIndex.load(b)
+    for x, y in zip(first.search_batch(QUERIES, k=10), second.search_batch(QUERIES, k=10)):
+        assert [(h.id, h.score, h.metadata) for h in x] == [(h.id, h.score, h.metadata) for h in y]
+
+
+@pytest.mark.parametrize(("kind", "params"), [
+    ("flat", {}),
+    ("ivf", {}),  # trained on every vector (fewer than 64 a list)
+    ("ivf", {"nlist": 8}),  # trained on the seeded sample; FAISS's "full" list layout
+    ("ivf", {"nlist": 400, "nprobe": 40}),  # many empty lists: the "sprs" layout
+    ("hnsw", {}),
+])
+def test_streamed_build_writes_the_in_memory_build_byte_for_byte(encoder, corpus_file, tmp_path, monkeypatch, kind,
+                                                                 params):
+    monkeypatch.setattr(kinds_module, "STREAM_BLOCK_ROWS", 700)  # several blocks, lists cut across them
+    docs = read_corpus(corpus_file)
+    SearchIndex.build(docs.texts, encoder, ids=docs.ids, kind=kind, **params).save(tmp_path / "memory")
+    built = build_index(corpus_file, tmp_path / "streamed", encoder, kind=kind, chunk_size=450, **params)
+    assert (built.documents, built.skipped, built.kind.name) == (2999, 1, kind)
+    if kind == "hnsw":  # the graph depends on thread timing; the vectors and the answers do not
+        assert (generation(tmp_path / "memory") / "vectors.npy").read_bytes() == \
+            (generation(tmp_path / "streamed") / "vectors.npy").read_bytes()
+        return
+    assert_same_index(tmp_path / "memory", tmp_path / "streamed")
+
+
+def test_streamed_build_memory_follows_the_chunk_not_the_corpus(encoder, tmp_path, monkeypatch):
+    """Python's allocations at their peak (tracemalloc, which NumPy reports to) while 2,000
+    and 8,000 documents are built in chunks of 250 and blocks of 500 vectors: four times the
+    corpus, not four times the memory (what does grow, 16 bytes a document for each row's
+    list and the rows' order by list, is small beside a chunk)."""
+    monkeypatch.setattr(kinds_module, "STREAM_BLOCK_ROWS", 500)
+    monkeypatch.setattr(build_module, "ASSIGN_ROWS", 500)
+    peaks = []
+    for n in (2000, 8000):
+        path = tmp_path / f"c{n}.txt"
+        path.write_text("\n".join(generated(n, seed=n)) + "\n", encoding="utf-8")
+        tracemalloc.start()
+        build_index(path, tmp_path / f"i{n}", encoder, kind="ivf", nlist=16, chunk_size=250)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_several_files_and_folders_share_one_index(encoder, tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "part").mkdir(parents=True)
+    (folder / "a.txt").write_text("怎么注册账号\n退款多久到账\n", encoding="utf-8")
+    (folder / "part" / "b.jsonl").write_text(
+        json.dumps({"id": "faq-1", "text": "发票怎么开", "topic": "发票"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / "_SUCCESS").write_text("", encoding="utf-8")  # a Spark marker: not a corpus file
+    (folder / ".hidden.txt").write_text("不读\n", encoding="utf-8")
+    assert [s.path.name for s in corpus_sources(folder)] == ["a.txt", "b.jsonl"]
+    built = build_index(folder, tmp_path / "index", encoder)
+    index = SearchIndex.load(tmp_path / "index")
+    assert built.documents == len(index) == 3
+    assert [d.id for d in index] == ["a.txt:1", "a.txt:2", "faq-1"]
+    assert index.get("faq-1").metadata == {"topic": "发票"}
+    assert index.search("发票怎么开", k=1)[0].id == "faq-1"
+
+
+def test_a_repeated_id_names_its_file_and_line_and_changes_nothing(encoder, tmp_path):
+    out = tmp_path / "index"
+    build_index(SAMPLE_FAQ, out, encoder, text_column="question")
+    committed = (out / "manifest.json").read_bytes()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"id": "x", "text": "怎么注册"}\n', encoding="utf-8")
+    b.write_text('{"id": "y", "text": "怎么退款"}\n{"id": "x", "text": "怎么开票"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"b\.jsonl line 2: duplicate id 'x'"):
+        build_index([a, b], out, encoder)
+    assert (out / "manifest.json").read_bytes() == committed
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["manifest.json", generation(out).name]
+    assert len(SearchIndex.load(out)) == 200
+
+
+def test_stream_corpus_reads_in_chunks_with_the_rules_of_read_corpus(tmp_path):
+    path = tmp_path / "faq.csv"
+    path.write_text('id,text,topic\n1,"怎么\n注册",账户\n2,,账户\n3,退款,退款\n', encoding="utf-8")
+    chunks = list(stream_corpus(path, chunk_size=1))
+    assert [c.ids for c in chunks] == [["1"], ["3"]]
+    assert [c.lines for c in chunks] == [[2], [5]]
+    assert sum(c.skipped for c in chunks) == 1
+    whole = read_corpus(path)
+    assert whole.ids == ["1", "3"] and whole.texts == [chunks[0].texts[0], "退款"] and whole.skipped == 1
+
+
+def test_cli_builds_from_a_folder_with_progress_and_a_summary(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "one.txt").write_text("怎么注册账号\n", encoding="utf-8")
+    (folder / "two.txt").write_text("退款多久到账\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["build-index", str(folder), "--out", str(tmp_path / "index")])
+    assert result.exit_code == 0, result.output
+    assert "encoding: 2 (" in result.output and "indexing: 2/2 (100 %" in result.output
+    assert "indexed 2 documents in" in result.output and "(flat)" in result.output
+    result = CliRunner().invoke(main, ["build-index", str(folder), "--out", str(tmp_path / "x"), "--workers", "2"])
+    assert result.exit_code == 2 and "--workers applies to a build on Ray" in result.output
+
+
+# -- Ray: a real local cluster, started here on 127.0.0.1 with 2 CPUs ----------------------------
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="the Ray build needs pip install 'siamsearch[ray]' (in the test extras)")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def in_thread(fn):
+    """Start ``fn`` on a thread; returns the thread and the dict that gets its result or error."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["result"] = fn()
+        except Exception as e:  # handed to the test
+            out["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_ray_build_equals_the_one_process_build(ray_cluster, encoder, corpus_file, tmp_path):
+    for kind, params in (("ivf", {"nlist": 8}), ("flat", {})):
+        local = build_index(corpus_file, tmp_path / f"local-{kind}", encoder, kind=kind, chunk_size=450, **params)
+        remote = build_index(corpus_file, tmp_path / f"ray-{kind}", encoder, kind=kind, chunk_size=450,
+                             engine=make_engine("ray", workers=2), **params)
+        assert (remote.documents, remote.skipped) == (local.documents, local.skipped) == (2999, 1)
+        assert_same_index(tmp_path / f"local-{kind}", tmp_path / f"ray-{kind}")
+
+
+def _encoding_actors() -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and b"MapBatches(_Encode)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_ray_build_survives_a_killed_worker_and_never_shows_a_partial_index(ray_cluster, encoder, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("\n".join(generated(30000, seed=7)) + "\n", encoding="utf-8")
+    out = tmp_path / "index"
+    build_index(SAMPLE_FAQ, out, encoder, text_column="question")  # the committed generation to protect
+    encoded = []
+    thread, outcome = in_thread(lambda: build_index(
+        big, out, encoder, kind="ivf", nlist=16, chunk_size=300, engine=make_engine("ray", workers=2),
+        progress=lambda stage, n, total: encoded.append(n) if stage == "encode" else None))
+    deadline = time.monotonic() + 120
+    while not encoded and time.monotonic() < deadline:
+        time.sleep(0.2)
+    actors = _encoding_actors()
+    assert encoded and actors, "the build never started encoding"
+    os.kill(actors[0], signal.SIGKILL)
+    assert len(SearchIndex.load(out)) == 200  # mid-build: the committed generation, never a partial one
+    thread.join(300)
+    assert not thread.is_alive(), "the build hung after its worker was killed"
+    assert "error" not in outcome, f"the build failed instead of retrying: {outcome.get('error')}"
+    assert outcome["result"].documents == 30000
+    build_index(big, tmp_path / "local", encoder, kind="ivf", nlist=16, chunk_size=300)
+    assert_same_index(tmp_path / "local", out)
+
+
+def test_a_bad_line_read_on_a_ray_worker_is_one_line_and_changes_nothing(ray_cluster, encoder, tmp_path):
+    out = tmp_path / "index"
+    build_index(SAMPLE_FAQ, out, encoder, text_column="question")
+    committed = (out / "manifest.json").read_bytes()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "怎么注册"}\n{"text": \n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        build_index(bad, out, encoder, engine=make_engine("ray"))
+    assert str(caught.value).startswith(f"{bad} line 2: not valid JSON") and "\n" not in str(caught.value)
+    assert (out / "manifest.json").read_bytes() == committed
+    assert len(SearchIndex.load(out)) == 200
+
+
+def test_ray_missing_is_one_line_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from siamsearch.cli import main\n"
+            f"main(['build-index', {str(SAMPLE_FAQ)!r}, '--text-column', 'question', '--out', {str(tmp_path / 'i')!r},"
+            " '--ray'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == ("Error: building on Ray needs the ray package; install it with "
+                                                     "pip install 'siamsearch[ray]'")
+    assert not (tmp_path / "i").exists()
