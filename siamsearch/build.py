@@ -32,7 +32,7 @@ import faiss
 import numpy as np
 
 from . import index_folder, kinds
-from .choice import choose_kind
+from .choice import check_options, resolve
 from .data import CORPUS_CHUNK, Corpus, stream_corpus
 from .documents import DocumentsFile
 from .encoder import Encoder
@@ -211,15 +211,7 @@ def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, enco
     ``build_index("corpus/", "indexes/all", enc, engine=make_engine("ray", address="auto"))``."""
     started = time.perf_counter()
     sources = corpus_sources(corpus, text_column, id_column, chunk_size)
-    if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int) or rerank_factor < 1:
-        raise InputError(f"rerank factor must be a whole number of at least 1, got {rerank_factor!r}",
-                         argument="rerank_factor")
-    if kind == "auto":
-        unknown = sorted(set(params) - kinds.parameter_names())
-        if unknown:
-            raise InputError(f"{unknown[0]} is not a parameter of any index kind", argument=unknown[0])
-    else:
-        kinds.make(kind, **params)  # refused before any encoding
+    check_options(kind, rerank_factor, params)
     index_folder.check_index_path(out)
     runner = make_engine(engine) if isinstance(engine, str) else engine
     counts = {"documents": 0, "skipped": 0}
@@ -236,10 +228,7 @@ def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, enco
                     progress("encode", len(chunk), 0)
             vectors.finish()
             n = vectors.rows
-            name = kind if kind != "auto" else choose_kind(n, encoder.dim, max_memory,
-                                                          params.get("hnsw_m", kinds.HNSW.hnsw_m))
-            own = {k: v for k, v in params.items() if kind != "auto" or k in kinds.parameter_names(name)}
-            spec = kinds.make(name, **own).for_corpus(n)
+            spec = resolve(kind, n, encoder.dim, max_memory, params)
 
             def assign(centroids: np.ndarray) -> np.ndarray:
                 lists = runner.assign(centroids, vectors)

@@ -15,7 +15,7 @@ encodings).
 from __future__ import annotations
 
 from .errors import InputError
-from .kinds import HNSW, Flat, IndexKind, make
+from .kinds import HNSW, Flat, IndexKind, make, parameter_names
 
 AUTO_FLAT_MAX_DOCS = 100_000
 AUTO_HNSW_MAX_DOCS = 2_000_000
@@ -35,6 +35,29 @@ def choose_kind(n_docs: int, dim: int, max_memory: int | None = None, hnsw_m: in
     raise InputError(f"{n_docs:,} documents need at least {format_bytes(need)} in memory under the L1 metric "
                      f"(FAISS cannot compress L1 indexes), more than max_memory {format_bytes(max_memory)}; "
                      "raise the budget or split the corpus", argument="max_memory")
+
+
+def check_options(kind: str, rerank_factor: int, params: dict) -> None:
+    """Refuse a build's options before anything is encoded: the rerank factor, and parameters
+    that no kind (with ``auto``) or not this kind takes."""
+    if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int) or rerank_factor < 1:
+        raise InputError(f"rerank factor must be a whole number of at least 1, got {rerank_factor!r}",
+                         argument="rerank_factor")
+    if kind != "auto":
+        make(kind, **params)
+        return
+    unknown = sorted(set(params) - parameter_names())
+    if unknown:
+        raise InputError(f"{unknown[0]} is not a parameter of any index kind", argument=unknown[0])
+
+
+def resolve(kind: str, n_docs: int, dim: int, max_memory: int | None, params: dict) -> IndexKind:
+    """The kind a build of ``n_docs`` documents uses: ``auto``'s choice keeping the parameters
+    that kind takes, with those left to the corpus size filled in."""
+    if kind == "auto":
+        kind = choose_kind(n_docs, dim, max_memory, params.get("hnsw_m", HNSW.hnsw_m))
+        params = {k: v for k, v in params.items() if k in parameter_names(kind)}
+    return make(kind, **params).for_corpus(n_docs)
 
 
 def format_bytes(n: float) -> str:

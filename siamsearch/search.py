@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import frames, index_folder, kinds, mutations, query
-from .choice import choose_kind
+from . import frames, index_folder, mutations, query
+from .choice import check_options, resolve
 from .data import read_corpus
 from .documents import Documents
 from .encoder import Encoder
@@ -181,16 +181,8 @@ class SearchIndex:
             raise InputError("texts must be a list of documents, not one string", argument="texts")
         if not texts:
             raise InputError("the corpus is empty: nothing to index", argument="texts")
-        if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int) or rerank_factor < 1:
-            raise InputError(f"rerank factor must be a whole number of at least 1, got {rerank_factor!r}",
-                             argument="rerank_factor")
-        if kind == "auto":
-            unknown = sorted(set(params) - kinds.parameter_names())
-            if unknown:
-                raise InputError(f"{unknown[0]} is not a parameter of any index kind", argument=unknown[0])
-            kind = choose_kind(len(texts), encoder.dim, max_memory, params.get("hnsw_m", kinds.HNSW.hnsw_m))
-            params = {k: v for k, v in params.items() if k in kinds.parameter_names(kind)}
-        spec = kinds.make(kind, **params).for_corpus(len(texts))
+        check_options(kind, rerank_factor, params)
+        spec = resolve(kind, len(texts), encoder.dim, max_memory, params)
         state = IndexState(spec, None, np.empty((0, encoder.dim), np.float32), Documents.create(), rerank_factor)
         index = cls(encoder, state)
         index.add(texts, ids, metadata, progress)

@@ -117,14 +117,16 @@ def test_several_files_and_folders_share_one_index(encoder, tmp_path):
     (folder / "a.txt").write_text("怎么注册账号\n退款多久到账\n", encoding="utf-8")
     (folder / "part" / "b.jsonl").write_text(
         json.dumps({"id": "faq-1", "text": "发票怎么开", "topic": "发票"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    pd = pytest.importorskip("pandas")
+    pd.DataFrame({"id": ["sku-9"], "text": ["运费谁出"], "price": [12.5]}).to_parquet(folder / "part" / "c.parquet")
     (folder / "_SUCCESS").write_text("", encoding="utf-8")  # a Spark marker: not a corpus file
     (folder / ".hidden.txt").write_text("不读\n", encoding="utf-8")
-    assert [s.path.name for s in corpus_sources(folder)] == ["a.txt", "b.jsonl"]
+    assert [s.path.name for s in corpus_sources(folder)] == ["a.txt", "b.jsonl", "c.parquet"]
     built = build_index(folder, tmp_path / "index", encoder)
     index = SearchIndex.load(tmp_path / "index")
-    assert built.documents == len(index) == 3
-    assert [d.id for d in index] == ["a.txt:1", "a.txt:2", "faq-1"]
-    assert index.get("faq-1").metadata == {"topic": "发票"}
+    assert built.documents == len(index) == 4
+    assert [d.id for d in index] == ["a.txt:1", "a.txt:2", "faq-1", "sku-9"]
+    assert index.get("faq-1").metadata == {"topic": "发票"} and index.get("sku-9").metadata == {"price": 12.5}
     assert index.search("发票怎么开", k=1)[0].id == "faq-1"
 
 
@@ -200,6 +202,12 @@ def test_ray_build_equals_the_one_process_build(ray_cluster, encoder, corpus_fil
                              engine=make_engine("ray", workers=2), **params)
         assert (remote.documents, remote.skipped) == (local.documents, local.skipped) == (2999, 1)
         assert_same_index(tmp_path / f"local-{kind}", tmp_path / f"ray-{kind}")
+    index = SearchIndex.load(tmp_path / "ray-ivf")  # an ordinary index folder: every change works on it
+    index.upsert(["怎么注销账号"], ids=["new"])
+    index.remove(["1", "2"])
+    assert index.compact() == 2
+    index.save(tmp_path / "ray-ivf")
+    assert SearchIndex.load(tmp_path / "ray-ivf").search("怎么注销账号", k=1)[0].id == "new"
 
 
 def _encoding_actors() -> list[int]:

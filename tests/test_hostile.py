@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siamsearch import Encoder, SearchIndex
+from siamsearch.build import build_index
 from siamsearch.data import read_corpus, read_pairs
 from siamsearch.errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
 from siamsearch.text import OOV_ID, Vocabulary, normalize
@@ -115,6 +116,11 @@ def test_duplicate_ids(tmp_path, sample_encoder):
     one_line_error(InputError, read_corpus, write(tmp_path / "c.tsv", "id\ttext\n7\ta\n7\tb\n"),
                    match="line 3: duplicate id '7' \\(first on line 2\\)")
     one_line_error(InputError, SearchIndex.build, ["a", "b"], sample_encoder, ids=["x", "x"], match="duplicate")
+    a = write(tmp_path / "a.jsonl", '{"id": "x", "text": "一"}\n')
+    b = write(tmp_path / "b.jsonl", '{"id": "y", "text": "二"}\n{"id": "x", "text": "三"}\n')
+    one_line_error(InputError, build_index, [a, b], tmp_path / "index", sample_encoder,
+                   match="b.jsonl line 2: duplicate id 'x'")
+    assert not (tmp_path / "index" / "manifest.json").exists()
 
 
 @case("ids-with-tabs-or-newlines")

@@ -1,0 +1,250 @@
+"""Scale benchmark: streamed builds in one process and on Ray, against the in-memory build.
+
+    python bench/scale.py --size 10000000 --memory-size 2000000      # writes docs/benchmarks.md
+    python bench/scale.py --size 100000 --memory-size 100000 --no-write   # a quick look
+
+Every build runs in its own process, one after another, so that each peak is its own:
+
+* ``memory`` (at ``--memory-size``): ``read_corpus`` + ``SearchIndex.build`` + ``save``, the
+  build of issue 20, beside ``stream`` on the same corpus: the time ratio and both peaks;
+* ``stream`` and ``ray`` (at ``--size``): ``build.build_index`` in this process, and on a local
+  Ray cluster of 2 CPUs with 2 encoding actors. The Ray run's memory is sampled every 0.5 s
+  for every Ray process (workers, raylet, GCS) beside the driver's own high-water mark.
+
+Then the streamed index is opened memory-mapped: 1,000 queries one at a time (p50, p99), and
+recall@10 of 200 of them against an exact L1 search of the same vectors. The corpus is
+``corpus.py``'s (real ../shared sentences, then generated ones), written once to
+``bench/.work/scale/``; queries are ``search.py``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from corpus import corpus, real_sentences  # noqa: E402
+from report import add_output_options, cpu_model, machine, publish  # noqa: E402
+from search import _percentiles, peak_rss, queries  # noqa: E402
+
+WORK = HERE / ".work" / "scale"
+RECALL_QUERIES = 200
+
+
+def corpus_file(size: int) -> Path:
+    path = WORK / f"corpus-{size}.txt"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        real = real_sentences()
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(corpus(size, real=real)) + "\n")
+        tmp.rename(path)
+    return path
+
+
+class RaySampler:
+    """The largest resident memory seen for each Ray process (by pid), sampled every 0.5 s."""
+
+    def __init__(self):
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self.total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            now = 0
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or int(pid) == os.getpid():
+                    continue
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    if "ray" not in cmd:
+                        continue
+                    rss = next(int(line.split()[1]) * 1024 for line in Path(f"/proc/{pid}/status").read_text()
+                               .splitlines() if line.startswith("VmRSS:"))
+                except (OSError, StopIteration):
+                    continue
+                name = cmd.split()[0].rsplit("/", 1)[-1][:60]
+                now += rss
+                if rss > self.peaks.get(int(pid), ("", 0))[1]:
+                    self.peaks[int(pid)] = (name, rss)
+            self.total = max(self.total, now)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        workers = [rss for name, rss in self.peaks.values() if name.startswith("ray::")]
+        return {"ray_worker_peak_bytes": max(workers, default=0), "ray_workers": len(workers),
+                "ray_processes_peak_sum_bytes": self.total,
+                "ray_processes": sorted(((n, r) for n, r in self.peaks.values()), key=lambda x: -x[1])[:8]}
+
+
+def arm(name: str, corpus_path: Path, out: Path) -> dict:
+    """One build in this (fresh) process."""
+    from siamsearch import Encoder, SearchIndex
+    from siamsearch.build import build_index, make_engine
+    from siamsearch.data import read_corpus
+
+    encoder = Encoder.load()
+    stages: dict[str, float] = {}
+
+    def progress(stage: str, n: int, total: int) -> None:
+        stages.setdefault(stage, time.perf_counter())
+
+    result: dict = {"arm": name}
+    started = time.perf_counter()
+    if name == "memory":
+        docs = read_corpus(corpus_path)
+        index = SearchIndex.build(docs.texts, encoder, ids=docs.ids, kind="ivf", progress=progress)
+        index.save(out)
+        result["documents"] = len(index)
+    elif name == "stream":
+        result["documents"] = build_index(corpus_path, out, encoder, kind="ivf", progress=progress).documents
+    else:
+        import logging
+
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        result["ray_start_s"] = time.perf_counter() - started
+        sampler = RaySampler()
+        built = build_index(corpus_path, out, encoder, kind="ivf", progress=progress,
+                            engine=make_engine("ray", workers=2))
+        result.update(sampler.stop())
+        result["documents"] = built.documents
+        ray.shutdown()
+    result["build_s"] = time.perf_counter() - started
+    result["encode_s"] = stages.get("index", time.perf_counter()) - started  # reading and encoding, to the index stage
+    result["driver_peak_rss_bytes"] = peak_rss()
+    result["files"] = json.loads((out / "manifest.json").read_text())["files"]
+    return result
+
+
+def query_stats(path: Path, real: list[str]) -> dict:
+    import faiss
+
+    from siamsearch import SearchIndex
+
+    index = SearchIndex.load(path, mmap=True)
+    qs = queries(real)
+    for q in qs[:50]:
+        index.search(q, 10)
+    latencies, hits = [], []
+    for q in qs:
+        t = time.perf_counter()
+        hits.append(index.search(q, 10))
+        latencies.append(time.perf_counter() - t)
+    result = {f"search_{k}": v for k, v in _percentiles(latencies).items()}
+    qv = index.encoder.encode(qs[:RECALL_QUERIES])
+    exact = faiss.IndexFlat(index.encoder.dim, faiss.METRIC_L1)
+    for start in range(0, index.rows, 1_000_000):
+        exact.add(np.ascontiguousarray(index.vectors[start : start + 1_000_000]))
+    _, truth = exact.search(qv, 10)
+    positions = index._state.documents.positions  # id → position: the ids are line numbers
+    found = [[positions([h.id])[h.id] for h in row] for row in hits[:RECALL_QUERIES]]
+    result["recall_at_10"] = float(np.mean([len(set(a) & set(t.tolist())) / 10 for a, t in zip(found, truth)]))
+    result["recall_queries"] = RECALL_QUERIES
+    result["kind"] = index.spec.to_dict()
+    return result
+
+
+def run_arm(name: str, corpus_path: Path, out: Path) -> dict:
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([sys.executable, __file__, "--arm", name, "--corpus", str(corpus_path), "--out", str(out)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps({k: v for k, v in result.items() if k != "files"}), file=sys.stderr, flush=True)
+    return result
+
+
+def gib(n: float) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def markdown(r: dict) -> str:
+    m, s, big, ray, q = r["memory"], r["stream_small"], r["stream"], r["ray"], r["queries"]
+    same = "identical (SHA-256 of index.faiss, vectors.npy and documents.sqlite)" if r["ray_equals_stream"] else \
+        "index.faiss and vectors.npy identical; documents.sqlite differs in bytes only" if r["ray_data_equal"] else \
+        "**different**"
+    return "\n".join([
+        "<!-- scale-benchmarks:start -->",
+        "## Scale: streamed builds, one process and Ray (issue 23)",
+        "",
+        f"Command: `{r['command']}` ({r['date']}; {r['cpu']}; {r['machine']}). Each build in its own process, "
+        "one after another; kind ivf with its defaults for the size; the shipped model.",
+        "",
+        "| build | documents | build s | docs/s | peak RSS | time ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| in memory (`SearchIndex.build` + `save`) | {m['documents']:,} | {m['build_s']:.0f} | "
+        f"{m['documents'] / m['build_s']:,.0f} | {gib(m['driver_peak_rss_bytes'])} | 1.00 |",
+        f"| streamed, one process | {s['documents']:,} | {s['build_s']:.0f} | {s['documents'] / s['build_s']:,.0f} | "
+        f"{gib(s['driver_peak_rss_bytes'])} | {s['build_s'] / m['build_s']:.2f} |",
+        f"| streamed, one process | {big['documents']:,} | {big['build_s']:.0f} | "
+        f"{big['documents'] / big['build_s']:,.0f} | {gib(big['driver_peak_rss_bytes'])} | 1.00 |",
+        f"| Ray, 2 encoding actors, local 2-CPU cluster | {ray['documents']:,} | {ray['build_s']:.0f} | "
+        f"{ray['documents'] / ray['build_s']:,.0f} | driver {gib(ray['driver_peak_rss_bytes'])}, largest worker "
+        f"{gib(ray['ray_worker_peak_bytes'])}, all Ray processes at once {gib(ray['ray_processes_peak_sum_bytes'])}"
+        f" | {ray['build_s'] / big['build_s']:.2f} |",
+        "",
+        f"Time ratios are to the row above them of the same size. The Ray run includes starting the cluster "
+        f"({ray['ray_start_s']:.1f} s). The Ray index against the one-process index: {same}.",
+        "",
+        f"Queries on the streamed {big['documents']:,}-document index (`{json.dumps(q['kind'])}`), memory-mapped, "
+        f"one at a time: p50 **{q['search_p50_ms']:.2f} ms**, p99 {q['search_p99_ms']:.2f} ms; recall@10 "
+        f"**{q['recall_at_10']:.4f}** over {q['recall_queries']} queries against an exact L1 search of the same "
+        "vectors.",
+        "<!-- scale-benchmarks:end -->",
+        "",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=10_000_000)
+    parser.add_argument("--memory-size", type=int, default=2_000_000,
+                        help="size of the in-memory vs streamed comparison (the in-memory build peaks near "
+                             "1 KiB a document)")
+    parser.add_argument("--arm", choices=["memory", "stream", "ray"], help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    add_output_options(parser, "scale")
+    args = parser.parse_args()
+    if args.arm:
+        print(json.dumps(arm(args.arm, args.corpus, args.out)))
+        return
+    from datetime import datetime, timezone
+
+    real = real_sentences()
+    small, big = corpus_file(args.memory_size), corpus_file(args.size)
+    results = {"command": "python bench/scale.py " + " ".join(sys.argv[1:]),
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_model(),
+               "machine": machine()}
+    results["memory"] = run_arm("memory", small, WORK / "memory")
+    results["stream_small"] = run_arm("stream", small, WORK / "stream-small")
+    results["stream"] = run_arm("stream", big, WORK / "stream")
+    results["ray"] = run_arm("ray", big, WORK / "ray")
+    files = ("index.faiss", "vectors.npy")
+    results["ray_data_equal"] = all(results["ray"]["files"][f] == results["stream"]["files"][f] for f in files)
+    results["ray_equals_stream"] = results["ray"]["files"] == results["stream"]["files"]
+    results["queries"] = query_stats(WORK / "stream", real)
+    publish("scale", results, markdown, not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
