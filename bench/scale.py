@@ -1,15 +1,16 @@
 """Scale benchmark: streamed builds in one process and on Ray, against the in-memory build.
 
-    python bench/scale.py --size 10000000 --memory-size 2000000      # writes docs/benchmarks.md
-    python bench/scale.py --size 100000 --memory-size 100000 --no-write   # a quick look
+    python bench/scale.py --size 5000000 --memory-size 2000000       # writes docs/benchmarks.md
+    python bench/scale.py --size 100000 --memory-size 30000 --no-write    # a quick look
 
 Every build runs in its own process, one after another, so that each peak is its own:
 
-* ``memory`` (at ``--memory-size``): ``read_corpus`` + ``SearchIndex.build`` + ``save``, the
-  build of issue 20, beside ``stream`` on the same corpus: the time ratio and both peaks;
-* ``stream`` and ``ray`` (at ``--size``): ``build.build_index`` in this process, and on a local
-  Ray cluster of 2 CPUs with 2 encoding actors. The Ray run's memory is sampled every 0.5 s
-  for every Ray process (workers, raylet, GCS) beside the driver's own high-water mark.
+* at ``--memory-size``, three builds of one corpus side by side: ``memory``
+  (``read_corpus`` + ``SearchIndex.build`` + ``save``, the build before issue 23), ``stream``
+  (``build.build_index`` in this process) and ``ray`` (the same on a local Ray cluster of 2
+  CPUs with 2 encoding actors; the memory of every Ray process, workers, raylet and GCS, is
+  sampled every 0.5 s beside the driver's own high-water mark);
+* at ``--size``, the streamed build alone: its peak memory at that size.
 
 Then the streamed index is opened memory-mapped: 1,000 queries one at a time (p50, p99), and
 recall@10 of 200 of them against an exact L1 search of the same vectors. The corpus is
@@ -33,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from corpus import corpus, real_sentences  # noqa: E402
-from report import add_output_options, cpu_model, machine, publish  # noqa: E402
+from report import add_output_options, cpu_model, machine, publish, render  # noqa: E402
 from search import _percentiles, peak_rss, queries  # noqa: E402
 
 WORK = HERE / ".work" / "scale"
@@ -41,13 +42,20 @@ RECALL_QUERIES = 200
 
 
 def corpus_file(size: int) -> Path:
+    """``corpus.py``'s corpus of ``size`` documents as a text file: the first lines of a larger
+    one already written (generating 10M takes ~8 minutes on one core), else generated."""
     path = WORK / f"corpus-{size}.txt"
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        real = real_sentences()
+        larger = sorted((p for p in WORK.glob("corpus-*.txt") if int(p.stem.split("-")[1]) > size),
+                        key=lambda p: int(p.stem.split("-")[1]))
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(corpus(size, real=real)) + "\n")
+            if larger:
+                with open(larger[0], encoding="utf-8") as source:
+                    f.writelines(line for _, line in zip(range(size), source))
+            else:
+                f.write("\n".join(corpus(size, real=real_sentences())) + "\n")
         tmp.rename(path)
     return path
 
@@ -132,6 +140,30 @@ def arm(name: str, corpus_path: Path, out: Path) -> dict:
     return result
 
 
+def rows_digest(path: Path) -> str:
+    """SHA-256 of an index's document rows in position order (the SQLite file's bytes depend on
+    how the rows were batched into transactions; its rows must not)."""
+    import hashlib
+    import sqlite3
+
+    generation = json.loads((path / "manifest.json").read_text())["generation"]
+    digest = hashlib.sha256()
+    with sqlite3.connect(path / f"gen-{generation:06d}" / "documents.sqlite") as conn:
+        for row in conn.execute("SELECT * FROM documents ORDER BY position"):
+            digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+def compare(results: dict) -> None:
+    """The three builds of one corpus against each other: FAISS file, vectors and document rows."""
+    files = {name: json.loads((WORK / name / "manifest.json").read_text())["files"]
+             for name in ("memory", "stream-small", "ray")}
+    rows = {name: rows_digest(WORK / name) for name in files}
+    for other, key in (("memory", "memory_equals_stream"), ("ray", "ray_equals_stream")):
+        results[key] = rows[other] == rows["stream-small"] and all(
+            files[other][f] == files["stream-small"][f] for f in ("index.faiss", "vectors.npy"))
+
+
 def query_stats(path: Path, real: list[str]) -> dict:
     import faiss
 
@@ -161,8 +193,13 @@ def query_stats(path: Path, real: list[str]) -> dict:
 
 
 def run_arm(name: str, corpus_path: Path, out: Path) -> dict:
+    """One build in a fresh process; its result is kept in bench/.work/scale/ so that a run
+    that was stopped resumes after the builds it finished (delete the file to redo one)."""
     import shutil
 
+    saved = WORK / f"arm-{out.name}.json"
+    if saved.exists() and (out / "manifest.json").exists():
+        return {**json.loads(saved.read_text()), "resumed": True}
     shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([sys.executable, __file__, "--arm", name, "--corpus", str(corpus_path), "--out", str(out)],
                           capture_output=True, text=True)
@@ -170,6 +207,7 @@ def run_arm(name: str, corpus_path: Path, out: Path) -> dict:
         raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(json.dumps({k: v for k, v in result.items() if k != "files"}), file=sys.stderr, flush=True)
+    saved.write_text(json.dumps(result))
     return result
 
 
@@ -178,32 +216,40 @@ def gib(n: float) -> str:
 
 
 def markdown(r: dict) -> str:
-    m, s, big, ray, q = r["memory"], r["stream_small"], r["stream"], r["ray"], r["queries"]
-    same = "identical (SHA-256 of index.faiss, vectors.npy and documents.sqlite)" if r["ray_equals_stream"] else \
-        "index.faiss and vectors.npy identical; documents.sqlite differs in bytes only" if r["ray_data_equal"] else \
-        "**different**"
+    m, s, ray, big, q = r["memory"], r["stream_small"], r["ray"], r["stream"], r["queries"]
+    def same(key: str) -> str:
+        return "**identical**" if r[key] else "**different**"
+
+    resumed = [f"{a['arm']} {a['documents']:,}" for a in (m, s, ray, big) if a.get("resumed")]
+
+    def row(name: str, a: dict, ratio: str, memory: str) -> str:
+        return (f"| {name} | {a['documents']:,} | {a['build_s']:.0f} | {a['documents'] / a['build_s']:,.0f} | "
+                f"{memory} | {ratio} |")
+
     return "\n".join([
-        "<!-- scale-benchmarks:start -->",
+        "<!-- scale-benchmarks:start (written by bench/scale.py; do not edit by hand) -->",
         "## Scale: streamed builds, one process and Ray (issue 23)",
         "",
         f"Command: `{r['command']}` ({r['date']}; {r['cpu']}; {r['machine']}). Each build in its own process, "
-        "one after another; kind ivf with its defaults for the size; the shipped model.",
+        "one after another; kind ivf with its defaults for the size; the shipped model; corpora from "
+        "`bench/corpus.py`.",
         "",
         "| build | documents | build s | docs/s | peak RSS | time ratio |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| in memory (`SearchIndex.build` + `save`) | {m['documents']:,} | {m['build_s']:.0f} | "
-        f"{m['documents'] / m['build_s']:,.0f} | {gib(m['driver_peak_rss_bytes'])} | 1.00 |",
-        f"| streamed, one process | {s['documents']:,} | {s['build_s']:.0f} | {s['documents'] / s['build_s']:,.0f} | "
-        f"{gib(s['driver_peak_rss_bytes'])} | {s['build_s'] / m['build_s']:.2f} |",
-        f"| streamed, one process | {big['documents']:,} | {big['build_s']:.0f} | "
-        f"{big['documents'] / big['build_s']:,.0f} | {gib(big['driver_peak_rss_bytes'])} | 1.00 |",
-        f"| Ray, 2 encoding actors, local 2-CPU cluster | {ray['documents']:,} | {ray['build_s']:.0f} | "
-        f"{ray['documents'] / ray['build_s']:,.0f} | driver {gib(ray['driver_peak_rss_bytes'])}, largest worker "
-        f"{gib(ray['ray_worker_peak_bytes'])}, all Ray processes at once {gib(ray['ray_processes_peak_sum_bytes'])}"
-        f" | {ray['build_s'] / big['build_s']:.2f} |",
+        row("in memory (`SearchIndex.build` + `save`)", m, "1.00", gib(m["driver_peak_rss_bytes"])),
+        row("streamed, one process", s, f"{s['build_s'] / m['build_s']:.2f}", gib(s["driver_peak_rss_bytes"])),
+        row("Ray, 2 encoding actors, local 2-CPU cluster", ray, f"{ray['build_s'] / m['build_s']:.2f}",
+            f"driver {gib(ray['driver_peak_rss_bytes'])}, largest worker {gib(ray['ray_worker_peak_bytes'])}, "
+            f"all Ray processes at once {gib(ray['ray_processes_peak_sum_bytes'])}"),
+        row("streamed, one process", big, "—", gib(big["driver_peak_rss_bytes"])),
         "",
-        f"Time ratios are to the row above them of the same size. The Ray run includes starting the cluster "
-        f"({ray['ray_start_s']:.1f} s). The Ray index against the one-process index: {same}.",
+        f"Time ratios are to the in-memory build of the same corpus. The Ray build includes starting the cluster "
+        f"({ray['ray_start_s']:.1f} s). Against the streamed build of the same corpus (index.faiss and vectors.npy "
+        f"by SHA-256, the documents row by row), the in-memory build is {same('memory_equals_stream')} and the Ray "
+        f"build {same('ray_equals_stream')}."
+        + (f" Builds kept from earlier runs of this command (each build's result is kept in "
+           f"bench/.work/scale/arm-*.json, so a stopped run resumes after the builds it finished): "
+           f"{', '.join(resumed)}." if resumed else ""),
         "",
         f"Queries on the streamed {big['documents']:,}-document index (`{json.dumps(q['kind'])}`), memory-mapped, "
         f"one at a time: p50 **{q['search_p50_ms']:.2f} ms**, p99 {q['search_p99_ms']:.2f} ms; recall@10 "
@@ -218,8 +264,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=10_000_000)
     parser.add_argument("--memory-size", type=int, default=2_000_000,
-                        help="size of the in-memory vs streamed comparison (the in-memory build peaks near "
-                             "1 KiB a document)")
+                        help="size of the in-memory, streamed and Ray builds side by side (the in-memory build "
+                             "peaks near 1.3 KiB a document); --size is the streamed build alone")
     parser.add_argument("--arm", choices=["memory", "stream", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -227,6 +273,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.arm:
         print(json.dumps(arm(args.arm, args.corpus, args.out)))
+        return
+    if args.render:
+        render("scale", markdown)
         return
     from datetime import datetime, timezone
 
@@ -237,11 +286,9 @@ def main() -> None:
                "machine": machine()}
     results["memory"] = run_arm("memory", small, WORK / "memory")
     results["stream_small"] = run_arm("stream", small, WORK / "stream-small")
+    results["ray"] = run_arm("ray", small, WORK / "ray")
     results["stream"] = run_arm("stream", big, WORK / "stream")
-    results["ray"] = run_arm("ray", big, WORK / "ray")
-    files = ("index.faiss", "vectors.npy")
-    results["ray_data_equal"] = all(results["ray"]["files"][f] == results["stream"]["files"][f] for f in files)
-    results["ray_equals_stream"] = results["ray"]["files"] == results["stream"]["files"]
+    compare(results)
     results["queries"] = query_stats(WORK / "stream", real)
     publish("scale", results, markdown, not args.no_write)
 
