@@ -349,13 +349,13 @@ def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | No
     out = out or Path("indexes") / corpus[0].stem
     check_index_path(out)
     encoder = Encoder.load(model_dir)
-    engine = make_engine("ray", address=ray_address, workers=workers) if ray_address else "local"
     with ExitStack() as stack:
+        engine = make_engine("ray", address=ray_address, workers=workers) if ray_address else "local"
+        if not isinstance(engine, str):
+            stack.callback(engine.close)  # also when the build fails
         built = build(list(corpus), out, encoder, kind=kind, max_memory=max_memory, rerank_factor=rerank_factor,
                       text_column=text_column, id_column=id_column, engine=engine, progress=_StageBars(stack),
                       **{name: value for name, value in params.items() if value is not None})
-    if not isinstance(engine, str):
-        engine.close()
     if built.skipped:
         click.echo(f"skipped {_n(built.skipped)} blank documents", err=True)
     click.echo(str(built))
