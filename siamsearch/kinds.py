@@ -30,6 +30,7 @@ through the same checks in ``tests/test_kinds.py``. Which kind ``auto`` picks is
 from __future__ import annotations
 
 import math
+import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
@@ -284,13 +285,15 @@ class IVF(IndexKind):
         """The same file as ``create`` + ``add`` + ``write`` (byte for byte; tests/test_build.py),
         holding one block of vectors: trained on the same sample, every row's list from
         ``assign`` (the part of adding that costs, and that an engine can spread), then
-        FAISS's array-lists layout written list by list: the header of the trained, empty
-        index, the list sizes, and each list's vectors and positions in position order."""
+        FAISS's array-lists layout: the header of the trained, empty index, the list sizes,
+        and each list's vectors and positions in position order. The list sizes fix where
+        every list lies in the file, so one pass over the vectors in position order writes
+        each block's share of every list where it belongs (``os.pwrite``): the time grows
+        with the corpus, not with the corpus times its blocks."""
         positions = self.training_positions(vectors.rows)
         index = self.create(vectors.dim, vectors.take(np.arange(vectors.rows) if positions is None else positions))
         lists = assign(index.quantizer.reconstruct_n(0, self.nlist))
         sizes = np.bincount(lists, minlength=self.nlist).astype(np.uint64)
-        order = np.argsort(lists, kind="stable")  # grouped by list, in position order within each
         code_size = 4 * vectors.dim
         with open(path, "wb") as f:
             _head(f, index, vectors.rows, b"ilar" + struct.pack("<QQ", self.nlist, code_size) + b"sprs" +
@@ -302,21 +305,25 @@ class IVF(IndexKind):
             else:
                 pairs = np.column_stack([non_empty, sizes[non_empty]]).astype(np.uint64).ravel()
                 f.write(b"sprs" + struct.pack("<Q", len(pairs)) + pairs.tobytes())
-            ends = np.cumsum(sizes).astype(np.int64)
-            first = 0
-            while first < self.nlist:
-                start = int(ends[first - 1]) if first else 0
-                last = max(first + 1, int(np.searchsorted(ends, start + STREAM_BLOCK_ROWS, side="right")))
-                rows = order[start : int(ends[last - 1])]
-                by_row = np.argsort(rows)
-                block = np.empty((len(rows), vectors.dim), np.float32)
-                block[by_row] = vectors.take(rows[by_row])
-                offset = 0
-                for size in sizes[first:last].astype(np.int64):
-                    f.write(block[offset : offset + size].tobytes())
-                    f.write(rows[offset : offset + size].astype(np.int64).tobytes())
-                    offset += size
-                first = last
+            f.flush()
+            list_bytes = sizes.astype(np.int64) * (code_size + 8)  # a list: its vectors, then its positions
+            starts = f.tell() + np.cumsum(list_bytes) - list_bytes
+            f.truncate(f.tell() + int(list_bytes.sum()))
+            written = np.zeros(self.nlist, np.int64)  # rows of each list written so far
+            for first, block in vectors.blocks(STREAM_BLOCK_ROWS):
+                block_lists = lists[first : first + len(block)]
+                by_list = np.argsort(block_lists, kind="stable")  # grouped by list, in position order within
+                grouped = np.ascontiguousarray(block[by_list], dtype=np.float32)
+                ids = (by_list + first).astype(np.int64)
+                counts = np.bincount(block_lists, minlength=self.nlist)
+                end = 0
+                for lst in np.flatnonzero(counts):
+                    begin, end = end, end + int(counts[lst])
+                    before = int(written[lst])
+                    os.pwrite(f.fileno(), grouped[begin:end].tobytes(), int(starts[lst]) + code_size * before)
+                    os.pwrite(f.fileno(), ids[begin:end].tobytes(),
+                              int(starts[lst]) + code_size * int(sizes[lst]) + 8 * before)
+                    written[lst] += end - begin
 
     def _untrained(self, quantizer: faiss.Index, dim: int) -> faiss.IndexIVFFlat:
         return faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_L1)
