@@ -1,6 +1,6 @@
 """Scale benchmark: streamed builds in one process and on Ray, against the in-memory build.
 
-    python bench/scale.py --size 5000000 --memory-size 2000000       # writes docs/benchmarks.md
+    python bench/scale.py --size 10000000 --memory-size 2000000      # writes docs/benchmarks.md
     python bench/scale.py --size 100000 --memory-size 30000 --no-write    # a quick look
 
 Every build runs in its own process, one after another, so that each peak is its own:
@@ -10,7 +10,8 @@ Every build runs in its own process, one after another, so that each peak is its
   (``build.build_index`` in this process) and ``ray`` (the same on a local Ray cluster of 2
   CPUs with 2 encoding actors; the memory of every Ray process, workers, raylet and GCS, is
   sampled every 0.5 s beside the driver's own high-water mark);
-* at ``--size``, the streamed build alone: its peak memory at that size.
+* at ``--size``, the streamed and the Ray build side by side (the in-memory build of that
+  size would need ~1 KiB a document).
 
 Then the streamed index is opened memory-mapped: 1,000 queries one at a time (p50, p99), and
 recall@10 of 200 of them against an exact L1 search of the same vectors. The corpus is
@@ -154,14 +155,11 @@ def rows_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def compare(results: dict) -> None:
-    """The three builds of one corpus against each other: FAISS file, vectors and document rows."""
-    files = {name: json.loads((WORK / name / "manifest.json").read_text())["files"]
-             for name in ("memory", "stream-small", "ray")}
-    rows = {name: rows_digest(WORK / name) for name in files}
-    for other, key in (("memory", "memory_equals_stream"), ("ray", "ray_equals_stream")):
-        results[key] = rows[other] == rows["stream-small"] and all(
-            files[other][f] == files["stream-small"][f] for f in ("index.faiss", "vectors.npy"))
+def same_build(a: str, b: str) -> bool:
+    """Two builds of one corpus against each other: FAISS file, vectors and document rows."""
+    files = [json.loads((WORK / name / "manifest.json").read_text())["files"] for name in (a, b)]
+    return rows_digest(WORK / a) == rows_digest(WORK / b) and all(
+        files[0][f] == files[1][f] for f in ("index.faiss", "vectors.npy"))
 
 
 def query_stats(path: Path, real: list[str]) -> dict:
@@ -199,7 +197,9 @@ def run_arm(name: str, corpus_path: Path, out: Path) -> dict:
 
     saved = WORK / f"arm-{out.name}.json"
     if saved.exists() and (out / "manifest.json").exists():
-        return {**json.loads(saved.read_text()), "resumed": True}
+        kept = json.loads(saved.read_text())
+        if kept["documents"] == int(corpus_path.stem.split("-")[1]):  # not a build of another size
+            return {**kept, "resumed": True}
     shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([sys.executable, __file__, "--arm", name, "--corpus", str(corpus_path), "--out", str(out)],
                           capture_output=True, text=True)
@@ -216,16 +216,22 @@ def gib(n: float) -> str:
 
 
 def markdown(r: dict) -> str:
-    m, s, ray, big, q = r["memory"], r["stream_small"], r["ray"], r["stream"], r["queries"]
+    m, s, rs, big, ray, q = r["memory"], r["stream_small"], r["ray_small"], r["stream"], r["ray"], r["queries"]
+
     def same(key: str) -> str:
         return "**identical**" if r[key] else "**different**"
 
-    resumed = [f"{a['arm']} {a['documents']:,}" for a in (m, s, ray, big) if a.get("resumed")]
+    resumed = [f"{a['arm']} {a['documents']:,}" for a in (m, s, rs, big, ray) if a.get("resumed")]
 
     def row(name: str, a: dict, ratio: str, memory: str) -> str:
         return (f"| {name} | {a['documents']:,} | {a['build_s']:.0f} | {a['documents'] / a['build_s']:,.0f} | "
                 f"{memory} | {ratio} |")
 
+    def ray_memory(a: dict) -> str:
+        return (f"driver {gib(a['driver_peak_rss_bytes'])}, largest worker {gib(a['ray_worker_peak_bytes'])}, "
+                f"all Ray processes at once {gib(a['ray_processes_peak_sum_bytes'])}")
+
+    ray_name = "Ray, 2 encoding actors, local 2-CPU cluster"
     return "\n".join([
         "<!-- scale-benchmarks:start (written by bench/scale.py; do not edit by hand) -->",
         "## Scale: streamed builds, one process and Ray (issue 23)",
@@ -238,15 +244,15 @@ def markdown(r: dict) -> str:
         "|---|---:|---:|---:|---:|---:|",
         row("in memory (`SearchIndex.build` + `save`)", m, "1.00", gib(m["driver_peak_rss_bytes"])),
         row("streamed, one process", s, f"{s['build_s'] / m['build_s']:.2f}", gib(s["driver_peak_rss_bytes"])),
-        row("Ray, 2 encoding actors, local 2-CPU cluster", ray, f"{ray['build_s'] / m['build_s']:.2f}",
-            f"driver {gib(ray['driver_peak_rss_bytes'])}, largest worker {gib(ray['ray_worker_peak_bytes'])}, "
-            f"all Ray processes at once {gib(ray['ray_processes_peak_sum_bytes'])}"),
-        row("streamed, one process", big, "—", gib(big["driver_peak_rss_bytes"])),
+        row(ray_name, rs, f"{rs['build_s'] / m['build_s']:.2f}", ray_memory(rs)),
+        row("streamed, one process", big, "1.00", gib(big["driver_peak_rss_bytes"])),
+        row(ray_name, ray, f"{ray['build_s'] / big['build_s']:.2f}", ray_memory(ray)),
         "",
-        f"Time ratios are to the in-memory build of the same corpus. The Ray build includes starting the cluster "
-        f"({ray['ray_start_s']:.1f} s). Against the streamed build of the same corpus (index.faiss and vectors.npy "
-        f"by SHA-256, the documents row by row), the in-memory build is {same('memory_equals_stream')} and the Ray "
-        f"build {same('ray_equals_stream')}."
+        f"Time ratios are to the first build of the same corpus. A Ray build includes starting the cluster "
+        f"({rs['ray_start_s']:.1f} s, {ray['ray_start_s']:.1f} s). Against the streamed build of the same corpus "
+        f"(index.faiss and vectors.npy by SHA-256, the documents row by row), the in-memory build is "
+        f"{same('memory_equals_stream')}, and the Ray builds are {same('ray_small_equals_stream')} "
+        f"({m['documents']:,}) and {same('ray_equals_stream')} ({big['documents']:,})."
         + (f" Builds kept from earlier runs of this command (each build's result is kept in "
            f"bench/.work/scale/arm-*.json, so a stopped run resumes after the builds it finished): "
            f"{', '.join(resumed)}." if resumed else ""),
@@ -286,9 +292,12 @@ def main() -> None:
                "machine": machine()}
     results["memory"] = run_arm("memory", small, WORK / "memory")
     results["stream_small"] = run_arm("stream", small, WORK / "stream-small")
-    results["ray"] = run_arm("ray", small, WORK / "ray")
+    results["ray_small"] = run_arm("ray", small, WORK / "ray-small")
     results["stream"] = run_arm("stream", big, WORK / "stream")
-    compare(results)
+    results["ray"] = run_arm("ray", big, WORK / "ray")
+    results["memory_equals_stream"] = same_build("memory", "stream-small")
+    results["ray_small_equals_stream"] = same_build("ray-small", "stream-small")
+    results["ray_equals_stream"] = same_build("ray", "stream")
     results["queries"] = query_stats(WORK / "stream", real)
     publish("scale", results, markdown, not args.no_write)
 
