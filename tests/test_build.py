@@ -171,6 +171,12 @@ def test_cli_builds_from_a_folder_with_progress_and_a_summary(tmp_path):
 # -- Ray: a real local cluster, started here on 127.0.0.1 with 2 CPUs ----------------------------
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """Ray 2.60 turns a loopback node address into the machine's own unless clusters are off,
+    which is what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 says (read when ray is imported, so set
+    first); then every Ray process listens on 127.0.0.1 alone (checked below)."""
+    if "ray" in sys.modules:
+        pytest.fail("ray was imported before the fixture could keep its cluster on 127.0.0.1")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray = pytest.importorskip("ray", reason="the Ray build needs pip install 'siamsearch[ray]' (in the test extras)")
     import logging
 
@@ -178,6 +184,44 @@ def ray_cluster():
              _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
+    del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
+
+
+def listening_addresses(root: int) -> set[str]:
+    """Local addresses of the listening TCP sockets of ``root``'s descendants, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    inodes = set()
+    for pid in tree - {root}:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state, inode = line.split()[1], line.split()[3], line.split()[9]
+            if state == "0A" and inode in inodes:  # LISTEN
+                found.add(local.split(":")[0])
+    return found
+
+
+def test_the_test_cluster_listens_on_loopback_only(ray_cluster):
+    ray_cluster.get(ray_cluster.remote(lambda: 1).remote())  # a worker is up too
+    addresses = listening_addresses(os.getpid())
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    assert addresses and addresses <= loopback, addresses
 
 
 def in_thread(fn):
