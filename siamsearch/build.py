@@ -192,11 +192,6 @@ class Built:
     kind: kinds.IndexKind
     seconds: float
 
-    def __str__(self) -> str:
-        rate = self.documents / self.seconds if self.seconds else 0.0
-        return (f"indexed {self.documents:,} documents in {self.seconds:.1f} s ({rate:,.0f} docs/s) → {self.path} "
-                f"({self.kind.name})")
-
 
 def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, encoder: Encoder,
                 kind: str = "auto", max_memory: int | None = None, rerank_factor: int = 4,

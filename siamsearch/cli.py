@@ -358,7 +358,9 @@ def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | No
                       **{name: value for name, value in params.items() if value is not None})
     if built.skipped:
         click.echo(f"skipped {_n(built.skipped)} blank documents", err=True)
-    click.echo(str(built))
+    rate = built.documents / built.seconds if built.seconds else 0.0
+    click.echo(f"indexed {_n(built.documents)} documents in {built.seconds:.1f} s ({_n(rate)} docs/s) → "
+               f"{built.path} ({built.kind.name})")
 
 
 @main.command()
