@@ -10,8 +10,8 @@ Every build runs in its own process, one after another, so that each peak is its
   (``build.build_index`` in this process) and ``ray`` (the same on a local Ray cluster of 2
   CPUs with 2 encoding actors; the memory of every Ray process, workers, raylet and GCS, is
   sampled every 0.5 s beside the driver's own high-water mark);
-* at ``--size``, the streamed and the Ray build side by side (the in-memory build of that
-  size would need ~1 KiB a document).
+* at ``--size``, the streamed and the Ray build side by side, and with ``--memory-at-size``
+  the in-memory build too (it needs ~1 KiB of memory a document).
 
 Then the streamed index is opened memory-mapped: 1,000 queries one at a time (p50, p99), and
 recall@10 of 200 of them against an exact L1 search of the same vectors. The corpus is
@@ -221,7 +221,9 @@ def markdown(r: dict) -> str:
     def same(key: str) -> str:
         return "**identical**" if r[key] else "**different**"
 
-    resumed = [f"{a['arm']} {a['documents']:,}" for a in (m, s, rs, big, ray) if a.get("resumed")]
+    mb = r.get("memory_big")
+    first = mb or big  # the time ratios' baseline at --size
+    resumed = [f"{a['arm']} {a['documents']:,}" for a in (m, s, rs, big, ray, mb) if a and a.get("resumed")]
 
     def row(name: str, a: dict, ratio: str, memory: str) -> str:
         return (f"| {name} | {a['documents']:,} | {a['build_s']:.0f} | {a['documents'] / a['build_s']:,.0f} | "
@@ -245,14 +247,20 @@ def markdown(r: dict) -> str:
         row("in memory (`SearchIndex.build` + `save`)", m, "1.00", gib(m["driver_peak_rss_bytes"])),
         row("streamed, one process", s, f"{s['build_s'] / m['build_s']:.2f}", gib(s["driver_peak_rss_bytes"])),
         row(ray_name, rs, f"{rs['build_s'] / m['build_s']:.2f}", ray_memory(rs)),
-        row("streamed, one process", big, "1.00", gib(big["driver_peak_rss_bytes"])),
-        row(ray_name, ray, f"{ray['build_s'] / big['build_s']:.2f}", ray_memory(ray)),
+        *([row("in memory (`SearchIndex.build` + `save`)", mb, "1.00", gib(mb["driver_peak_rss_bytes"]))]
+          if mb else []),
+        row("streamed, one process", big, f"{big['build_s'] / first['build_s']:.2f}",
+            gib(big["driver_peak_rss_bytes"])),
+        row(ray_name, ray, f"{ray['build_s'] / first['build_s']:.2f}", ray_memory(ray)),
         "",
-        f"Time ratios are to the first build of the same corpus. A Ray build includes starting the cluster "
+        f"Time ratios are to the first build of the same corpus; Ray's time against the streamed build's: "
+        f"**{rs['build_s'] / s['build_s']:.2f}×** ({m['documents']:,}), **{ray['build_s'] / big['build_s']:.2f}×** "
+        f"({big['documents']:,}). A Ray build includes starting the cluster "
         f"({rs['ray_start_s']:.1f} s, {ray['ray_start_s']:.1f} s). Against the streamed build of the same corpus "
         f"(index.faiss and vectors.npy by SHA-256, the documents row by row), the in-memory build is "
         f"{same('memory_equals_stream')}, and the Ray builds are {same('ray_small_equals_stream')} "
-        f"({m['documents']:,}) and {same('ray_equals_stream')} ({big['documents']:,})."
+        f"({m['documents']:,}) and {same('ray_equals_stream')} ({big['documents']:,})"
+        + (f"; the in-memory build of {big['documents']:,} is {same('memory_big_equals_stream')}." if mb else ".")
         + (f" Builds kept from earlier runs of this command (each build's result is kept in "
            f"bench/.work/scale/arm-*.json, so a stopped run resumes after the builds it finished): "
            f"{', '.join(resumed)}." if resumed else ""),
@@ -275,6 +283,8 @@ def main() -> None:
     parser.add_argument("--arm", choices=["memory", "stream", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-at-size", action="store_true",
+                        help="also build --size in memory, beside its streamed and Ray builds")
     add_output_options(parser, "scale")
     args = parser.parse_args()
     if args.arm:
@@ -295,6 +305,9 @@ def main() -> None:
     results["ray_small"] = run_arm("ray", small, WORK / "ray-small")
     results["stream"] = run_arm("stream", big, WORK / "stream")
     results["ray"] = run_arm("ray", big, WORK / "ray")
+    if args.memory_at_size:
+        results["memory_big"] = run_arm("memory", big, WORK / "memory-big")
+        results["memory_big_equals_stream"] = same_build("memory-big", "stream")
     results["memory_equals_stream"] = same_build("memory", "stream-small")
     results["ray_small_equals_stream"] = same_build("ray-small", "stream-small")
     results["ray_equals_stream"] = same_build("ray", "stream")
