@@ -42,6 +42,11 @@ WORK = HERE / ".work" / "scale"
 RECALL_QUERIES = 200
 
 
+def corpus_size(path: Path) -> int:
+    """The documents in ``corpus_file``'s file ``path``, from its name."""
+    return int(path.stem.split("-")[1])
+
+
 def corpus_file(size: int) -> Path:
     """``corpus.py``'s corpus of ``size`` documents as a text file: the first lines of a larger
     one already written (generating 10M takes ~8 minutes on one core), else generated."""
@@ -49,8 +54,7 @@ def corpus_file(size: int) -> Path:
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        larger = sorted((p for p in WORK.glob("corpus-*.txt") if int(p.stem.split("-")[1]) > size),
-                        key=lambda p: int(p.stem.split("-")[1]))
+        larger = sorted((p for p in WORK.glob("corpus-*.txt") if corpus_size(p) > size), key=corpus_size)
         with open(tmp, "w", encoding="utf-8") as f:
             if larger:
                 with open(larger[0], encoding="utf-8") as source:
@@ -198,7 +202,7 @@ def run_arm(name: str, corpus_path: Path, out: Path) -> dict:
     saved = WORK / f"arm-{out.name}.json"
     if saved.exists() and (out / "manifest.json").exists():
         kept = json.loads(saved.read_text())
-        if kept["documents"] == int(corpus_path.stem.split("-")[1]):  # not a build of another size
+        if kept["documents"] == corpus_size(corpus_path):  # not a build of another size
             return {**kept, "resumed": True}
     shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([sys.executable, __file__, "--arm", name, "--corpus", str(corpus_path), "--out", str(out)],
