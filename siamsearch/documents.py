@@ -2,15 +2,23 @@
 
 Positions are rows of the vector matrix and are never reused until ``compact``: removing
 a document deletes its row here (a tombstone: its vector stays in FAISS and is filtered
-out at query time). While an index is built or changed the table lives in memory; saving
-copies it to a file with SQLite's backup API, and a loaded file is opened read-only and
-copied to memory only when first changed.
+out at query time).
 
-Reads are safe from many threads: a file is opened read-only as a pool of connections,
+Two layers, read as one through the temporary view ``live``: a **base** file (attached as
+``base``, read-only, shared unchanged by the generations that follow it) and the **delta**
+(the ``main`` schema): ``documents`` added since the base and ``removed``, the base
+positions removed since. A commit of a few changes writes only the delta (``save_delta``),
+so it costs the change, not the index; ``save`` writes both layers as one new base. Every
+position in the delta is above every position in the base, since rows are append-only.
+While an index is built or changed the delta lives in memory; a loaded delta file is
+opened read-only and copied to memory (it is small) only when first changed. A table
+built in memory has an empty base.
+
+Reads are safe from many threads: files are opened read-only as a pool of connections,
 each used by one thread at a time (SQLite connections must not be shared unguarded). They
 are all opened with the index, while its generation is locked against removal, so they keep
-reading that generation's file after a writer commits a newer one and deletes it (POSIX
-keeps an open file readable). An in-memory table, which has one connection, is read and
+reading that generation's files after a writer commits a newer one and deletes it (POSIX
+keeps an open file readable). An in-memory delta, which has one connection, is read and
 changed under a lock.
 """
 
@@ -26,8 +34,13 @@ import numpy as np
 
 from .filters import cache_key, where_sql
 
-SCHEMA = ("CREATE TABLE documents (position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+SCHEMA = ("CREATE TABLE {schema}.documents (position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
           "text TEXT NOT NULL, metadata TEXT NOT NULL)")
+REMOVED_SCHEMA = "CREATE TABLE main.removed (position INTEGER PRIMARY KEY)"
+LIVE_VIEW = ("CREATE TEMP VIEW live AS SELECT * FROM base.documents WHERE position NOT IN "
+             "(SELECT position FROM main.removed) UNION ALL SELECT * FROM main.documents")
+"""The live documents, base then delta. SQLite pushes a ``WHERE`` on position or id into both
+sides (their primary key and id index), so a lookup costs what it costs on one table."""
 CHUNK = 500  # bound parameters per statement, well under SQLite's limit
 PAGE = 1000  # documents read per statement when iterating
 READERS = 8  # read-only connections of an opened file: threads beyond this many wait their turn
@@ -56,7 +69,7 @@ class DocumentsFile:
         self._conn.execute("PRAGMA journal_mode=OFF")
         self._conn.execute("PRAGMA synchronous=OFF")
         self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._conn.execute(SCHEMA)
+        self._conn.execute(SCHEMA.format(schema="main"))
         self.rows = 0
 
     def append(self, ids: Sequence[str], texts: Sequence[str], metadata: Sequence[dict]) -> str | None:
@@ -107,39 +120,103 @@ class _Reading:
         self.lock.release()
 
 
+def _connect(delta: Path | None, base: Path | None, writable: bool = False) -> sqlite3.Connection:
+    """A connection whose ``main`` is the delta and whose ``base`` is the base file (read-only)
+    or an empty table in memory, with the ``live`` view over both. The delta is the file
+    read-only, or a copy of it in memory when ``writable`` (a new empty one without a file)."""
+    if delta is not None and not writable:
+        conn = sqlite3.connect(f"{delta.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        if delta is None:
+            conn.execute(SCHEMA.format(schema="main"))
+            conn.execute(REMOVED_SCHEMA)
+        else:
+            source = sqlite3.connect(f"{delta.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                source.backup(conn)
+            finally:
+                source.close()
+    _attach_base(conn, base)
+    return conn
+
+
+def _attach_base(conn: sqlite3.Connection, base: Path | None) -> None:
+    if base is None:
+        conn.execute("ATTACH ':memory:' AS base")
+        conn.execute(SCHEMA.format(schema="base"))
+    else:
+        conn.execute("ATTACH ? AS base", (f"{base.resolve().as_uri()}?mode=ro",))
+    conn.execute(LIVE_VIEW)
+
+
 class Documents:
-    def __init__(self, memory: sqlite3.Connection | None, readers: Sequence[sqlite3.Connection] = ()):
-        self._memory = memory  # the writable in-memory table, or None while reading a file
+    def __init__(self, memory: sqlite3.Connection | None, readers: Sequence[sqlite3.Connection] = (),
+                 base: Path | None = None, spare: sqlite3.Connection | None = None):
+        self._memory = memory  # the writable in-memory delta, or None while reading files
+        self._spare = spare  # what becomes ``_memory`` on the first change: opened with the files
+        self._base = base  # the base file, or None: an empty base
         self._lock = threading.Lock()
         self._readers = [(threading.Lock(), conn) for conn in readers]
         self._selections: dict[tuple, np.ndarray] = {}
         self._selections_lock = threading.Lock()
         with self._reading() as conn:
-            self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+            self._count = _count(conn)
 
     @classmethod
     def create(cls) -> Documents:
-        conn = sqlite3.connect(":memory:", check_same_thread=False)
-        conn.execute(SCHEMA)
-        return cls(conn)
+        return cls(_connect(None, None))
 
     @classmethod
-    def open(cls, path: Path) -> Documents:
-        """Open a saved table read-only: ``READERS`` connections, each with the file open already."""
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        readers = [sqlite3.connect(uri, uri=True, check_same_thread=False) for _ in range(READERS)]
-        for conn in readers:
-            conn.execute("SELECT 1 FROM documents LIMIT 1").fetchone()  # opens the file now (a count would scan it)
-        return cls(None, readers)
+    def open(cls, base: Path, delta: Path | None = None) -> Documents:
+        """Open a saved table read-only: ``READERS`` connections, each with the files open already,
+        and one more holding the delta in memory for the first change. All are opened now,
+        because a writer may remove these files once they are open (see the module doc)."""
+        readers = [_connect(delta, base) for _ in range(READERS)]
+        spare = _connect(delta, base, writable=True)
+        for conn in (*readers, spare):
+            conn.execute("SELECT 1 FROM live LIMIT 1").fetchone()  # opens the files now (a count would scan them)
+        return cls(None, readers, base, spare)
+
+    @property
+    def has_base(self) -> bool:
+        """Whether part of the documents are in a base file, so that ``save_delta`` can write the rest alone."""
+        return self._base is not None
+
+    @property
+    def delta_count(self) -> int:
+        """Documents added and base documents removed since the base: what ``save_delta`` writes."""
+        with self._reading() as conn:
+            return conn.execute("SELECT (SELECT count(*) FROM main.documents) + "
+                                "(SELECT count(*) FROM main.removed)").fetchone()[0]
 
     def _reading(self) -> _Reading:
         return _Reading(self)
 
     def save(self, path: Path) -> None:
+        """Write every live document as one table (a base for later deltas)."""
+        with self._reading() as conn:
+            if self._base is None:  # everything is in main: a page copy is fastest
+                target = sqlite3.connect(path)
+                try:
+                    conn.backup(target)
+                finally:
+                    target.close()
+                return
+            conn.execute("ATTACH ? AS target", (str(path),))
+            try:
+                with conn:
+                    conn.execute(SCHEMA.format(schema="target"))
+                    conn.execute("INSERT INTO target.documents SELECT * FROM live ORDER BY position")
+            finally:
+                conn.execute("DETACH target")
+
+    def save_delta(self, path: Path) -> None:
+        """Write the delta alone: the base file stays as it is, shared."""
         target = sqlite3.connect(path)
         try:
             with self._reading() as conn:
-                conn.backup(target)
+                conn.backup(target)  # main: the delta
         finally:
             target.close()
 
@@ -147,12 +224,9 @@ class Documents:
         return self._count
 
     def _writing(self) -> sqlite3.Connection:
-        """The in-memory connection, made on the first change by copying the file."""
+        """The in-memory delta: the spare connection opened with the files (or a new empty table)."""
         if self._memory is None:
-            memory = sqlite3.connect(":memory:", check_same_thread=False)
-            with self._reading() as conn:
-                conn.backup(memory)
-            self._memory = memory
+            self._memory, self._spare = self._spare, None
         return self._memory
 
     def get(self, positions: Sequence[int]) -> dict[int, tuple[str, str, dict]]:
@@ -160,7 +234,7 @@ class Documents:
         found = {}
         with self._reading() as conn:
             for chunk in _chunks([int(p) for p in positions]):
-                rows = conn.execute(f"SELECT position, id, text, metadata FROM documents WHERE position IN "
+                rows = conn.execute(f"SELECT position, id, text, metadata FROM live WHERE position IN "
                                     f"({','.join('?' * len(chunk))})", chunk)
                 found.update({p: (i, t, json.loads(m)) for p, i, t, m in rows})
         return found
@@ -170,7 +244,7 @@ class Documents:
         found = {}
         with self._reading() as conn:
             for chunk in _chunks(list(ids)):
-                rows = conn.execute(f"SELECT id, position FROM documents WHERE id IN ({','.join('?' * len(chunk))})",
+                rows = conn.execute(f"SELECT id, position FROM live WHERE id IN ({','.join('?' * len(chunk))})",
                                     chunk)
                 found.update(dict(rows))
         return found
@@ -186,7 +260,7 @@ class Documents:
         if found is None:
             clause, params = where_sql(where)
             with self._reading() as conn:
-                rows = conn.execute(f"SELECT position FROM documents WHERE {clause} ORDER BY position", params)
+                rows = conn.execute(f"SELECT position FROM live WHERE {clause} ORDER BY position", params)
                 found = np.fromiter((p for (p,) in rows), dtype=np.int64)
             with self._selections_lock:
                 if len(self._selections) >= SELECTIONS:
@@ -201,14 +275,17 @@ class Documents:
 
     def max_numeric_id(self) -> int:
         """The largest id that is a whole number, or -1: new default ids continue after it."""
-        return self._one("SELECT max(CAST(id AS INTEGER)) FROM documents WHERE id NOT GLOB '*[^0-9]*' AND id != ''")
+        return self._one("SELECT max(CAST(id AS INTEGER)) FROM live WHERE id NOT GLOB '*[^0-9]*' AND id != ''")
 
     def max_position(self) -> int:
-        return self._one("SELECT max(position) FROM documents")
+        """The largest position either layer holds, removed ones included (a bound for checks;
+        the maximum over ``live`` would scan every row)."""
+        return self._one("SELECT max(coalesce((SELECT max(position) FROM base.documents), -1), "
+                         "coalesce((SELECT max(position) FROM main.documents), -1))")
 
     def live_positions(self) -> list[int]:
         with self._reading() as conn:
-            return [p for (p,) in conn.execute("SELECT position FROM documents ORDER BY position")]
+            return [p for (p,) in conn.execute("SELECT position FROM live ORDER BY position")]
 
     def __iter__(self) -> Iterator[tuple[str, str, dict]]:
         """(id, text, metadata) of every live document, in position order, ``PAGE`` rows a
@@ -216,7 +293,7 @@ class Documents:
         after = -1
         while True:
             with self._reading() as conn:
-                rows = conn.execute("SELECT position, id, text, metadata FROM documents WHERE position > ? "
+                rows = conn.execute("SELECT position, id, text, metadata FROM live WHERE position > ? "
                                     "ORDER BY position LIMIT ?", (after, PAGE)).fetchall()
             yield from ((i, t, json.loads(m)) for _, i, t, m in rows)
             if len(rows) < PAGE:
@@ -233,23 +310,39 @@ class Documents:
             self._count += len(ids)
 
     def delete(self, positions: Sequence[int]) -> None:
+        """Delta documents are deleted; base ones are recorded as removed."""
         with self._lock:
             self._selections.clear()
             conn = self._writing()
             with conn:
                 for chunk in _chunks([int(p) for p in positions]):
-                    conn.execute(f"DELETE FROM documents WHERE position IN ({','.join('?' * len(chunk))})", chunk)
-            self._count = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+                    marks = ",".join("?" * len(chunk))
+                    conn.execute(f"DELETE FROM main.documents WHERE position IN ({marks})", chunk)
+                    conn.execute(f"INSERT OR IGNORE INTO main.removed SELECT position FROM base.documents "
+                                 f"WHERE position IN ({marks})", chunk)
+            self._count = _count(conn)
 
     def renumber(self) -> None:
-        """Give live documents the positions 0, 1, … in their current order (for ``compact``)."""
+        """Give live documents the positions 0, 1, … in their current order, all in memory with
+        no base (for ``compact``)."""
         with self._lock:
             self._selections.clear()
             conn = self._writing()
             with conn:
-                conn.execute("CREATE TABLE compacted AS SELECT row_number() OVER (ORDER BY position) - 1 AS position, "
-                             "id, text, metadata FROM documents")
-                conn.execute("DROP TABLE documents")
-                conn.execute(SCHEMA)
-                conn.execute("INSERT INTO documents SELECT * FROM compacted")
-                conn.execute("DROP TABLE compacted")
+                conn.execute("CREATE TABLE main.compacted AS SELECT row_number() OVER (ORDER BY position) - 1 "
+                             "AS position, id, text, metadata FROM live")
+                conn.execute("DROP TABLE main.documents")
+                conn.execute("DELETE FROM main.removed")
+                conn.execute(SCHEMA.format(schema="main"))
+                conn.execute("INSERT INTO main.documents SELECT * FROM main.compacted")
+                conn.execute("DROP TABLE main.compacted")
+            conn.execute("DROP VIEW live")
+            conn.execute("DETACH base")
+            _attach_base(conn, None)
+            self._base = None
+
+
+def _count(conn: sqlite3.Connection) -> int:
+    """Live documents, counted per layer (a count over ``live`` would test every base row against ``removed``)."""
+    return conn.execute("SELECT (SELECT count(*) FROM base.documents) - (SELECT count(*) FROM main.removed) + "
+                        "(SELECT count(*) FROM main.documents)").fetchone()[0]

@@ -26,8 +26,10 @@ operators, and Keras rebuilds its architecture from config.json and reads weight
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -251,13 +253,17 @@ class Encoder:
         with staged_directory(path) as stage:
             self.write(stage)
 
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        return sha256_bytes(self.keras_weights)
+
     def _config_doc(self) -> dict:
         return {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "siamsearch_version": __version__,
             "fingerprint": self.fingerprint,
-            "weights_sha256": sha256_bytes(self.keras_weights),
+            "weights_sha256": self.weights_sha256,
             "encoder": self.config.to_dict(),
             "threshold": self.threshold,
             **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
@@ -275,16 +281,35 @@ class Encoder:
                                       "save the whole model there instead", path=path)
         write_json_atomic(path / CONFIG, self._config_doc())
 
-    def write(self, directory: Path) -> None:
-        """Write the model files into an existing, not yet visible directory.
+    def write(self, directory: Path, reuse: Path | None = None) -> None:
+        """Write the model files into an existing, not yet visible directory. ``reuse``: a
+        directory holding this same model (fingerprint and weights, as its config.json says),
+        whose two large files are hard-linked instead of written again, as an index's next
+        generation does with its encoder copy; where they cannot be, they are written.
 
         Example: ``enc.write(staging_dir)`` (``save`` stages and swaps it in)."""
         write_json(directory / CONFIG, self._config_doc())
         write_json(directory / VOCAB, {"pad_id": 0, "oov_id": 1, "chars": self.vocab.chars})
         write_json(directory / HISTORY, self.history)
         write_json(directory / METRICS, self.metrics)
+        if reuse is not None and self._same_model(reuse):
+            try:
+                for name in (ONNX, WEIGHTS):
+                    os.link(reuse / name, directory / name)
+                return
+            except OSError:  # another file system, or gone: written below
+                for name in (ONNX, WEIGHTS):
+                    (directory / name).unlink(missing_ok=True)
         (directory / ONNX).write_bytes(self.onnx_model)
         (directory / WEIGHTS).write_bytes(self.keras_weights)
+
+    def _same_model(self, directory: Path) -> bool:
+        try:
+            config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and config.get("fingerprint") == self.fingerprint and \
+            config.get("weights_sha256") == self.weights_sha256
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Encoder:

@@ -7,14 +7,19 @@ Layout (``indexes/README.md`` documents it field by field)::
       .lock                writers hold it (flock) while they commit
       gen-000007/
         readers.lock       readers hold it (shared flock) while they open this generation
-        index.faiss        FAISS index, METRIC_L1
-        vectors.npy        (rows, 64) float32 encodings, the exact re-rank source (memory-mapped)
-        documents.sqlite   position, id, text, metadata (JSON) of the live documents
+        index.faiss        FAISS index, METRIC_L1                                          ┐ the base:
+        vectors.npy        (base rows, 64) float32 encodings, the exact re-rank source     │ hard links to an
+        documents.sqlite   position, id, text, metadata (JSON) of the base's documents     ┘ older generation's
+        delta.npy          (rows added since the base, 64) float32, searched exactly       ┐ optional: the
+        delta.sqlite       documents added since the base; base positions removed since    ┘ change since the base
         encoder/           a copy of the model directory the index was built with
 
 A save writes the next generation in a staging folder beside the current one
 (``storage.staged_directory``), then atomically replaces ``manifest.json`` to point at it,
 then deletes older generations that no reader is opening (those are left to the next save).
+A save of an index loaded from the folder links the base files it loaded, which are never
+written again, and writes only the delta: a commit costs the change, not the index
+(``mutations.DELTA_MAX_ROWS`` bounds the delta; beyond it the save writes a new base).
 An interrupted save leaves the committed index untouched. The manifest is validated against
 ``MANIFEST_SCHEMA``, its ``index`` settings by their kind, and it holds no paths, only a
 generation number, so a tampered manifest cannot point outside the folder.
@@ -23,14 +28,16 @@ generation number, so a tampered manifest cannot point outside the folder.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import faiss
 import jsonschema
 import numpy as np
 
@@ -38,7 +45,7 @@ from . import kinds
 from .documents import Documents
 from .encoder import Encoder
 from .errors import BUILD_INDEX, ConflictError, IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
-from .state import IndexState
+from .state import BaseFiles, IndexState
 from .storage import (
     check_output_dir,
     reader_lock,
@@ -51,11 +58,12 @@ from .storage import (
 from .version import __version__
 
 INDEX_FORMAT = "siamsearch-index"
-INDEX_FORMAT_VERSION = 3
-READABLE_FORMAT_VERSIONS = (2, 3)
-"""Version 2 recorded every kind's parameters for every kind; 3 only the kind's own."""
+INDEX_FORMAT_VERSION = 4
+READABLE_FORMAT_VERSIONS = (2, 3, 4)
+"""Version 2 recorded every kind's parameters for every kind; 3 only the kind's own; 4 added the delta files."""
 MANIFEST = "manifest.json"
 FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.npy", "documents.sqlite", "encoder"
+DELTA_VECTORS_FILE, DELTA_DOCUMENTS_FILE = "delta.npy", "delta.sqlite"
 READERS_LOCK = "readers.lock"
 GENERATION = re.compile(r"gen-(\d{6})")
 LOAD_ATTEMPTS = 10  # a reader retries if a generation is removed between reading the manifest and locking it
@@ -63,7 +71,9 @@ VERIFY_ALL_MAX_BYTES = 256 << 20  # memory-mapped opens hash the data files up t
 
 _COUNT = {"type": "integer", "minimum": 0}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-HASHED_FILES = (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE)
+BASE_FILES = (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE)
+DELTA_FILES = (DELTA_VECTORS_FILE, DELTA_DOCUMENTS_FILE)
+HASHED_FILES = BASE_FILES + DELTA_FILES
 MANIFEST_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -82,7 +92,9 @@ MANIFEST_SCHEMA = {
         "rerank_factor": {"type": "integer", "minimum": 1},
         "counts": {"type": "object", "additionalProperties": False, "required": ["documents", "rows"],
                    "properties": {"documents": _COUNT, "rows": _COUNT}},
-        "files": {"type": "object", "additionalProperties": False, "required": list(HASHED_FILES),
+        "files": {"type": "object", "additionalProperties": False, "required": list(BASE_FILES),
+                  "dependentRequired": {DELTA_VECTORS_FILE: [DELTA_DOCUMENTS_FILE],
+                                        DELTA_DOCUMENTS_FILE: [DELTA_VECTORS_FILE]},
                   "properties": {name: {"type": "object", "additionalProperties": False,
                                         "required": ["sha256", "bytes"],
                                         "properties": {"sha256": _SHA256, "bytes": _COUNT}}
@@ -104,6 +116,8 @@ class Contents:
     documents: int
     rows: int
     rerank_factor: int
+    linked: dict = field(default_factory=dict)
+    """Manifest entries of files linked from an older generation: known, so not hashed again."""
 
 
 def manifest(contents: Contents, encoder: Encoder, generation: int, files: dict[str, dict]) -> dict:
@@ -140,22 +154,54 @@ def save(state: IndexState, encoder: Encoder, path: str | Path, loaded_generatio
     loaded from there). If another writer has committed since, the save is refused rather
     than silently undoing that writer's changes.
     """
-    def write(stage: Path) -> Contents:
-        state.kind.write(state.faiss_index, str(stage / FAISS_FILE))
-        np.save(stage / VECTORS_FILE, np.asarray(state.vectors, dtype=np.float32))
-        state.documents.save(stage / DOCUMENTS_FILE)
-        return Contents(state.kind, len(state), state.rows, state.rerank_factor)
+    linked = False
 
-    return commit(path, encoder, write, loaded_generation)
+    def write(stage: Path) -> Contents:
+        nonlocal linked
+        linked = state.base is not None and _link(state.base, stage)
+        if linked:
+            if len(state.delta) or state.documents.delta_count:
+                np.save(stage / DELTA_VECTORS_FILE, state.delta)
+                state.documents.save_delta(stage / DELTA_DOCUMENTS_FILE)
+        else:
+            faiss_index = state.faiss_index
+            if len(state.delta):  # a base that could not be linked: base and delta written as one
+                faiss_index = state.kind.in_memory(faiss_index) if state.mapped else faiss.clone_index(faiss_index)
+                state.kind.add(faiss_index, state.delta)
+            state.kind.write(faiss_index, str(stage / FAISS_FILE))
+            np.save(stage / VECTORS_FILE, np.asarray(state.all_vectors(), dtype=np.float32))
+            state.documents.save(stage / DOCUMENTS_FILE)
+        return Contents(state.kind, len(state), state.rows, state.rerank_factor,
+                        state.base.files if linked else {})
+
+    reuse = state.base.directory / ENCODER_DIR if state.base is not None else None
+    generation = commit(path, encoder, write, loaded_generation, reuse)
+    if linked:  # the same base files, now under the new generation's names (the old may be gone)
+        state.base = BaseFiles(Path(path) / f"gen-{generation:06d}", state.base.files)
+    return generation
+
+
+def _link(base: BaseFiles, stage: Path) -> bool:
+    """Hard-link the base files into the staged generation; False (nothing linked) where they
+    cannot be (another file system, or the generation was removed meanwhile)."""
+    try:
+        for name in BASE_FILES:
+            os.link(base.directory / name, stage / name)
+        return True
+    except OSError:
+        for name in BASE_FILES:
+            (stage / name).unlink(missing_ok=True)
+        return False
 
 
 def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], Contents],
-           loaded_generation: int | None = None) -> int:
+           loaded_generation: int | None = None, reuse_encoder: Path | None = None) -> int:
     """Commit the next generation of ``path``, whose data files ``write(stage)`` writes into a
-    staging folder (``FAISS_FILE``, ``VECTORS_FILE``, ``DOCUMENTS_FILE``; the encoder is
-    copied here); returns its number. The writer lock is held throughout, so a long write
-    (a streamed build) keeps other writers out, and nothing is visible until the manifest
-    is replaced. See ``save`` for ``loaded_generation``."""
+    staging folder (``BASE_FILES``, and ``DELTA_FILES`` or none; the encoder is copied here,
+    its large files linked from ``reuse_encoder`` when that holds the same model); returns its
+    number. The writer lock is held throughout, so a long write (a streamed build) keeps other
+    writers out, and nothing is visible until the manifest is replaced. See ``save`` for
+    ``loaded_generation``."""
     path = Path(path)
     check_index_path(path)
     with writer_lock(path):
@@ -171,9 +217,10 @@ def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], Contents]
                 contents = write(stage)
                 (stage / READERS_LOCK).touch()
                 (stage / ENCODER_DIR).mkdir()
-                encoder.write(stage / ENCODER_DIR)
-                files = {name: {"sha256": sha256_file(stage / name), "bytes": (stage / name).stat().st_size}
-                         for name in HASHED_FILES}
+                encoder.write(stage / ENCODER_DIR, reuse_encoder)
+                files = {name: contents.linked.get(name) or {"sha256": sha256_file(stage / name),
+                                                              "bytes": (stage / name).stat().st_size}
+                         for name in HASHED_FILES if (stage / name).exists()}
             except (OSError, RuntimeError, sqlite3.Error) as e:
                 raise SiamsearchError(f"{path}: cannot write the index ({e})", path=path) from None
         write_json_atomic(path / MANIFEST, manifest(contents, encoder, generation, files))
@@ -220,10 +267,10 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
             f"{path}: built with encoder {fingerprint[:12]}, not with the given model "
             f"({encoder.fingerprint[:12]}); rebuild the index with this model, or leave the model out",
             path=path, argument="encoder")
-    for name in (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR):
+    files = found["files"]
+    for name in (*BASE_FILES, *(n for n in DELTA_FILES if n in files), ENCODER_DIR):
         if not (data / name).exists():
             raise damaged(f"incomplete index, {data.name}/{name} is missing")
-    files = found["files"]
     for name, expected in files.items():
         if (data / name).stat().st_size != expected["bytes"]:
             raise damaged(f"{data.name}/{name} is {(data / name).stat().st_size:,} bytes, "
@@ -242,23 +289,32 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
     if encoder.dim != dim:
         raise damaged(f"the manifest says {dim}-d vectors, the encoder makes {encoder.dim}-d")
     kind = _kind_of(found, path)
+    has_delta = DELTA_VECTORS_FILE in files
     try:
         vectors = np.load(data / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
+        delta = np.load(data / DELTA_VECTORS_FILE, allow_pickle=False) if has_delta else np.empty((0, dim), np.float32)
         built = kind.read(str(data / FAISS_FILE), mmap)
-        documents = Documents.open(data / DOCUMENTS_FILE)
+        documents = Documents.open(data / DOCUMENTS_FILE, data / DELTA_DOCUMENTS_FILE if has_delta else None)
         top = documents.max_position()
     except (OSError, ValueError, RuntimeError, sqlite3.Error) as e:
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise damaged(f"a data file cannot be read ({first_line})") from None
-    if vectors.dtype != np.float32 or vectors.shape != (rows, dim):
-        raise damaged(f"{VECTORS_FILE} holds {vectors.shape} {vectors.dtype}, expected ({rows}, {dim}) float32")
+    for name, array in ((VECTORS_FILE, vectors), (DELTA_VECTORS_FILE, delta)):
+        if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != dim:
+            raise damaged(f"{name} holds {array.shape} {array.dtype}, expected (rows, {dim}) float32")
+    if len(vectors) + len(delta) != rows:
+        raise damaged(f"{VECTORS_FILE} and {DELTA_VECTORS_FILE} hold {len(vectors)} + {len(delta)} rows, "
+                      f"the manifest says {rows}" if has_delta else
+                      f"{VECTORS_FILE} holds {vectors.shape} {vectors.dtype}, expected ({rows}, {dim}) float32")
     if len(documents) != n_docs or top >= rows:
         raise damaged(f"{DOCUMENTS_FILE} holds {len(documents)} documents up to row {top}, "
                       f"the manifest says {n_docs} in {rows} rows")
-    problem = kind.check(built, rows, dim)
+    problem = kind.check(built, len(vectors), dim)
     if problem:
         raise damaged(problem)
-    return IndexState(kind, built, vectors, documents, found["rerank_factor"], mapped=mmap), encoder, generation
+    base = BaseFiles(data, {name: files[name] for name in BASE_FILES})
+    state = IndexState(kind, built, vectors, documents, found["rerank_factor"], mapped=mmap, delta=delta, base=base)
+    return state, encoder, generation
 
 
 def _kind_of(found: dict, path: Path) -> kinds.IndexKind:

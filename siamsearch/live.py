@@ -11,8 +11,9 @@ encodes them in one pass, while the others wait for their part. Under load that 
 threads contending for two cores into one batch, with no added wait when there is no load.
 
 Commits run on one thread per ``LiveIndex``, started with the first write, at a lower CPU
-priority (``COMMIT_NICE``, Linux): a commit of a large index copies, writes and hashes
-hundreds of megabytes, and the cores should go to the searches answering meanwhile.
+priority (``COMMIT_NICE``, Linux): the cores should go to the searches answering meanwhile.
+A commit writes the delta since the loaded base and links the rest (``index_folder.save``);
+the occasional one that folds the delta into a new base rewrites the index.
 
 Writers queue on ``QUEUE_LOCK`` in the folder, so the threads of one process and the
 processes of one service (its workers) commit one after another and none is lost. A writer

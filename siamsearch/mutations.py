@@ -3,8 +3,10 @@
 They become durable when the index is saved (``index_folder.save``). Vectors are
 append-only: a removed or replaced document leaves a tombstone (its row stays in FAISS,
 which cannot delete from HNSW, and is filtered before re-ranking) until ``compact``
-rebuilds FAISS from the live vectors, without re-encoding. Every change encodes first,
-the step that can fail or be interrupted, and only then touches the state.
+rebuilds FAISS from the live vectors, without re-encoding. A loaded index keeps its base
+as the files hold it: new vectors go to the state's delta (``state.py``), so a save writes
+only the change. Every change encodes first, the step that can fail or be interrupted, and
+only then touches the state.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from .encoder import Encoder
 from .errors import InputError, NotFoundError
 from .state import IndexState
 from .text import is_blank, normalize
+
+DELTA_MAX_ROWS = 20_000
+"""Rows a loaded index keeps in its delta (searched exactly, ~0.2 ms a query at this size,
+written by every save) before they are folded into FAISS and the next save writes a new base.
+A delta also never outgrows its base, so a small index folds often and cheaply."""
 
 BuildProgress = Callable[[str, int, int], None]
 """Called with a stage ("encode" or "index"), the documents it just finished, and the total."""
@@ -94,11 +101,12 @@ def compact(state: IndexState) -> int:
     """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many."""
     dropped = state.tombstones
     live = state.documents.live_positions()
-    vectors = np.asarray(state.vectors[live], dtype=np.float32)
+    vectors = np.asarray(state.vectors_at(np.asarray(live, dtype=np.int64)), dtype=np.float32)
     rebuilt = state.kind.emptied(state.faiss_index)
     state.kind.add(rebuilt, vectors)
     state.documents.renumber()
     state.faiss_index, state.vectors, state.mapped = rebuilt, vectors, False
+    state.delta, state.base = vectors[:0], None
     return dropped
 
 
@@ -109,11 +117,28 @@ def _append(state: IndexState, encoder: Encoder, texts: list[str], ids: list[str
 
     vectors = encoder.encode(texts, progress=report("encode"))
     start = state.rows
-    if state.faiss_index is None:
-        state.faiss_index = state.kind.create(encoder.dim, vectors)
-    elif state.mapped:
-        state.faiss_index, state.mapped = state.kind.in_memory(state.faiss_index), False
-    state.kind.add(state.faiss_index, vectors, progress=report("index"))
-    state.vectors = vectors if start == 0 else np.concatenate([np.asarray(state.vectors, np.float32), vectors])
+    if state.base is not None and len(state.delta) + len(vectors) <= min(DELTA_MAX_ROWS, state.base_rows):
+        state.delta = np.concatenate([state.delta, vectors])  # the save writes the delta alone
+        if progress is not None:
+            progress("index", len(texts), len(texts))
+    else:
+        if len(state.delta):
+            _fold_delta(state)
+        state.base = None
+        if state.faiss_index is None:
+            state.faiss_index = state.kind.create(encoder.dim, vectors)
+        elif state.mapped:
+            state.faiss_index, state.mapped = state.kind.in_memory(state.faiss_index), False
+        state.kind.add(state.faiss_index, vectors, progress=report("index"))
+        state.vectors = vectors if start == 0 else np.concatenate([np.asarray(state.vectors, np.float32), vectors])
     state.documents.delete(list(replaced.values()))
     state.documents.insert(start, ids, texts, metadata)
+
+
+def _fold_delta(state: IndexState) -> None:
+    """Add the delta's rows to FAISS and the vectors, in memory."""
+    if state.mapped:
+        state.faiss_index, state.mapped = state.kind.in_memory(state.faiss_index), False
+    state.kind.add(state.faiss_index, state.delta)
+    state.vectors = np.concatenate([np.asarray(state.vectors, np.float32), state.delta])
+    state.delta = state.delta[:0]

@@ -120,19 +120,20 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
     selected = None if checked is None else state.documents.select(checked)  # timed with the candidates
     if selected is not None and not len(selected):
         return [[] for _ in texts]
+    n = k * state.rerank_factor
     if selected is None:
-        found = state.kind.search(state.faiss_index, encoded, min(state.rows, k * state.rerank_factor
-                                                                  + state.tombstones))
-        candidates = [np.unique(pos[pos >= 0]) for pos in found]
+        candidates = nearest(state, encoded, min(state.rows, n + state.tombstones))
     elif len(selected) <= EXACT_SCAN_MAX:
         candidates = [selected] * len(encoded)
     else:
-        bitmap = np.zeros(state.rows, dtype=bool)
-        bitmap[selected] = True
+        in_delta = selected[np.searchsorted(selected, state.base_rows):]  # few: scored exactly
+        in_base = selected[: len(selected) - len(in_delta)]
+        bitmap = np.zeros(state.base_rows, dtype=bool)
+        bitmap[in_base] = True
         bits = np.packbits(bitmap, bitorder="little")  # kept alive here while FAISS reads it
         selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))  # n counts bytes
-        found = state.kind.search(state.faiss_index, encoded, min(len(selected), k * state.rerank_factor), selector)
-        candidates = [np.unique(pos[pos >= 0]) for pos in found]
+        found = state.kind.search(state.faiss_index, encoded, max(1, min(len(in_base), n)), selector)
+        candidates = [np.union1d(pos[pos >= 0], in_delta) for pos in found]
         candidates = [pos if len(pos) >= k else selected for pos in candidates]
     stages.done("candidates")
     hits = [rerank(state, q, pos, k, encoder.calibration) for q, pos in zip(encoded, candidates)]
@@ -142,11 +143,25 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
     return hits
 
 
+def nearest(state: IndexState, queries: np.ndarray, n: int) -> list[np.ndarray]:
+    """Each query's ``n`` nearest rows by L1, as sorted positions: from FAISS for the base, and
+    exactly from the delta (rows added since the index was loaded, a few thousand at most,
+    ``index_folder.DELTA_MAX_ROWS``)."""
+    if state.base_rows:
+        found = state.kind.search(state.faiss_index, queries, min(state.base_rows, n))
+    else:
+        found = np.empty((len(queries), 0), np.int64)
+    if len(state.delta):
+        _, near = faiss.knn(queries, state.delta, min(len(state.delta), n), metric=faiss.METRIC_L1)
+        found = np.hstack([found, near + state.base_rows])
+    return [np.unique(pos[pos >= 0]) for pos in found]
+
+
 def rerank(state: IndexState, query: np.ndarray, positions: np.ndarray, k: int,
            calibration: Calibration | None = None) -> list[Hit]:
     """Score every candidate exactly, then read documents best-first only as far as needed:
     the first ``k`` live ones plus every candidate tied with the last (ties go by id)."""
-    scores = exp_neg_l1(query, state.vectors[positions])
+    scores = exp_neg_l1(query, state.vectors_at(positions))
     order = np.argsort(-scores, kind="stable")
     end = min(k, len(order))
     while True:

@@ -105,8 +105,9 @@ class SearchIndex:
 
     @property
     def vectors(self) -> np.ndarray:
-        """(rows, dim) float32 encodings, tombstones' rows included."""
-        return self._state.vectors
+        """(rows, dim) float32 encodings, tombstones' rows included (a copy when rows were added
+        to a loaded index since it was loaded or last compacted; else memory-mapped if loaded so)."""
+        return self._state.all_vectors()
 
     @property
     def rows(self) -> int:

@@ -38,10 +38,19 @@ def encoder():
     return Encoder.load()
 
 
-@pytest.fixture(scope="module", params=["flat", "hnsw", "ivf"])
-def index(request, corpus, encoder):
+@pytest.fixture(scope="module", params=["flat", "hnsw", "ivf", "flat, saved, then added to",
+                                        "ivf, saved, then added to"])
+def index(request, corpus, encoder, tmp_path_factory):
     texts, metadata = corpus
-    return SearchIndex.build(texts, encoder, metadata=metadata, kind=request.param)
+    kind, _, then = request.param.partition(",")
+    if not then:
+        return SearchIndex.build(texts, encoder, metadata=metadata, kind=kind)
+    # the last 500 documents are in the loaded index's delta, searched beside FAISS (state.py)
+    path = tmp_path_factory.mktemp("filters") / "idx"
+    SearchIndex.build(texts[:2500], encoder, metadata=metadata[:2500], kind=kind).save(path)
+    loaded = SearchIndex.load(path, mmap=True)
+    loaded.add(texts[2500:], metadata=metadata[2500:])
+    return loaded
 
 
 def matches(metadata: dict, where: dict) -> bool:
