@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -262,6 +263,8 @@ def main() -> None:
     if args.render:
         render(name, markdown)
         return
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serve.py needs the load tool wrk: apt-get install wrk")
     WORK.mkdir(parents=True, exist_ok=True)
     path, build_seconds = build(args.size)
     queries = benchmark_queries(real_sentences())

@@ -145,8 +145,8 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
 
 def nearest(state: IndexState, queries: np.ndarray, n: int) -> list[np.ndarray]:
     """Each query's ``n`` nearest rows by L1, as sorted positions: from FAISS for the base, and
-    exactly from the delta (rows added since the index was loaded, a few thousand at most,
-    ``index_folder.DELTA_MAX_ROWS``)."""
+    exactly from the delta (the rows added since the base was written: ``mutations.DELTA_MAX_ROWS``
+    at most)."""
     if state.base_rows:
         found = state.kind.search(state.faiss_index, queries, min(state.base_rows, n))
     else:
