@@ -27,6 +27,7 @@ from .calibration import Calibration
 from .encoder import Encoder
 from .errors import InputError
 from .filters import Where, check_where
+from .kinds import exact_search
 from .scoring import exp_neg_l1
 from .state import IndexState
 from .text import first_blank, normalize
@@ -152,8 +153,7 @@ def nearest(state: IndexState, queries: np.ndarray, n: int) -> list[np.ndarray]:
     else:
         found = np.empty((len(queries), 0), np.int64)
     if len(state.delta):
-        _, near = faiss.knn(queries, state.delta, min(len(state.delta), n), metric=faiss.METRIC_L1)
-        found = np.hstack([found, near + state.base_rows])
+        found = np.hstack([found, exact_search(state.delta, queries, min(len(state.delta), n)) + state.base_rows])
     return [np.unique(pos[pos >= 0]) for pos in found]
 
 
