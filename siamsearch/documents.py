@@ -152,7 +152,7 @@ def _attach_base(conn: sqlite3.Connection, base: Path | None) -> None:
 
 class Documents:
     def __init__(self, memory: sqlite3.Connection | None, readers: Sequence[sqlite3.Connection] = (),
-                 base: Path | None = None, spare: sqlite3.Connection | None = None):
+                 base: Path | None = None, spare: sqlite3.Connection | None = None, count: int | None = None):
         self._memory = memory  # the writable in-memory delta, or None while reading files
         self._spare = spare  # what becomes ``_memory`` on the first change: opened with the files
         self._base = base  # the base file, or None: an empty base
@@ -160,23 +160,26 @@ class Documents:
         self._readers = [(threading.Lock(), conn) for conn in readers]
         self._selections: dict[tuple, np.ndarray] = {}
         self._selections_lock = threading.Lock()
-        with self._reading() as conn:
-            self._count = _count(conn)
+        if count is None:
+            with self._reading() as conn:
+                count = _count(conn)
+        self._count = count
 
     @classmethod
     def create(cls) -> Documents:
         return cls(_connect(None, None))
 
     @classmethod
-    def open(cls, base: Path, delta: Path | None = None) -> Documents:
+    def open(cls, base: Path, delta: Path | None = None, count: int | None = None) -> Documents:
         """Open a saved table read-only: ``READERS`` connections, each with the files open already,
         and one more holding the delta in memory for the first change. All are opened now,
-        because a writer may remove these files once they are open (see the module doc)."""
+        because a writer may remove these files once they are open (see the module doc).
+        ``count``: the live documents, when known (else counted: a scan of the base)."""
         readers = [_connect(delta, base) for _ in range(READERS)]
         spare = _connect(delta, base, writable=True)
         for conn in (*readers, spare):
             conn.execute("SELECT 1 FROM live LIMIT 1").fetchone()  # opens the files now (a count would scan them)
-        return cls(None, readers, base, spare)
+        return cls(None, readers, base, spare, count)
 
     @property
     def has_base(self) -> bool:
@@ -314,13 +317,14 @@ class Documents:
         with self._lock:
             self._selections.clear()
             conn = self._writing()
+            gone = 0  # counted from the changes, not by a scan of the base
             with conn:
                 for chunk in _chunks([int(p) for p in positions]):
                     marks = ",".join("?" * len(chunk))
-                    conn.execute(f"DELETE FROM main.documents WHERE position IN ({marks})", chunk)
-                    conn.execute(f"INSERT OR IGNORE INTO main.removed SELECT position FROM base.documents "
-                                 f"WHERE position IN ({marks})", chunk)
-            self._count = _count(conn)
+                    gone += conn.execute(f"DELETE FROM main.documents WHERE position IN ({marks})", chunk).rowcount
+                    gone += conn.execute(f"INSERT OR IGNORE INTO main.removed SELECT position FROM base.documents "
+                                         f"WHERE position IN ({marks})", chunk).rowcount
+            self._count -= gone
 
     def renumber(self) -> None:
         """Give live documents the positions 0, 1, … in their current order, all in memory with

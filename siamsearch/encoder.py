@@ -56,6 +56,8 @@ MODEL_FORMAT = "siamsearch-model"
 MODEL_FORMAT_VERSION = 2
 CONFIG, VOCAB, ONNX, WEIGHTS, HISTORY, METRICS = (
     "config.json", "vocab.json", "encoder.onnx", "encoder.weights.h5", "history.json", "metrics.json")
+SAME_MODEL_FILES = (VOCAB, ONNX, WEIGHTS)
+"""What the fingerprint and the weights' hash fix: the same for any copy of one model."""
 ENCODE_BATCH = 64  # measured fastest per thread for onnxruntime's LSTM on 2 cores (16 to 128 are within 10%)
 ENCODE_CHUNK = 100_000
 EXPORT_TOLERANCE = 1e-5
@@ -284,22 +286,23 @@ class Encoder:
     def write(self, directory: Path, reuse: Path | None = None) -> None:
         """Write the model files into an existing, not yet visible directory. ``reuse``: a
         directory holding this same model (fingerprint and weights, as its config.json says),
-        whose two large files are hard-linked instead of written again, as an index's next
-        generation does with its encoder copy; where they cannot be, they are written.
+        whose vocabulary, graph and weights (``SAME_MODEL_FILES``) are hard-linked instead of
+        written again, as an index's next generation does with its encoder copy; where they
+        cannot be, they are written.
 
         Example: ``enc.write(staging_dir)`` (``save`` stages and swaps it in)."""
         write_json(directory / CONFIG, self._config_doc())
-        write_json(directory / VOCAB, {"pad_id": 0, "oov_id": 1, "chars": self.vocab.chars})
         write_json(directory / HISTORY, self.history)
         write_json(directory / METRICS, self.metrics)
         if reuse is not None and self._same_model(reuse):
             try:
-                for name in (ONNX, WEIGHTS):
+                for name in SAME_MODEL_FILES:
                     os.link(reuse / name, directory / name)
                 return
             except OSError:  # another file system, or gone: written below
-                for name in (ONNX, WEIGHTS):
+                for name in SAME_MODEL_FILES:
                     (directory / name).unlink(missing_ok=True)
+        write_json(directory / VOCAB, {"pad_id": 0, "oov_id": 1, "chars": self.vocab.chars})
         (directory / ONNX).write_bytes(self.onnx_model)
         (directory / WEIGHTS).write_bytes(self.keras_weights)
 

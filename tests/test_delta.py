@@ -15,7 +15,8 @@ from siamsearch.mutations import DELTA_MAX_ROWS
 POOL = [f"{a}{b}" for a in ("退款", "发票", "快递", "会员", "积分", "订单") for b in
         ("多久到账", "怎么开", "什么时候到", "有什么用", "怎么查", "能取消吗", "写错了", "要几天")]
 QUERIES = ["退款什么时候到", "发票开错了", "快递几天到", "会员积分"]
-BASE_FILES = ("index.faiss", "vectors.npy", "documents.sqlite", "encoder/encoder.onnx", "encoder/encoder.weights.h5")
+BASE_FILES = ("index.faiss", "vectors.npy", "documents.sqlite", "encoder/vocab.json", "encoder/encoder.onnx",
+              "encoder/encoder.weights.h5")
 
 
 def generation(path: Path) -> Path:

@@ -145,16 +145,16 @@ def test_an_empty_folder_is_fine(sample_encoder, tmp_path):
     assert Encoder.load(tmp_path / "empty").fingerprint == sample_encoder.fingerprint
 
 
-def test_write_links_the_large_files_of_the_same_model_only(model_dir, sample_encoder, tmp_path):
+def test_write_links_the_files_the_fingerprint_fixes_for_the_same_model_only(model_dir, sample_encoder, tmp_path):
     same, other = tmp_path / "same", tmp_path / "other"
     same.mkdir(), other.mkdir()
     sample_encoder.write(same, reuse=model_dir)
-    for name in ("encoder.onnx", "encoder.weights.h5"):
+    for name in ("vocab.json", "encoder.onnx", "encoder.weights.h5"):
         assert (same / name).stat().st_ino == (model_dir / name).stat().st_ino
     assert Encoder.load(same).fingerprint == sample_encoder.fingerprint
 
     default = Encoder.load()  # another model: its own files are written, not the reused ones
     default.write(other, reuse=model_dir)
-    for name in ("encoder.onnx", "encoder.weights.h5"):
+    for name in ("vocab.json", "encoder.onnx", "encoder.weights.h5"):
         assert (other / name).stat().st_ino != (model_dir / name).stat().st_ino
     assert Encoder.load(other).fingerprint == default.fingerprint
