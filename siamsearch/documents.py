@@ -182,11 +182,6 @@ class Documents:
         return cls(None, readers, base, spare, count)
 
     @property
-    def has_base(self) -> bool:
-        """Whether part of the documents are in a base file, so that ``save_delta`` can write the rest alone."""
-        return self._base is not None
-
-    @property
     def delta_count(self) -> int:
         """Documents added and base documents removed since the base: what ``save_delta`` writes."""
         with self._reading() as conn:

@@ -122,16 +122,16 @@ def _append(state: IndexState, encoder: Encoder, texts: list[str], ids: list[str
     start = state.rows
     if state.base is not None and len(state.delta) + len(vectors) <= min(DELTA_MAX_ROWS, state.base_rows):
         state.delta = np.concatenate([state.delta, vectors])  # the save writes the delta alone
-        if progress is not None:
-            progress("index", len(texts), len(texts))
+        if (indexed := report("index")) is not None:
+            indexed(len(texts))
     else:
-        if len(state.delta):
-            _fold_delta(state)
-        state.base = None
         if state.faiss_index is None:
             state.faiss_index = state.kind.create(encoder.dim, vectors)
         elif state.mapped:
             state.faiss_index, state.mapped = state.kind.in_memory(state.faiss_index), False
+        if len(state.delta):
+            _fold_delta(state)
+        state.base = None
         state.kind.add(state.faiss_index, vectors, progress=report("index"))
         state.vectors = vectors if start == 0 else np.concatenate([np.asarray(state.vectors, np.float32), vectors])
     state.documents.delete(list(replaced.values()))
@@ -139,9 +139,7 @@ def _append(state: IndexState, encoder: Encoder, texts: list[str], ids: list[str
 
 
 def _fold_delta(state: IndexState) -> None:
-    """Add the delta's rows to FAISS and the vectors, in memory."""
-    if state.mapped:
-        state.faiss_index, state.mapped = state.kind.in_memory(state.faiss_index), False
+    """Add the delta's rows to the FAISS index (already in memory) and the vectors."""
     state.kind.add(state.faiss_index, state.delta)
     state.vectors = np.concatenate([np.asarray(state.vectors, np.float32), state.delta])
     state.delta = state.delta[:0]
