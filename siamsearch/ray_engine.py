@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -136,13 +137,15 @@ class RayEngine:
         ray = self._ray
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_assign)
         shared = ray.put(np.ascontiguousarray(centroids, dtype=np.float32))
-        futures, parts = [], []
-        try:
+        pending, parts = deque(), []
+        try:  # a finished task's reference is dropped at once: while it lives, Ray keeps the task's
+            # block in the object store to rerun it (lineage), so keeping them all held every vector
             for _, block in vectors.blocks(ASSIGN_ROWS):
-                futures.append(task.remote(shared, block))
-                if len(futures) - len(parts) > 2 * self.workers:  # bounded: blocks in flight, not the corpus
-                    parts.append(ray.get(futures[len(parts)]))
-            parts += ray.get(futures[len(parts):])
+                pending.append(task.remote(shared, block))
+                if len(pending) > 2 * self.workers:  # bounded: blocks in flight, not the corpus
+                    parts.append(ray.get(pending.popleft()))
+            while pending:
+                parts.append(ray.get(pending.popleft()))
         except Exception as e:
             _reraise(e)
         return np.concatenate(parts) if parts else np.empty(0, np.int64)

@@ -289,6 +289,53 @@ def test_ray_build_survives_a_killed_worker_and_never_shows_a_partial_index(ray_
     assert_same_index(tmp_path / "local", out)
 
 
+class _Blocks:
+    """Vectors handed out a block at a time, as ``VectorFile.blocks`` does, made on the fly."""
+
+    def __init__(self, blocks: int, rows: int, dim: int = 64):
+        self.rows, self.dim, self._blocks = blocks * rows, dim, blocks
+
+    def blocks(self, rows: int):
+        size = self.rows // self._blocks
+        for n in range(self._blocks):
+            yield n * size, np.random.default_rng(n).random((size, self.dim), dtype=np.float32)
+
+
+def _shared_memory_mib() -> float:
+    """This process's resident shared memory (Ray's object store pages it has touched), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssShmem:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssShmem in /proc/self/status")
+
+
+def test_ray_assignment_holds_the_blocks_in_flight_not_every_block(ray_cluster):
+    """The driver hands each block of vectors to a task; a finished task's reference must go,
+    or Ray keeps its block in the object store to rerun it, and the driver's memory grows with
+    the corpus (3.94 GiB at 10M documents before this was fixed)."""
+    vectors = _Blocks(96, 16384)  # 384 MiB in 4 MiB blocks; at most 5 in flight
+    centroids = np.random.default_rng(99).random((32, 64), dtype=np.float32)
+    before, peak, done = _shared_memory_mib(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _shared_memory_mib())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    engine = make_engine("ray", workers=2)
+    try:
+        lists = engine.assign(centroids, vectors)
+    finally:
+        done.set()
+        sampler.join()
+        engine.close()
+    assert np.array_equal(lists, make_engine("local").assign(centroids, vectors))
+    grown = peak[0] - before  # measured: ~390 MiB when every block was held; ~90-130 MiB since (allocator slack)
+    assert grown < 192, f"the driver's object store pages grew by {grown:.0f} MiB for 384 MiB of vectors"
+
+
 def test_a_bad_line_read_on_a_ray_worker_is_one_line_and_changes_nothing(ray_cluster, encoder, tmp_path):
     out = tmp_path / "index"
     build_index(SAMPLE_FAQ, out, encoder, text_column="question")
