@@ -187,8 +187,8 @@ def ray_cluster():
     del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
 
 
-def listening_addresses(root: int) -> set[str]:
-    """Local addresses of the listening TCP sockets of ``root``'s descendants, from /proc."""
+def descendants(root: int) -> set[int]:
+    """The processes descended from ``root`` (its children, theirs, ...), from /proc."""
     parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -201,8 +201,13 @@ def listening_addresses(root: int) -> set[str]:
         more = {pid for pid, parent in parents.items() if parent in tree} - tree
         tree |= more
         grew = bool(more)
+    return tree - {root}
+
+
+def listening_addresses(root: int) -> set[str]:
+    """Local addresses of the listening TCP sockets of ``root``'s descendants, from /proc."""
     inodes = set()
-    for pid in tree - {root}:
+    for pid in descendants(root):
         try:
             links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
         except OSError:
@@ -255,11 +260,13 @@ def test_ray_build_equals_the_one_process_build(ray_cluster, encoder, corpus_fil
 
 
 def _encoding_actors() -> list[int]:
+    """This test cluster's encoding actors: descendants of this process only, so that a build
+    running on another Ray cluster of the same machine is never the one killed."""
     found = []
-    for pid in os.listdir("/proc"):
+    for pid in descendants(os.getpid()):
         try:
-            if pid.isdigit() and b"MapBatches(_Encode)" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
+            if b"MapBatches(_Encode)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
         except OSError:
             pass
     return found
