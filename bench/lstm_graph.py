@@ -22,6 +22,7 @@ difference of any vector, session load time (the first load of a process pays mo
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +35,9 @@ from siamsearch import Encoder
 from siamsearch.data import read_pairs
 from siamsearch.text import length_sorted_batches, pad
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from general_data import DATA, require_data  # noqa: E402
+
 FLOAT = TensorProto.FLOAT
 
 
@@ -198,6 +201,7 @@ def compare(encoder: Encoder, sentences: list[str], rounds: int = 5) -> list[dic
 
 
 def main() -> None:
+    require_data()
     print("| fused bidirectional LSTM op, batch 64 × 20 steps, 1 thread | ms |\n|---|---:|")
     for inputs, units in ((300, 128), (16, 128), (256, 32), (16, 32)):
         print(f"| {inputs} inputs → {units} units | {lstm_ms(inputs, units):.2f} |")
