@@ -28,23 +28,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from siamsearch import Encoder
 from siamsearch.data import read_pairs
+from siamsearch.encoder import _session as session  # the product's own session settings
 from siamsearch.text import length_sorted_batches, pad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from general_data import DATA, require_data  # noqa: E402
 
 FLOAT = TensorProto.FLOAT
-
-
-def session(model: bytes) -> onnxruntime.InferenceSession:
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def lstm_ms(inputs: int, units: int, batch: int = 64, steps: int = 20, runs: int = 50) -> float:

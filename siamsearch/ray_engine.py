@@ -137,9 +137,10 @@ class RayEngine:
         ray = self._ray
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_assign)
         shared = ray.put(np.ascontiguousarray(centroids, dtype=np.float32))
+        # A finished task's reference is dropped at once: while it lives, Ray keeps the task's block
+        # in the object store to rerun it (lineage), so keeping them all would hold every vector.
         pending, parts = deque(), []
-        try:  # a finished task's reference is dropped at once: while it lives, Ray keeps the task's
-            # block in the object store to rerun it (lineage), so keeping them all held every vector
+        try:
             for _, block in vectors.blocks(ASSIGN_ROWS):
                 pending.append(task.remote(shared, block))
                 if len(pending) > 2 * self.workers:  # bounded: blocks in flight, not the corpus

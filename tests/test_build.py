@@ -297,7 +297,8 @@ def test_ray_build_survives_a_killed_worker_and_never_shows_a_partial_index(ray_
 
 
 class _Blocks:
-    """Vectors handed out a block at a time, as ``VectorFile.blocks`` does, made on the fly."""
+    """Vectors handed out a block at a time, as ``VectorFile.blocks`` does, made on the fly;
+    the blocks have the size given here, whatever ``rows`` the engine asks for."""
 
     def __init__(self, blocks: int, rows: int, dim: int = 64):
         self.rows, self.dim, self._blocks = blocks * rows, dim, blocks
