@@ -12,6 +12,9 @@ Rules, applied identically to training pairs, documents and queries:
   is encoded with the OOV vector (the mean of all character vectors, see ``vectors.py``)
   instead of being silently dropped.
 * Texts longer than ``max_length`` characters keep their first ``max_length`` characters.
+* A vocabulary never admits a character that normalisation removes on its own (spaces,
+  U+3000, U+2006, U+FEFF: ``is_blank(c)``). Between words such a character is read as the
+  unknown character. A model saved before this rule may hold some: they keep their ids.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ def is_blank(text: object) -> bool:
     return not isinstance(text, str) or not normalize(text)
 
 
+def char_counts(texts: Iterable[str]) -> Counter:
+    """How often each character a vocabulary may hold occurs in ``texts`` (normalised)."""
+    counts = Counter(c for t in texts for c in normalize(t))
+    for c in [c for c in counts if is_blank(c)]:
+        del counts[c]
+    return counts
+
+
 def first_blank(texts: Iterable[object]) -> int | None:
     """The position of the first blank text (``is_blank``), or None."""
     return next((i for i, t in enumerate(texts) if is_blank(t)), None)
@@ -53,8 +64,13 @@ class Vocabulary:
     @classmethod
     def fit(cls, texts: Iterable[str]) -> Vocabulary:
         """Most frequent characters first (ties by code point), so ids are deterministic."""
-        counts = Counter(c for t in texts for c in normalize(t))
+        counts = char_counts(texts)
         return cls(sorted(counts, key=lambda c: (-counts[c], c)))
+
+    def id_of(self, char: str) -> int:
+        """The id of one vocabulary character (KeyError for another): unlike ``ids``, no
+        normalisation, which would turn a space held by an older vocabulary into nothing."""
+        return self._ids[char]
 
     def __len__(self) -> int:
         """Number of ids, padding and OOV included (the embedding matrix's row count)."""

@@ -75,7 +75,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,7 +90,7 @@ from .errors import InputError
 from .evaluation import best_threshold, pair_metrics
 from .keras_runtime import load
 from .teacher import Teacher, TeacherCache, load_teacher, nearest_neighbours
-from .text import Vocabulary, is_blank, normalize
+from .text import Vocabulary, char_counts, is_blank, normalize
 from .vectors import (
     NEW_CHAR_MIN_COUNT,
     WORD2VEC_SETTINGS,
@@ -257,7 +256,7 @@ def _starting_point(texts: list[str], vectors: str | Path | None, config: TrainC
                          argument="init")
     model = init.keras_model()
     matrix = model.get_layer(EMBEDDING_LAYER).get_weights()[0]
-    counts = Counter(c for t in texts for c in normalize(t))
+    counts = char_counts(texts)
     unseen = [c for c in counts if c not in init.vocab]
     new = sorted((c for c in unseen if counts[c] >= NEW_CHAR_MIN_COUNT), key=lambda c: (-counts[c], c))
     if new:

@@ -167,7 +167,7 @@ def extend_embedding(matrix: np.ndarray, vocab: Vocabulary, new_chars: Sequence[
     mapped = [i for i, c in enumerate(new_chars) if c in kv.key_to_index]
     if len(shared) >= 10 and mapped:
         source = kv[shared].astype(np.float64)
-        target = matrix[[vocab.ids(c, 1)[0] for c in shared]].astype(np.float64)
+        target = matrix[[vocab.id_of(c) for c in shared]].astype(np.float64)
         mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
         x, y = source - mean_s, target - mean_t
         weights = np.linalg.solve(x.T @ x + RIDGE * len(shared) * np.eye(x.shape[1]), x.T @ y)

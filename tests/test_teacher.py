@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from siamsearch import SearchIndex, TrainConfig, read_pairs, train
+from siamsearch import Encoder, SearchIndex, TrainConfig, read_pairs, train
 from siamsearch.cli import main
+from siamsearch.data import Pairs
 from siamsearch.demo import SAMPLE_PAIRS
 from siamsearch.errors import InputError
 from siamsearch.teacher import TeacherCache, nearest_neighbours
+from siamsearch.text import Vocabulary
 
 from .conftest import evaluate_json, keras_scores
 
@@ -148,6 +150,29 @@ def test_init_starts_from_the_model_adds_characters_seen_twice_and_keeps_the_con
         keras_scores(tuned, [f"{new_char}怎么退货"] * 5, [h.text for h in hits]), rel=1e-4, abs=1e-6)
     with pytest.raises(InputError, match="init starts from the model's own character vectors"):
         train(pairs, vectors="v.txt", init=base)
+
+
+def test_init_default_fine_tunes_on_text_with_spaces_and_full_width_punctuation():
+    """The shipped model's vocabulary holds U+0020, U+2006 and U+3000, which normalisation
+    removes on their own; fine-tuning on text holding them (and new characters beside them)
+    used to end in an IndexError while mapping the new characters' vectors."""
+    base = Encoder.load()
+    assert {" ", "\u3000"} <= set(base.vocab.chars)
+    rows = [("我 的 退款　什么时候到账？", "退款多久能到账！", 1), ("怎么 开发票（电子）", "如何开具发票：纸质", 1),
+            ("明天 天气　怎么样", "退款多久能到账", 0), ("龘 怎么退货", "龘如何退货", 1)] * 8
+    pairs = Pairs([a for a, _, _ in rows], [b for _, b, _ in rows], np.array([y for _, _, y in rows], float), "x")
+    tuned = train(pairs, config=TrainConfig(epochs=1, batch_size=16), init=base)
+    assert tuned.vocab.chars[: len(base.vocab.chars)] == base.vocab.chars
+    assert tuned.vocab.chars[len(base.vocab.chars):] == ["龘"]
+    text = "我 的 退款　什么时候到账？"
+    assert tuned.similarity(text, "退款多久能到账") == pytest.approx(
+        float(keras_scores(tuned, [text], ["退款多久能到账"])[0]), rel=1e-4, abs=1e-6)
+
+
+def test_a_fitted_vocabulary_never_holds_a_character_that_normalisation_removes():
+    vocab = Vocabulary.fit(["我 的\u3000退款\u2006到账\ufeff", "\t发票 \n"])
+    assert not [c for c in vocab.chars if not c.strip() or c == "\ufeff"]
+    assert vocab.ids("我 的", 10) == [vocab.id_of("我"), 1, vocab.id_of("的")]  # a space between words: unknown
 
 
 def test_init_from_zero_epochs_of_change_is_the_model_itself(sample_encoder):
