@@ -105,7 +105,7 @@ def naive(name: str, epochs: int) -> dict:
     """The recipe's own way of training: fixed-length padding, ``fit`` on the Siamese model."""
     os.environ["TF_NUM_INTEROP_THREADS"] = os.environ["TF_NUM_INTRAOP_THREADS"] = "0"  # TensorFlow's defaults
     from siamsearch import PRESETS
-    from siamsearch.architecture import EMBEDDING_LAYER, EncoderConfig
+    from siamsearch.architectures import EMBEDDING_LAYER, EncoderConfig
     from siamsearch.keras_runtime import load
 
     keras = load()

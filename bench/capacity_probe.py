@@ -82,7 +82,7 @@ def prepare(out: Path, data: Path, model: str | None) -> None:
     their paraphrase groups, and for bq/dev and bq/test the retrieval task as ids plus the
     shipped model's corpus vectors and metrics."""
     from siamsearch import Encoder, read_pairs
-    from siamsearch.architecture import EMBEDDING_LAYER
+    from siamsearch.architectures import EMBEDDING_LAYER
     from siamsearch.data import paraphrase_groups
     from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
 

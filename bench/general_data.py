@@ -7,14 +7,25 @@ Writes, under ``--out``:
 ``train.tsv``
     Every labelled training pair as sentence1<TAB>sentence2<TAB>0/1: bq/train.tsv; afqmc/train.txt;
     ATEC without its test part; Chinese STS-B train with scores 4-5 → 1 and 0-1 → 0 (2-3 dropped:
-    "partly the same" is neither); OPPO Xiaobu dev.txt; the labelled Chinese NLI files (CMNLI dev,
+    "partly the same" is neither); the labelled Chinese NLI files (CMNLI dev,
     CSNLI dev and test, OCNLI dev) with entailment → 1 and contradiction → 0 (neutral dropped).
+    OPPO Xiaobu dev.txt less its held-out part (below).
 ``valid.tsv``
     bq/dev.tsv: the decision threshold and the epoch kept (BQ's pair accuracy is a target).
 ``unlabelled.txt``
     Text for distillation beyond the pairs' own sentences: OPPO Xiaobu test_unlabelled.txt,
     CMNLI test_unlabelled and AFQMC test.txt (general-domain and finance text without labels),
     one sentence a line.
+``oppo_dev.tsv``, ``oppo_test.tsv``
+    OPPO Xiaobu's held-out part: 3,000 pairs drawn with ``numpy.random.default_rng(20261206)``
+    from dev.txt's 10,000 (a permutation's first 3,000; the first 1,500 of them, in file order,
+    are the dev half that choices are made on, the other 1,500 the test half), kept out of
+    everything that trains: open-domain text for "bring your own pairs" (``bench/few_pairs.py``)
+    and for the quality tables. The model shipped on 2026-12-02 trained on all of dev.txt, so
+    its figures there are not held out.
+``afqmc_dev_half.tsv``, ``afqmc_test_half.tsv``
+    afqmc/dev.txt split in two by the same kind of seeded permutation (seed 2026): choose on
+    the first, report on the second.
 ``atec_test.tsv``
     ATEC's test part: 5,000 pairs drawn with ``numpy.random.default_rng(2018)`` from
     atec_nlp_sim_train.csv's 39,346 rows (a permutation's first 5,000), kept out of everything
@@ -36,6 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 ATEC_TEST_SIZE, ATEC_SEED = 5000, 2018
+OPPO_HELD_OUT, OPPO_SEED = 3000, 20261206
+AFQMC_SEED = 2026
 NLI = {"entailment": 1, "contradiction": 0}
 
 
@@ -58,6 +71,24 @@ def atec_split() -> tuple[list[list[str]], list[list[str]]]:
     return [r for i, r in enumerate(rows) if i not in test], [rows[i] for i in sorted(test)]
 
 
+def oppo_split() -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """OPPO Xiaobu dev.txt as (training rows, held-out dev half, held-out test half), seeded and fixed."""
+    rows = _rows(DATA / "oppo_xiaobu" / "dev.txt")
+    held = sorted(np.random.default_rng(OPPO_SEED).permutation(len(rows))[:OPPO_HELD_OUT].tolist())
+    out = set(held)
+    half = OPPO_HELD_OUT // 2
+    return [r for i, r in enumerate(rows) if i not in out], [rows[i] for i in held[:half]], \
+        [rows[i] for i in held[half:]]
+
+
+def afqmc_halves() -> tuple[list[list[str]], list[list[str]]]:
+    """afqmc/dev.txt as (dev half, test half), by a seeded permutation, each in file order."""
+    rows = _rows(DATA / "afqmc" / "dev.txt")
+    order = np.random.default_rng(AFQMC_SEED).permutation(len(rows))
+    half = len(rows) // 2
+    return [rows[i] for i in sorted(order[:half])], [rows[i] for i in sorted(order[half:])]
+
+
 def labelled_training_pairs() -> dict[str, list[list[str]]]:
     """Source name → training rows [s1, s2, '0'|'1']."""
     sts = [[a, b, "1" if int(s) >= 4 else "0"] for a, b, s in _rows(DATA / "chinese_sts_b" / "sts-b-train.txt")
@@ -69,7 +100,7 @@ def labelled_training_pairs() -> dict[str, list[list[str]]]:
         "afqmc/train.txt": _rows(DATA / "afqmc" / "train.txt"),
         "atec (without its test part)": atec_split()[0],
         "chinese_sts_b/sts-b-train.txt (4-5 → 1, 0-1 → 0)": sts,
-        "oppo_xiaobu/dev.txt": _rows(DATA / "oppo_xiaobu" / "dev.txt"),
+        "oppo_xiaobu/dev.txt (without its held-out part)": oppo_split()[0],
         "cnli labelled files (entailment → 1, contradiction → 0)": nli,
     }
 
@@ -88,7 +119,10 @@ def write(out: Path) -> dict:
     (out / "train.tsv").write_text("".join("\t".join(r) + "\n" for r in pairs), encoding="utf-8")
     (out / "valid.tsv").write_bytes((DATA / "bq" / "dev.tsv").read_bytes())
     (out / "unlabelled.txt").write_text("".join(s + "\n" for s in unlabelled_sentences()), encoding="utf-8")
-    (out / "atec_test.tsv").write_text("".join("\t".join(r) + "\n" for r in atec_split()[1]), encoding="utf-8")
+    held = {"atec_test.tsv": atec_split()[1], "oppo_dev.tsv": oppo_split()[1], "oppo_test.tsv": oppo_split()[2],
+            "afqmc_dev_half.tsv": afqmc_halves()[0], "afqmc_test_half.tsv": afqmc_halves()[1]}
+    for name, rows in held.items():
+        (out / name).write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
     return {name: len(rows) for name, rows in sources.items()}
 
 

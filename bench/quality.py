@@ -24,7 +24,6 @@ mean of both directions' scores); character uni+bigram Jaccard (pairs only).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from general_data import DATA, atec_split, require_data  # noqa: E402
-from report import add_output_options, cpu_model, machine, publish, render  # noqa: E402
+from report import add_output_options, provenance, publish, render  # noqa: E402
 
 SPEARMAN_FILES = {"test": ["bq/test.tsv", "chinese_sts_b/sts-b-test.txt", "afqmc/dev.txt", "pawsx_zh/test_2k.tsv",
                            "atec test part"],
@@ -180,10 +179,7 @@ def main() -> None:
     models = {m: Encoder.load(d) for m, d in paths.items()}
     pair_baselines = [TeacherRetriever("use-m3"), BM25Retriever(), Jaccard()]
     results = {
-        "split": args.split, "models": paths, "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "machine": machine(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(),
+        "split": args.split, "models": paths, **provenance(),
         "spearman": spearman_table(models, args.split, pair_baselines),
         "accuracy": {m: PairEvaluator(read(ACCURACY_FILE[args.split]))(e)["accuracy"] for m, e in models.items()},
         "accuracy_file": ACCURACY_FILE[args.split],

@@ -41,6 +41,17 @@ def machine() -> str:
             f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, faiss {faiss.__version__}")
 
 
+def provenance() -> dict:
+    """Where and when a benchmark ran: its command line, the date, CPU, machine and commit."""
+    import subprocess
+    import sys
+    import time
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cpu": cpu_model(), "machine": machine(), "commit": commit}
+
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

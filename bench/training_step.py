@@ -1,10 +1,10 @@
-"""One training step of the recipe's encoder: Keras's layers against ``model.encoder_forward``.
+"""One training step of the recipe's encoder: Keras's layers against ``BiLSTM.forward``.
 
     python bench/training_step.py              # under a minute on 2 cores; writes docs/benchmarks.md
     python bench/training_step.py --no-write
 
 Both compute the same function of the same weights (tests/test_training.py checks outputs and
-gradients); training uses ``encoder_forward``, and the Keras model is what is saved and
+gradients); training uses ``BiLSTM.forward``, and the Keras model is what is saved and
 exported. A step here is ``_Trainer.train_step``, traced as ``siamsearch train`` traces it,
 for the recipe's pair loss (binary cross-entropy of exp(-L1)) on 512 pairs of a batch of
 distinct sentences, with Nadam's update; the Keras side is the same step with the encoder
@@ -38,7 +38,7 @@ def measure() -> dict:
     import tensorflow as tf
     from keras import ops
 
-    from siamsearch.architecture import EMBEDDING_LAYER, EncoderConfig
+    from siamsearch.architectures import EMBEDDING_LAYER, BiLSTM, EncoderConfig
     from siamsearch.model import build_encoder
     from siamsearch.trainer import BATCH_SPEC, Trainer
 
@@ -55,7 +55,7 @@ def measure() -> dict:
     model.get_layer(EMBEDDING_LAYER).set_weights([rng.normal(size=(VOCAB, 300)).astype(np.float32)])
     steps = {}
     for name, kind in (("keras", ThroughKerasLayers), ("encoder_forward", Trainer)):
-        trainer = kind(model, "bce", 1.0)
+        trainer = kind(model, BiLSTM(), "bce", 1.0)
         trainer.compile(optimizer=keras.optimizers.Nadam(0.002))
         trainer.optimizer.build(trainer.trainable_variables)
         steps[name] = tf.function(trainer.train_step, input_signature=[BATCH_SPEC])  # as trainer.fit traces it

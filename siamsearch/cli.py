@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .architectures import ARCHITECTURES
 from .choice import parse_bytes
 from .errors import BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
 from .kinds import HNSW
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # the service imports FastAPI, which only 'serve' needs
 
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "columns", "text_column", "id_column", "max_memory", "rerank_factor", "hnsw_m", "ef_construction", "ef_search",
-    "nlist", "nprobe", "monitor", "unlabelled", "init", "where", "min_match")}
+    "nlist", "nprobe", "monitor", "unlabelled", "init", "where", "min_match", "architecture", "checkpoint_dir")}
 """Library argument → the flag that sets it, for error messages."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
@@ -92,6 +93,21 @@ def _where(conditions: tuple[str, ...]) -> dict[str, list] | None:
         if isinstance(parsed, (int, float, bool)):
             values.append(parsed)
     return where or None
+
+
+def _encoder_settings(ctx, param, values: tuple[str, ...]) -> dict | None:
+    """``--encoder-setting`` NAME=VALUE options: an integer, or integers separated by commas."""
+    settings = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        try:
+            numbers = [int(v) for v in value.split(",")]
+        except ValueError:
+            numbers = []
+        if not sep or not name or not numbers:
+            raise click.BadParameter(f"{item!r} is not NAME=INTEGER or NAME=INTEGER,INTEGER,...")
+        settings[name] = numbers if "," in value else numbers[0]
+    return settings or None
 
 
 def _parse_bytes(value: str) -> int:
@@ -187,8 +203,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("pairs", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("pairs", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Model directory to write, e.g. models/bq.")
 @click.option("--valid", type=click.Path(dir_okay=False, path_type=Path),
               help="Labelled pairs measured after every epoch (loss, ROC-AUC; accuracy at 0.5 for bce and both); "
@@ -218,7 +234,15 @@ def main() -> None:
 @click.option("--char-mask", type=click.FloatRange(0, 1, max_open=True),
               help="Share of training characters replaced by the unknown-character id, drawn anew each batch "
                    "(0: off).")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout after each BiLSTM while training.")
+@click.option("--architecture", type=click.Choice(list(ARCHITECTURES)),
+              help="The shared encoder's network: " + "; ".join(f"{name}: {cls.summary}"
+                                                                for name, cls in ARCHITECTURES.items())
+                   + ". [bilstm; with --init, the model's]")
+@click.option("--encoder-setting", "encoder_settings", multiple=True, callback=_encoder_settings,
+              metavar="NAME=VALUE", help="A size of the architecture, e.g. lstm_units=256,64 or filters=128 "
+                                         "(repeatable; the architectures' defaults otherwise).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout inside the encoder while training (after each BiLSTM; before a CNN's projection).")
 @click.option("--fine-tune-vectors/--frozen-vectors", default=None,
               help="Update the character vectors while training, or keep them frozen as the recipe does.")
 @click.option("--patience", type=click.IntRange(min=0),
@@ -248,15 +272,60 @@ def main() -> None:
               help="With --teacher: temperature of its softmax over cosine similarities. [0.05]")
 @click.option("--neighbours", type=click.IntRange(min=1),
               help="With --teacher: each sentence is batched with one of its this many nearest by the teacher. [8]")
-def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, columns: str | None, preset: str,
-          teacher: str | None, unlabelled: tuple[Path, ...], init_from: str | None, **settings) -> None:
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Save a resumable state here after every epoch and on Ctrl-C or SIGTERM; continue with --resume.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the run whose --checkpoint-dir this is, with its own inputs and options (give no others).")
+def train(pairs: Path | None, out: Path | None, checkpoint_dir: Path | None, resume_dir: Path | None,
+          **options) -> None:
     """Train the Siamese encoder on labelled PAIRS (sentence1<TAB>sentence2<TAB>label).
 
     \b
     Example:
       siamsearch train ../shared/data/bq/seed_train.tsv --valid ../shared/data/bq/seed_test.tsv --out models/bq
       siamsearch train atec.csv --columns 2,3,4 --out models/atec
+      siamsearch train pairs.tsv --out models/big --checkpoint-dir ckpt   (Ctrl-C, later:)
+      siamsearch train --resume ckpt
     """
+    from .storage import write_json_atomic
+
+    ctx = click.get_current_context()
+    if resume_dir is not None:
+        given = [f"--{name.replace('_', '-')}" for name in options
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if pairs or out or checkpoint_dir or given:
+            raise click.UsageError("--resume continues a run with its own inputs and options; give no others")
+        try:
+            command = json.loads((resume_dir / RUN_COMMAND).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise click.UsageError(f"{resume_dir}: not the --checkpoint-dir of a 'siamsearch train' run "
+                                   f"({RUN_COMMAND} is missing or unreadable)") from None
+        pairs, out = Path(command.pop("pairs")), Path(command.pop("out"))
+        options = {**command, "vectors": command["vectors"] and Path(command["vectors"]),
+                   "valid": command["valid"] and Path(command["valid"]),
+                   "unlabelled": tuple(Path(p) for p in command["unlabelled"])}
+        checkpoint_dir = resume_dir
+    elif pairs is None or out is None:
+        raise click.UsageError("give the training PAIRS and --out (or --resume a checkpoint folder)")
+    elif checkpoint_dir is not None:  # what --resume needs to run the same command again
+        absolute = lambda p: p if p is None else str(p.resolve())  # noqa: E731
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(checkpoint_dir / RUN_COMMAND, {
+            **options, "pairs": absolute(pairs), "out": absolute(out), "valid": absolute(options["valid"]),
+            "vectors": absolute(options["vectors"]), "unlabelled": [absolute(p) for p in options["unlabelled"]],
+            "init_from": options["init_from"] if options["init_from"] in (None, "default")
+            else absolute(Path(options["init_from"]))})
+    _train(pairs, out, checkpoint_dir, resume_dir is not None, **options)
+
+
+RUN_COMMAND = "command.json"
+"""In a --checkpoint-dir: the training command's inputs and options, for --resume."""
+
+
+def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, valid: Path | None,
+           vectors: Path | None, columns: str | None, preset: str, teacher: str | None, unlabelled: tuple[Path, ...],
+           init_from: str | None, **settings) -> None:
+    from .checkpoint import RESUME, TrainingInterrupted
     from .data import read_pairs, read_sentences
     from .encoder import Encoder, check_model_path
     from .teacher import load_teacher
@@ -281,9 +350,14 @@ def train(pairs: Path, out: Path, valid: Path | None, vectors: Path | None, colu
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in ("epoch", "seconds"))
         click.echo(f"epoch {epoch:>{len(str(total))}}/{total}  {shown}  {logs['seconds']:.1f} s", err=True)
 
-    with ExitStack() as stack:
-        encoder = train_model(train_pairs, valid_pairs, config, vectors, on_epoch_end=report, teacher=teacher_model,
-                              unlabelled=more, init=init, progress=_StageBars(stack))
+    try:
+        with ExitStack() as stack:
+            encoder = train_model(train_pairs, valid_pairs, config, vectors, on_epoch_end=report,
+                                  teacher=teacher_model, unlabelled=more, init=init, progress=_StageBars(stack),
+                                  checkpoint_dir=checkpoint_dir, resume=resume)
+    except TrainingInterrupted as e:
+        raise click.ClickException(str(e).replace(RESUME, f"continue with 'siamsearch train --resume {e.path}'")) \
+            from None
     encoder.save(out)
     seconds = encoder.training["seconds"]
     if "valid" in encoder.metrics:
@@ -686,8 +760,7 @@ def _size(n: int) -> str:
 
 def _model_lines(m: dict, indent: str = "  ") -> list[str]:
     e, t = m["encoder"], m["training"]
-    lines = [f"{indent}encoder      {m['characters']:,} characters → {e['embedding_dim']}-d vectors → BiLSTM "
-             f"{e['lstm_units'][0]} → BiLSTM {e['lstm_units'][1]} → {2 * e['lstm_units'][1]}-d; texts cut at "
+    lines = [f"{indent}encoder      {m['characters']:,} characters → {m['network']}; texts cut at "
              f"{e['max_length']} characters",
              f"{indent}threshold    {m['threshold']:.4g}"]
     calibration = m.get("calibration")

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime
 
-from .architecture import EMBEDDING_LAYER, LSTM_LAYERS, EncoderConfig
+from .architectures import EncoderConfig
 from .calibration import Calibration
 from .calibration import fit as calibrate_fit
 from .errors import TRAIN_MODEL, InputError, ModelDirectoryError, SiamsearchError
@@ -130,7 +130,7 @@ class Encoder:
         from .keras_runtime import load
 
         to_numpy = load().ops.convert_to_numpy
-        onnx_model = encoder_to_onnx(model, EMBEDDING_LAYER, LSTM_LAYERS, to_numpy)
+        onnx_model = encoder_to_onnx(model, config, to_numpy)
         with tempfile.TemporaryDirectory() as tmp:
             model.save_weights(Path(tmp) / WEIGHTS)
             weights = (Path(tmp) / WEIGHTS).read_bytes()

@@ -34,6 +34,7 @@ def _model(encoder: Encoder, path: Path) -> dict:
         "fingerprint": encoder.fingerprint,
         "siamsearch_version": config.get("siamsearch_version"),
         "encoder": encoder.config.to_dict(),
+        "network": encoder.config.architecture.describe(encoder.config.embedding_dim),
         "characters": len(encoder.vocab.chars),
         "threshold": encoder.threshold,
         "calibration": None if encoder.calibration is None else encoder.calibration.to_dict(),

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from .architectures import Architecture
 from .batching import DistillBatch, PairIds
+from .checkpoint import Checkpoints, Resumed
 from .data import POSITIVE_AT, is_positive
 from .evaluation import pair_metrics
-from .model import ManhattanSimilarity, encoder_forward
+from .model import ManhattanSimilarity
 from .text import length_sorted_batches, pad
 
 
@@ -78,9 +81,11 @@ class Trainer(keras.Model):
     The in-batch loss only ranks: its scores sit far below 0.5, so that accuracy would
     say nothing there."""
 
-    def __init__(self, encoder: keras.Model, objective: str, temperature: float, distill_weight: float = 0.0):
+    def __init__(self, encoder: keras.Model, architecture: Architecture, objective: str, temperature: float,
+                 distill_weight: float = 0.0):
         super().__init__(name="siamese_trainer")
         self.encoder, self.objective, self.temperature = encoder, objective, temperature
+        self.architecture = architecture
         self.distill_weight = distill_weight
         self.similarity = ManhattanSimilarity(name="similarity")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -92,6 +97,10 @@ class Trainer(keras.Model):
             self.distill_log_scale = self.add_weight(shape=(), initializer="zeros", name="distill_log_scale")
             self.distill_tracker = keras.metrics.Mean(name="distill_loss")
         self.built = True  # nothing left to build: the encoder is built, the similarity has no weights
+
+    def encode(self, ids, training: bool = False):
+        """The encoder's vectors as training computes them (``Architecture.forward``)."""
+        return self.architecture.forward(self.encoder, ids, training=training)
 
     @property
     def fits_labels(self) -> bool:
@@ -107,7 +116,7 @@ class Trainer(keras.Model):
         """Encode each distinct sentence of the batch once, then pick out the rows of each
         of ``inputs``' row lists (both sides' rows, and any hard negatives' rows)."""
         sentences, *rows = inputs
-        encoded = encoder_forward(self.encoder, sentences, training=training)
+        encoded = self.encode(sentences, training=training)
         return tuple(ops.take(encoded, r, axis=0) for r in rows)
 
     def objective_loss(self, a, b, labels, left_groups, right_groups, hard=None, hard_groups=None):
@@ -145,7 +154,7 @@ class Trainer(keras.Model):
     def distill_step(self, ids, targets):
         """One step of the distillation loss (``distillation_loss``) on a ``DistillBatch``."""
         with tf.GradientTape() as tape:
-            encoded = encoder_forward(self.encoder, ids, training=True)
+            encoded = self.encode(ids, training=True)
             loss = distillation_loss(encoded, targets, self.distill_log_scale)
             weighted = self.distill_weight * loss
         self.apply_gradients(tape, weighted)
@@ -159,11 +168,16 @@ BATCH_SPEC = ((_IDS, _ROWS, _ROWS, _GROUPS, _GROUPS, _ROWS, _GROUPS), tf.TensorS
 DISTILL_SPEC = (_IDS, tf.TensorSpec([None, None], tf.float32))
 
 
-def fit(trainer: Trainer, batches: Callable[[], Iterable[tuple | DistillBatch]], epochs: int,
-         callbacks: list[keras.callbacks.Callback], on_batch: Callable[[int], None] | None = None) -> None:
+def fit(trainer: Trainer, batches: Callable[[np.random.Generator], Iterable[tuple | DistillBatch]], epochs: int,
+        callbacks: list[keras.callbacks.Callback], rng: np.random.Generator,
+        on_batch: Callable[[int], None] | None = None, checkpoints: Checkpoints | None = None,
+        resumed: Resumed | None = None) -> None:
     """Keras's ``fit`` loop for batches made in Python: one traced step for every batch shape.
-    A ``DistillBatch`` runs the distillation step, any other batch the pair objective's.
-    ``on_batch(epoch)`` is called after each batch (for progress), epochs counted from 0.
+    ``batches(rng)`` draws one epoch's batches from ``rng``; a ``DistillBatch`` runs the
+    distillation step, any other batch the pair objective's. ``on_batch(epoch)`` is called
+    after each batch (for progress), epochs counted from 0. With ``checkpoints``: the state is
+    saved after each epoch, and after the batch in progress when a stop is asked for (then
+    ``TrainingInterrupted``); ``resumed``: a saved state to continue from (``checkpoint.py``).
 
     Why not ``fit`` on a ``tf.data`` generator: a new iterator each epoch left some epochs
     waiting 2.4-3 s for their first batch, and one iterator for the whole run sometimes
@@ -175,18 +189,31 @@ def fit(trainer: Trainer, batches: Callable[[], Iterable[tuple | DistillBatch]],
     hooks = keras.callbacks.CallbackList(callbacks, model=trainer, epochs=epochs)
     trainer.stop_training = False
     hooks.on_train_begin()
-    for epoch in range(epochs):
-        trainer.reset_metrics()
-        hooks.on_epoch_begin(epoch)
-        logs = {}
-        for batch in batches():
-            logs.update(distill_step(*batch) if isinstance(batch, DistillBatch) else step(batch))
-            if on_batch is not None:
-                on_batch(epoch)
-        epoch_logs = {name: float(value) for name, value in logs.items()}
-        hooks.on_epoch_end(epoch, epoch_logs)
-        if trainer.stop_training:
-            break
+    first, skip = 0, 0
+    if resumed is not None:
+        checkpoints.restore(trainer, callbacks, resumed)  # after on_train_begin, which resets early stopping
+        first, skip = resumed.epoch, resumed.batch
+        rng.bit_generator.state = resumed.meta["position"]["rng"]
+    with checkpoints.stop_on_signals() if checkpoints else nullcontext():
+        for epoch in range(first, epochs):
+            if not (epoch == first and skip):  # resuming mid-epoch: the running metrics were restored
+                trainer.reset_metrics()
+            epoch_rng = rng.bit_generator.state
+            hooks.on_epoch_begin(epoch)
+            for done, batch in enumerate(batches(rng), 1):
+                if epoch == first and done <= skip:  # drawn again, as the first sitting drew it, and skipped
+                    continue
+                distill_step(*batch) if isinstance(batch, DistillBatch) else step(batch)
+                if on_batch is not None:
+                    on_batch(epoch)
+                if checkpoints is not None and checkpoints.stop_requested.is_set():
+                    checkpoints.save(trainer, callbacks, epoch, done, epoch_rng)
+                    raise checkpoints.interrupted(epoch, epochs, done)
+            hooks.on_epoch_end(epoch, {m.name: float(m.result()) for m in trainer.metrics})
+            if checkpoints is not None:
+                checkpoints.save(trainer, callbacks, epoch + 1, 0, rng.bit_generator.state)
+            if trainer.stop_training:
+                break
     hooks.on_train_end()
 
 
@@ -211,8 +238,7 @@ class Validation(keras.callbacks.Callback):
                                  for rows in length_sorted_batches(pairs.ids, encode_batch)]
         pair_order = np.lexsort((pairs.longer_side, pairs.lengths))
         self.pair_batches = [pair_order[i : i + batch_size] for i in range(0, len(pair_order), batch_size)]
-        encoder = trainer.encoder
-        self.encode = tf.function(lambda ids: encoder_forward(encoder, ids), input_signature=[_IDS])
+        self.encode = tf.function(lambda ids: trainer.encode(ids), input_signature=[_IDS])
 
     def on_epoch_end(self, epoch, logs=None):
         p = self.pairs
@@ -255,19 +281,52 @@ class AveragedWeights(keras.callbacks.Callback):
         self.stepped = [v.numpy() for v in variables]
         self.trainer.optimizer.finalize_variable_values(variables)
 
+    def checkpoint_state(self) -> tuple[dict, list[np.ndarray]]:
+        return {"stepped": self.stepped is not None}, list(self.stepped or [])
+
+    def restore_checkpoint_state(self, small: dict, arrays: list[np.ndarray]) -> None:
+        self.stepped = arrays if small["stepped"] else None
+
 
 class EpochReporter(keras.callbacks.Callback):
+    """Appends each epoch's metrics and seconds to ``history`` and tells ``on_epoch_end``.
+    An epoch split by a checkpoint counts the seconds of both sittings."""
+
     def __init__(self, epochs: int, history: list[dict], on_epoch_end: Callable[[int, int, dict], None] | None):
         super().__init__()
         self.epochs, self.history, self.on_epoch_end_fn = epochs, history, on_epoch_end
-        self.started = 0.0
+        self.started: float | None = None
+        self.carried = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started, self.carried = time.perf_counter() - self.carried, 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                   "seconds": round(time.perf_counter() - self.started, 2)}
+        self.started = None
         self.history.append(record)
         if self.on_epoch_end_fn:
             self.on_epoch_end_fn(epoch + 1, self.epochs, record)
+
+    def checkpoint_state(self) -> tuple[dict, list[np.ndarray]]:
+        elapsed = 0.0 if self.started is None else time.perf_counter() - self.started
+        return {"history": self.history, "elapsed": elapsed}, []
+
+    def restore_checkpoint_state(self, small: dict, arrays: list[np.ndarray]) -> None:
+        self.history[:] = small["history"]
+        self.carried = small["elapsed"]
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's, with its state in checkpoints (the best epoch, its weights, the epochs waited)."""
+
+    def checkpoint_state(self) -> tuple[dict, list[np.ndarray]]:
+        weights, best = self.best_weights, None if self.best is None else float(self.best)
+        return ({"wait": self.wait, "stopped_epoch": self.stopped_epoch, "best": best, "best_epoch": self.best_epoch,
+                 "has_weights": weights is not None}, list(weights or []))
+
+    def restore_checkpoint_state(self, small: dict, arrays: list[np.ndarray]) -> None:
+        self.wait, self.stopped_epoch, self.best = small["wait"], small["stopped_epoch"], small["best"]
+        self.best_epoch = small["best_epoch"]
+        self.best_weights = arrays if small["has_weights"] else None

@@ -48,8 +48,11 @@ student's over -L1 times a learned scale. Its batches are interleaved at random 
 objective's. The teacher's vectors are computed once per sentence (``teacher.TeacherCache``);
 nothing of the teacher is stored in the model or needed to encode.
 
+Architecture (``TrainConfig.architecture``, ``architectures.ARCHITECTURES``): the shared
+encoder's network and its sizes (``encoder_settings``); the recipe's BiLSTM by default.
+
 Fine-tuning (``train(init=encoder)``): training starts from a model's vocabulary, character
-vectors and LSTM weights instead of from scratch (``EncoderConfig`` sizes are the model's).
+vectors and network weights instead of from scratch (its architecture and sizes are the model's).
 Characters the model has never seen join the vocabulary when they occur at least
 ``vectors.NEW_CHAR_MIN_COUNT`` times in the training text, with vectors mapped into the model's
 space (``vectors.extend_embedding``); rarer ones are read as the unknown character. Both
@@ -58,9 +61,9 @@ counts are logged and recorded in the model's training record.
 Speed: batches are bucketed by length, so a batch is padded only to its own longest
 sentence, and a sentence that occurs several times in a batch is encoded once
 (``batching.epoch_batches``); validation encodes each distinct validation sentence once per
-epoch (``trainer.Validation``). Both compute the encoder with ``model.encoder_forward`` (the
-same weights and outputs as the Keras model, 1.25-1.3x faster per step on a CPU; Keras's
-own layers with a GPU). The training step is traced once for variable shapes and not
+epoch (``trainer.Validation``). Both compute the encoder with ``Architecture.forward`` (for the
+BiLSTM: the same weights and outputs as the Keras model, 1.25-1.3x faster per step on a CPU;
+Keras's own layers with a GPU). The training step is traced once for variable shapes and not
 XLA-compiled (XLA recompiles for every shape: measured over 10× slower); ``trainer.fit``
 runs it over the epochs.
 
@@ -76,19 +79,21 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .architecture import EMBEDDING_LAYER, LSTM_LAYERS, EncoderConfig
+from .architectures import DEFAULT_ARCHITECTURE, EMBEDDING_LAYER, Architecture, EncoderConfig, architecture_named
 from .calibration import FIT_SAMPLE
+from .checkpoint import Checkpoints, Resumed, inputs_digest
 from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
 from .evaluation import best_threshold, pair_metrics
 from .keras_runtime import load
+from .storage import sha256_file
 from .teacher import Teacher, TeacherCache, load_teacher, nearest_neighbours
 from .text import Vocabulary, char_counts, is_blank, normalize
 from .vectors import (
@@ -153,6 +158,11 @@ class TrainConfig:
     """With a teacher: the temperature of its softmax over cosine similarities."""
     neighbours: int = 8
     """With a teacher: each anchor's partner is drawn from its this many nearest sentences."""
+    architecture: str | None = None
+    """The shared encoder's network (``architectures.ARCHITECTURES``): None for the recipe's
+    BiLSTM, or, with ``init``, the model's own."""
+    encoder_settings: dict = field(default_factory=dict)
+    """The architecture's sizes that differ from its defaults, e.g. ``{"lstm_units": [256, 64]}``."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "embedding_dim"):
@@ -176,6 +186,16 @@ class TrainConfig:
             raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
         if self.monitor not in MONITORS:
             raise InputError(f"monitor must be one of {', '.join(MONITORS)}, not {self.monitor!r}")
+        if self.encoder_settings or self.architecture is not None:
+            self.network()  # an unknown architecture or setting fails here, before any work
+
+    def network(self) -> Architecture:
+        """The architecture these settings ask for (the recipe's BiLSTM when none is named).
+        Example: ``TrainConfig(architecture="cnn", encoder_settings={"filters": 128}).network()``."""
+        try:
+            return architecture_named(self.architecture or DEFAULT_ARCHITECTURE, self.encoder_settings)
+        except ValueError as e:
+            raise InputError(str(e), argument="architecture") from None
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -244,16 +264,21 @@ def _character_vectors(texts: list[str], vectors: str | Path | None, config: Tra
 
 
 def _starting_point(texts: list[str], vectors: str | Path | None, config: TrainConfig, init: Encoder | None):
-    """The vocabulary, the embedding matrix, the LSTM layers' weights to start from (None: fresh)
-    and what the training record says of them: fitted on ``texts``, or ``init``'s extended
-    with the characters it lacks (the rule in the module docstring)."""
+    """The vocabulary, the embedding matrix, the network, its layers' weights to start from
+    by layer name (None: fresh) and what the training record says of them: fitted on
+    ``texts``, or ``init``'s extended with the characters it lacks (the rule in the module
+    docstring)."""
     if init is None:
         vocab = Vocabulary.fit(texts)
         kv, source = _character_vectors(texts, vectors, config, config.embedding_dim)
-        return vocab, embedding_matrix(vocab, kv, config.seed), None, {"vectors": source}
+        return vocab, embedding_matrix(vocab, kv, config.seed), config.network(), None, {"vectors": source}
     if vectors is not None:
         raise InputError("init starts from the model's own character vectors; a vectors file cannot be given with it",
                          argument="init")
+    network = init.config.architecture
+    if (config.architecture is not None or config.encoder_settings) and config.network() != network:
+        raise InputError(f"init starts from the model's own network ({network.name}, "
+                         f"{network.settings()}); leave the architecture and its settings out", argument="init")
     model = init.keras_model()
     matrix = model.get_layer(EMBEDDING_LAYER).get_weights()[0]
     counts = char_counts(texts)
@@ -268,8 +293,9 @@ def _starting_point(texts: list[str], vectors: str | Path | None, config: TrainC
     record = {"init": {"fingerprint": init.fingerprint, "characters": len(init.vocab.chars),
                        "new_characters": len(new), "unknown_characters": len(unseen) - len(new),
                        "new_char_min_count": NEW_CHAR_MIN_COUNT}}
-    return (Vocabulary(init.vocab.chars + new), matrix, [model.get_layer(n).get_weights() for n in LSTM_LAYERS],
-            record)
+    weights = {layer.name: layer.get_weights() for layer in model.layers
+               if layer.weights and layer.name != EMBEDDING_LAYER}
+    return Vocabulary(init.vocab.chars + new), matrix, network, weights, record
 
 
 def _distillation(texts: list[str], vocab: Vocabulary, teacher: Teacher, config: TrainConfig):
@@ -301,25 +327,26 @@ def _distillation(texts: list[str], vocab: Vocabulary, teacher: Teacher, config:
 
 
 def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabulary, matrix: np.ndarray,
-                   lstm_weights: list | None, distill: DistillIds | None, config: TrainConfig,
-                   on_epoch_end: EpochCallback | None, progress: Progress | None):
-    """Build the encoder (from ``matrix`` and, when fine-tuning, ``lstm_weights``) and its
-    trainer, and run the epochs. Returns the Keras encoder, its config, the trainer, the
+                   network: Architecture, weights: dict | None, distill: DistillIds | None, config: TrainConfig,
+                   on_epoch_end: EpochCallback | None, progress: Progress | None, checkpoints: Checkpoints | None,
+                   resumed: Resumed | None):
+    """Build the encoder (``network`` over ``matrix`` and, when fine-tuning, its layers'
+    ``weights``) and its trainer, and run the epochs. Returns the Keras encoder, its config, the trainer, the
     epochs' history, the epoch kept and whether weights were averaged."""
     keras = load()
     from .batching import PairIds, epoch_batches, mixed_epoch
     from .model import build_encoder
-    from .trainer import AveragedWeights, EpochReporter, Trainer, Validation, fit
+    from .trainer import AveragedWeights, EarlyStopping, EpochReporter, Trainer, Validation, fit
 
-    units = (128, 32) if lstm_weights is None else tuple(w[1].shape[0] for w in lstm_weights)  # recurrent kernels
-    enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=matrix.shape[1], lstm_units=units,
+    enc_config = EncoderConfig(vocab_size=len(vocab), embedding_dim=matrix.shape[1], architecture=network,
                                max_length=config.max_length, dropout=config.dropout)
     model = build_encoder(enc_config)
     model.get_layer(EMBEDDING_LAYER).set_weights([matrix])
     model.get_layer(EMBEDDING_LAYER).trainable = config.fine_tune_vectors
-    for name, weights in zip(LSTM_LAYERS, lstm_weights or ()):
-        model.get_layer(name).set_weights(weights)
-    trainer = Trainer(model, config.objective, config.temperature, config.distill_weight if distill else 0.0)
+    for name, layer_weights in (weights or {}).items():
+        model.get_layer(name).set_weights(layer_weights)
+    trainer = Trainer(model, network, config.objective, config.temperature,
+                      config.distill_weight if distill else 0.0)
     table = PairIds.of(used, vocab, config.max_length, negatives=pairs if config.hard_negatives else None)
     pair_steps = -(-len(table.labels) // config.batch_size)
     distill_steps = distill.batch_count(config.batch_size) if distill else 0
@@ -335,11 +362,11 @@ def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabu
     callbacks.append(EpochReporter(config.epochs, history, on_epoch_end))
     stopper = None
     if valid is not None and config.patience:
-        stopper = keras.callbacks.EarlyStopping(config.monitor, patience=config.patience,
+        stopper = EarlyStopping(config.monitor, patience=config.patience,
                                                 mode=MONITORS[config.monitor], restore_best_weights=True)
         callbacks.append(stopper)
 
-    def batches():
+    def batches(rng: np.random.Generator):
         pair_batches = epoch_batches(table, config.batch_size, rng, group_shared=config.objective == "bce",
                                      hard_negatives=config.hard_negatives, char_mask=config.char_mask)
         if not distill:
@@ -349,7 +376,7 @@ def _train_encoder(used: Pairs, pairs: Pairs, valid: Pairs | None, vocab: Vocabu
 
     steps = pair_steps + distill_steps
     on_batch = None if progress is None else (lambda epoch: progress(f"epoch {epoch + 1}/{config.epochs}", 1, steps))
-    fit(trainer, batches, config.epochs, callbacks, on_batch)
+    fit(trainer, batches, config.epochs, callbacks, rng, on_batch, checkpoints, resumed)
     kept = len(history) if stopper is None else stopper.best_epoch + 1  # the epoch whose weights it restored
     return model, enc_config, trainer, history, kept, bool(average)
 
@@ -375,10 +402,30 @@ def _set_threshold_and_match(encoder: Encoder, trainer, pairs: Pairs, valid: Pai
         encoder.calibrate(sample, held_out=False)
 
 
+def _checkpoints(checkpoint_dir: str | Path | None, resume: bool, pairs: Pairs, valid: Pairs | None,
+                 unlabelled: Sequence[str], config: TrainConfig, vectors: str | Path | None, init: Encoder | None,
+                 teacher: Teacher | None) -> tuple[Checkpoints | None, Resumed | None]:
+    """The run's checkpoint folder (None without one) and, with ``resume``, the state saved there."""
+    if checkpoint_dir is None:
+        if resume:
+            raise InputError("resume needs the checkpoint folder of the run to continue", argument="checkpoint_dir")
+        return None, None
+    digest = inputs_digest(
+        pairs.left, pairs.right, pairs.labels, *((valid.left, valid.right, valid.labels) if valid else ()),
+        list(unlabelled), asdict(config), sha256_file(Path(vectors)) if vectors else None,
+        init.fingerprint if init else None, [teacher.name, teacher.version] if teacher else None)
+    checkpoints = Checkpoints(Path(checkpoint_dir), digest)
+    if not resume:
+        checkpoints.check_new()
+        return checkpoints, None
+    return checkpoints, checkpoints.read()
+
+
 def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainConfig(),
           vectors: str | Path | None = None, on_epoch_end: EpochCallback | None = None,
           teacher: str | Teacher | None = None, unlabelled: Sequence[str] = (),
-          init: Encoder | None = None, progress: Progress | None = None) -> Encoder:
+          init: Encoder | None = None, progress: Progress | None = None,
+          checkpoint_dir: str | Path | None = None, resume: bool = False) -> Encoder:
     """Train the Siamese network and return its shared encoder (save it with ``Encoder.save``).
 
     ``teacher``: a teacher's name (``teacher.TEACHERS``) or object, whose similarity structure
@@ -386,8 +433,13 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     to index, general text). ``init``: a model to fine-tune instead of starting from scratch.
     ``progress(stage, n, total)`` is told of every batch, stage ``"epoch E/N"`` (as
     ``SearchIndex.build`` tells its stages), ``on_epoch_end`` of every epoch's metrics.
+    ``checkpoint_dir``: a folder for a resumable state, written at every epoch and when the
+    process is asked to stop (``checkpoint.py``; the stop raises ``TrainingInterrupted``);
+    ``resume``: continue the run saved there, given the same inputs.
 
-    Example: ``train(read_pairs("pairs.tsv"), valid=read_pairs("dev.tsv"), config=PRESETS["search"])``.
+    Example: ``train(read_pairs("pairs.tsv"), valid=read_pairs("dev.tsv"), config=PRESETS["search"])``;
+    ``train(pairs, config=cfg, checkpoint_dir="ckpt")`` and, after a stop,
+    ``train(pairs, config=cfg, checkpoint_dir="ckpt", resume=True)``.
     """
     started = time.perf_counter()
     used = _pairs_used(pairs, valid, config)
@@ -395,12 +447,23 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         raise InputError("unlabelled text is learned from a teacher; name one, or leave the text out",
                          argument="unlabelled")
     teacher = load_teacher(teacher) if isinstance(teacher, str) else teacher  # fails fast when its extra is missing
+    checkpoints, resumed = _checkpoints(checkpoint_dir, resume, pairs, valid, unlabelled, config, vectors, init,
+                                        teacher)
     texts = pairs.left + pairs.right + [t for t in unlabelled if not is_blank(t)]
     load().utils.set_random_seed(config.seed)  # training starts: TensorFlow is loaded here, not on import
-    vocab, matrix, lstm_weights, start_record = _starting_point(texts, vectors, config, init)
+    if resumed is None:
+        vocab, matrix, network, weights, start_record = _starting_point(texts, vectors, config, init)
+        if checkpoints is not None:
+            checkpoints.start = {"vocab": vocab.chars, "encoder": EncoderConfig(
+                len(vocab), matrix.shape[1], network).to_dict(), "record": start_record}
+    else:  # the vectors and weights come from the checkpoint: only their shapes are needed here
+        vocab, saved = Vocabulary(checkpoints.start["vocab"]), EncoderConfig.from_dict(checkpoints.start["encoder"])
+        matrix, network, weights = np.zeros((len(vocab), saved.embedding_dim), np.float32), saved.architecture, None
+        start_record = checkpoints.start["record"]
     distill, teacher_record = _distillation(texts, vocab, teacher, config) if teacher else (None, None)
     model, enc_config, trainer, history, kept, averaged = _train_encoder(
-        used, pairs, valid, vocab, matrix, lstm_weights, distill, config, on_epoch_end, progress)
+        used, pairs, valid, vocab, matrix, network, weights, distill, config, on_epoch_end, progress, checkpoints,
+        resumed)
     encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
     _set_threshold_and_match(encoder, trainer, pairs, valid, config)
     encoder.training = {
@@ -413,6 +476,10 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
         "weights_averaged": averaged,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if checkpoints is not None:  # every process that trained it, and the seconds of all of them
+        sittings = checkpoints.sittings_now(len(history))
+        encoder.training["sittings"] = sittings
+        encoder.training["seconds"] = round(encoder.training["seconds"] + sum(s["seconds"] for s in sittings[:-1]), 1)
     if teacher_record:
         encoder.training["teacher"] = {**teacher_record, "unlabelled": len(texts) - 2 * len(pairs)}
     if config.objective == "margin":

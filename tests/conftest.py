@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,23 @@ def shared_file(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"needs ../shared/data/{relative} (research-only data kept beside the repo, not shipped)")
     return path
+
+
+class CharTeacher:
+    """A stand-in teacher: unit-length bags of hashed characters, counting what it encodes."""
+
+    name, version, dim = "chars", "1", 32
+
+    def __init__(self):
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded += list(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            for c in t:
+                out[i, zlib.crc32(c.encode()) % self.dim] += 1
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def keras_scores(encoder, left: list[str], right: list[str]) -> np.ndarray:
@@ -63,6 +81,24 @@ def sample_encoder():
     from siamsearch.demo import SAMPLE_PAIRS
 
     return train(read_pairs(SAMPLE_PAIRS), config=TrainConfig(epochs=3, seed=1))
+
+
+@pytest.fixture(scope="session")
+def architecture_encoder(sample_encoder):
+    """``get(name)``: a model of each architecture of the registry, trained as ``sample_encoder``
+    is (the BiLSTM's is ``sample_encoder`` itself), each once a session."""
+    from siamsearch import TrainConfig, read_pairs, train
+    from siamsearch.architectures import DEFAULT_ARCHITECTURE
+    from siamsearch.demo import SAMPLE_PAIRS
+
+    trained = {DEFAULT_ARCHITECTURE: sample_encoder}
+
+    def get(name: str):
+        if name not in trained:
+            trained[name] = train(read_pairs(SAMPLE_PAIRS), config=TrainConfig(epochs=3, seed=1, architecture=name))
+        return trained[name]
+
+    return get
 
 
 @pytest.fixture(scope="session")

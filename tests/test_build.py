@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from siamsearch import Encoder, InputError, SearchIndex
 from siamsearch import build as build_module
 from siamsearch import kinds as kinds_module
+from siamsearch.architectures import ARCHITECTURES
 from siamsearch.build import build_index, corpus_sources, make_engine
 from siamsearch.cli import main
 from siamsearch.data import read_corpus, stream_corpus
@@ -242,6 +243,16 @@ def in_thread(fn):
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, out
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_ray_build_of_each_architecture_equals_the_one_process_build(ray_cluster, architecture_encoder, corpus_file,
+                                                                     tmp_path, name):
+    encoder = architecture_encoder(name)
+    build_index(corpus_file, tmp_path / "local", encoder, kind="flat", chunk_size=450)
+    build_index(corpus_file, tmp_path / "ray", encoder, kind="flat", chunk_size=450,
+                engine=make_engine("ray", workers=2))
+    assert_same_index(tmp_path / "local", tmp_path / "ray")
 
 
 def test_ray_build_equals_the_one_process_build(ray_cluster, encoder, corpus_file, tmp_path):

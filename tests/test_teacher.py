@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -19,24 +18,7 @@ from siamsearch.errors import InputError
 from siamsearch.teacher import TeacherCache, nearest_neighbours
 from siamsearch.text import Vocabulary
 
-from .conftest import evaluate_json, keras_scores
-
-
-class CharTeacher:
-    """A stand-in teacher: unit-length bags of hashed characters, counting what it encodes."""
-
-    name, version, dim = "chars", "1", 32
-
-    def __init__(self):
-        self.encoded: list[str] = []
-
-    def encode(self, texts):
-        self.encoded += list(texts)
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, t in enumerate(texts):
-            for c in t:
-                out[i, zlib.crc32(c.encode()) % self.dim] += 1
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+from .conftest import CharTeacher, evaluate_json, keras_scores
 
 
 def test_teacher_targets_and_the_distillation_loss_match_hand_computed_values():
@@ -143,7 +125,7 @@ def test_init_starts_from_the_model_adds_characters_seen_twice_and_keeps_the_con
     assert tuned.vocab.ids(rare_char, 5) == [1]  # seen once: the unknown character
     assert tuned.training["init"] == {"fingerprint": base.fingerprint, "characters": len(base.vocab.chars),
                                       "new_characters": 1, "unknown_characters": 1, "new_char_min_count": 2}
-    assert tuned.config.lstm_units == base.config.lstm_units
+    assert tuned.config.architecture == base.config.architecture
     index = SearchIndex.build(sample_faq.texts, tuned, ids=sample_faq.ids)
     hits = index.search(f"{new_char}怎么退货", 5)
     assert [h.score for h in hits] == pytest.approx(

@@ -45,16 +45,18 @@ def test_in_batch_loss_matches_the_definition():
     assert want > numpy_in_batch_loss(a, b, labels, ga, gb, 0.5)
 
 
-def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
-    """Training runs ``encoder_forward``; the Keras model is what is saved and exported. They
-    must be one function of the weights: same outputs, same gradients (vectors included)."""
+@pytest.mark.parametrize("units", [(8, 4), (6,), (8, 6, 4)])
+def test_the_training_forward_computes_the_keras_encoder_and_its_gradients(units):
+    """Training runs ``BiLSTM.forward``; the Keras model is what is saved and exported. They
+    must be one function of the weights: same outputs, same gradients (vectors included),
+    for any number of layers."""
     import tensorflow as tf
 
-    from siamsearch.architecture import EMBEDDING_LAYER, EncoderConfig
+    from siamsearch.architectures import EMBEDDING_LAYER, BiLSTM, EncoderConfig
     from siamsearch.encoder import probe_ids
-    from siamsearch.model import build_encoder, encoder_forward
+    from siamsearch.model import build_encoder
 
-    config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, lstm_units=(8, 4))
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, architecture=BiLSTM(units))
     model = build_encoder(config)
     embedding = model.get_layer(EMBEDDING_LAYER)
     rng = np.random.default_rng(1)
@@ -62,7 +64,7 @@ def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
     embedding.trainable = True
     model.set_weights([w + rng.normal(0, 0.3, size=w.shape).astype(np.float32) for w in model.get_weights()])
     ids = probe_ids(config)[::-1]  # rows of 40 down to 1 characters, right-padded
-    weights = tf.constant(rng.normal(size=(len(ids), 8)).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(len(ids), config.output_dim)).astype(np.float32))
 
     def value_and_gradients(forward):
         with tf.GradientTape() as tape:
@@ -71,8 +73,8 @@ def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
         return out.numpy(), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
 
     keras_out, keras_grads = value_and_gradients(lambda x: model(x, training=False))
-    out, grads = value_and_gradients(lambda x: encoder_forward(model, x))
-    assert len(model.trainable_variables) == 1 + 2 * 2 * 3  # vectors; 2 BiLSTMs × 2 directions × (W, U, b)
+    out, grads = value_and_gradients(lambda x: config.architecture.forward(model, x))
+    assert len(model.trainable_variables) == 1 + len(units) * 2 * 3  # vectors; BiLSTMs × 2 directions × (W, U, b)
     np.testing.assert_allclose(out, keras_out, atol=1e-5)
     for got, want, variable in zip(grads, keras_grads, model.trainable_variables):
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=variable.path)
@@ -81,14 +83,14 @@ def test_the_training_forward_computes_the_keras_encoder_and_its_gradients():
 def test_with_a_gpu_training_uses_the_keras_layers_and_their_cudnn_kernels(monkeypatch):
     import tensorflow as tf
 
-    from siamsearch.architecture import EncoderConfig
+    from siamsearch.architectures import BiLSTM, EncoderConfig
     from siamsearch.encoder import probe_ids
-    from siamsearch.model import build_encoder, encoder_forward
+    from siamsearch.model import build_encoder
 
-    config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, lstm_units=(8, 4))
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, architecture=BiLSTM((8, 4)))
     model, ids = build_encoder(config), probe_ids(config)
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
-    np.testing.assert_array_equal(encoder_forward(model, ids), model(ids, training=False))
+    np.testing.assert_array_equal(config.architecture.forward(model, ids), model(ids, training=False))
 
 
 def test_contrastive_trains_on_positive_pairs_and_records_its_settings():
@@ -170,7 +172,7 @@ def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_
     the weights of the epoch with the lowest val_loss."""
     import keras
 
-    from siamsearch.architecture import EncoderConfig
+    from siamsearch.architectures import EncoderConfig
     from siamsearch.batching import PairIds, epoch_batches
     from siamsearch.model import build_encoder
     from siamsearch.text import Vocabulary
@@ -179,8 +181,8 @@ def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     keras.utils.set_random_seed(1)
-    trainer = Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
-                                                   dropout=0.5)), "bce", 1.0)
+    config = EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100, dropout=0.5)
+    trainer = Trainer(build_encoder(config), config.architecture, "bce", 1.0)
     trainer.compile(optimizer=keras.optimizers.Nadam(0.01))
     table, rng = PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
     weights = []
@@ -190,8 +192,8 @@ def test_the_training_loop_trains_every_batch_stops_early_and_restores_the_best_
             logs["val_loss"] = [3.0, 1.0, 2.0, 4.0, 0.5, 0.1][epoch]  # lowest at epoch 2, then 2 epochs worse
             weights.append(trainer.get_weights())
 
-    fit(trainer, lambda: epoch_batches(table, 16, rng), 6,
-         [FixedValidation(), keras.callbacks.EarlyStopping("val_loss", patience=2, restore_best_weights=True)])
+    fit(trainer, lambda rng: epoch_batches(table, 16, rng), 6,
+        [FixedValidation(), keras.callbacks.EarlyStopping("val_loss", patience=2, restore_best_weights=True)], rng)
     assert len(weights) == 4
     assert int(trainer.optimizer.iterations) == 4 * -(-len(pairs) // 16)  # one step for every batch of every epoch
     assert not all(np.array_equal(a, b) for a, b in zip(weights[1], weights[3]))
@@ -204,7 +206,7 @@ def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_
     start), and the next epoch's first step starts from the last step's own weights."""
     import keras
 
-    from siamsearch.architecture import EncoderConfig
+    from siamsearch.architectures import EncoderConfig
     from siamsearch.batching import PairIds, epoch_batches
     from siamsearch.model import build_encoder
     from siamsearch.text import Vocabulary
@@ -213,8 +215,8 @@ def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     keras.utils.set_random_seed(2)
-    trainer = Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
-                                                   dropout=0.5)), "bce", 1.0)
+    config = EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100, dropout=0.5)
+    trainer = Trainer(build_encoder(config), config.architecture, "bce", 1.0)
     trainer.compile(optimizer=keras.optimizers.Nadam(0.01, use_ema=True, ema_momentum=0.5))
     table, rng = PairIds.of(pairs, vocab, 100), np.random.default_rng(0)
     before, after, at_epoch_end = [], [], []
@@ -222,7 +224,7 @@ def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_
     def weights():
         return [v.numpy() for v in trainer.trainable_variables]
 
-    def batches():
+    def batches(rng):
         for batch in epoch_batches(table, 16, rng):
             before.append(weights())
             yield batch
@@ -232,7 +234,7 @@ def test_averaging_shows_the_moving_average_after_each_epoch_and_trains_on_from_
         def on_epoch_end(self, epoch, logs=None):
             at_epoch_end.append((len(after), weights()))
 
-    fit(trainer, batches, 2, [AveragedWeights(trainer), Seen()])
+    fit(trainer, batches, 2, [AveragedWeights(trainer), Seen()], rng)
     steps = len(after) // 2
     assert steps > 1
     for done, seen in at_epoch_end:
@@ -253,7 +255,7 @@ def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(object
     import keras
     from sklearn.metrics import roc_auc_score
 
-    from siamsearch.architecture import EncoderConfig
+    from siamsearch.architectures import EncoderConfig
     from siamsearch.batching import PairIds
     from siamsearch.model import build_encoder
     from siamsearch.text import Vocabulary, pad
@@ -262,8 +264,8 @@ def test_validation_equals_the_loss_of_each_pair_batch_encoded_on_its_own(object
     pairs = read_pairs(SAMPLE_PAIRS)
     vocab = Vocabulary.fit(pairs.left + pairs.right)
     keras.utils.set_random_seed(1)
-    trainer = Trainer(build_encoder(EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100,
-                                                   dropout=0.5)), objective, 0.5)
+    config = EncoderConfig(vocab_size=len(vocab), embedding_dim=8, max_length=100, dropout=0.5)
+    trainer = Trainer(build_encoder(config), config.architecture, objective, 0.5)
     table = PairIds.of(pairs, vocab, 100)
     validation = Validation(trainer, table, batch_size=16)
     logs = {}
