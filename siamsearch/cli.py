@@ -25,6 +25,7 @@ from .architectures import ARCHITECTURES
 from .choice import parse_bytes
 from .errors import BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
 from .kinds import HNSW
+from .shipped import shipped_models
 from .version import __version__
 
 if TYPE_CHECKING:  # the service imports FastAPI, which only 'serve' needs
@@ -51,7 +52,8 @@ def cli_message(error: SiamsearchError) -> str:
 
 _MODEL_OPTION = click.option(
     "--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
-    help="Model directory written by 'siamsearch train'; default: the model shipped with siamsearch.")
+    help="Model directory written by 'siamsearch train', or a shipped model's name (" + ", ".join(shipped_models())
+         + "; 'siamsearch info --models' says what each is); default: the shipped default.")
 
 
 class _Group(click.Group):
@@ -264,8 +266,9 @@ def main() -> None:
                    "sentences a line; or a CSV/TSV/JSONL corpus's 'text' column), e.g. the corpus you will index. "
                    "Repeatable.")
 @click.option("--init", "init_from",
-              help="Fine-tune a model instead of training from scratch: 'default' (the shipped model) or a model "
-                   "directory. Characters it has not seen are added when they occur at least twice.")
+              help="Fine-tune a model instead of training from scratch: a shipped model's name ("
+                   + ", ".join(shipped_models()) + ") or a model directory. Characters it has not seen are added "
+                   "when they occur at least twice.")
 @click.option("--distill-weight", type=click.FloatRange(min=0, min_open=True),
               help="With --teacher: weight of its loss. [1.0]")
 @click.option("--teacher-temperature", type=click.FloatRange(min=0, min_open=True),
@@ -313,8 +316,8 @@ def train(pairs: Path | None, out: Path | None, checkpoint_dir: Path | None, res
         write_json_atomic(checkpoint_dir / RUN_COMMAND, {
             **options, "pairs": absolute(pairs), "out": absolute(out), "valid": absolute(options["valid"]),
             "vectors": absolute(options["vectors"]), "unlabelled": [absolute(p) for p in options["unlabelled"]],
-            "init_from": options["init_from"] if options["init_from"] in (None, "default")
-            else absolute(Path(options["init_from"]))})
+            "init_from": absolute(Path(options["init_from"])) if options["init_from"] and Path(
+                options["init_from"]).is_dir() else options["init_from"]})
     _train(pairs, out, checkpoint_dir, resume_dir is not None, **options)
 
 
@@ -337,7 +340,7 @@ def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, va
     check_model_path(out)
     config = replace(PRESETS[preset], **{k: v for k, v in settings.items() if v is not None})
     teacher_model = load_teacher(teacher) if teacher else None  # a missing extra fails before any reading
-    init = None if init_from is None else Encoder.load(None if init_from == "default" else Path(init_from))
+    init = None if init_from is None else Encoder.load(init_from)
     train_pairs = read_pairs(pairs, _columns(columns))
     valid_pairs = read_pairs(valid, _columns(columns)) if valid else None
     more = [s for path in unlabelled for s in read_sentences(path)]
@@ -787,19 +790,34 @@ def _model_lines(m: dict, indent: str = "  ") -> list[str]:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def info(path: Path, as_json: bool) -> None:
+def info(path: Path | None, as_json: bool) -> None:
     """Say what a model directory or an index folder is: fingerprint, training and metrics;
-    kind, parameters, documents, tombstones, generations; sizes on disk.
+    kind, parameters, documents, tombstones, generations; sizes on disk. Without PATH: the
+    shipped models, what each was trained on and its headline figures.
 
     \b
     Example:
+      siamsearch info
       siamsearch info indexes/demo
-      siamsearch info siamsearch/models/default --json
+      siamsearch info bq --json
     """
-    from .info import describe
+    from .info import describe, describe_shipped
 
+    if path is None:
+        models = describe_shipped()
+        if as_json:
+            click.echo(json.dumps(models, ensure_ascii=False))
+            return
+        for m in models:
+            pairs = m["training"].get("pairs") or {}
+            teacher = m["training"].get("teacher")
+            click.echo(f"{m['name']}: fingerprint {m['fingerprint'][:12]}, {m['network']}, {m['characters']:,} "
+                       f"characters; trained on {pairs.get('n', 0):,} pairs"
+                       + (f" with the {teacher['name']} teacher" if teacher else "")
+                       + f"\n  {m['headline'] or 'no headline in its card'}")
+        return
     found = describe(path)
     if as_json:
         click.echo(json.dumps(found, ensure_ascii=False))

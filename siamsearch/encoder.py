@@ -44,6 +44,7 @@ from .calibration import Calibration
 from .calibration import fit as calibrate_fit
 from .errors import TRAIN_MODEL, InputError, ModelDirectoryError, SiamsearchError
 from .scoring import exp_neg_l1
+from .shipped import model_path, shipped_models
 from .storage import check_output_dir, sha256_bytes, staged_directory, write_json, write_json_atomic
 from .system import available_cpus
 from .text import Vocabulary, first_blank, length_sorted_batches, pad
@@ -62,8 +63,9 @@ ENCODE_BATCH = 64  # measured fastest per thread for onnxruntime's LSTM on 2 cor
 ENCODE_CHUNK = 100_000
 EXPORT_TOLERANCE = 1e-5
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
-"""The model shipped with siamsearch (see its MODEL_CARD.md): what ``Encoder.load()`` opens without a path."""
+DEFAULT_MODEL = model_path()
+"""The model shipped with siamsearch as its default (see its MODEL_CARD.md): what ``Encoder.load()``
+opens without a path; ``shipped.shipped_models()`` lists every shipped model."""
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished, for progress bars."""
@@ -316,12 +318,14 @@ class Encoder:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Encoder:
-        """Load a model directory (default: the shipped model, ``DEFAULT_MODEL``); refuse one
-        that is incomplete, corrupted or of another format.
-        Example: ``Encoder.load()`` (the shipped model), ``Encoder.load("models/faq")``."""
-        path = DEFAULT_MODEL if path is None else Path(path)
+        """Load a model directory, or a shipped model by name (default: the ``default`` one;
+        ``shipped.model_path`` has the rule); refuse one that is incomplete, corrupted or of
+        another format. Example: ``Encoder.load()`` (the shipped default), ``Encoder.load("bq")``
+        (the shipped BQ specialist), ``Encoder.load("models/faq")``."""
+        path = model_path(path)
         if not path.is_dir():
-            raise ModelDirectoryError(f"{path}: no such model directory; {TRAIN_MODEL}", path=path)
+            raise ModelDirectoryError(f"{path}: no such model directory, nor a shipped model (those are "
+                                      f"{', '.join(shipped_models())}); {TRAIN_MODEL}", path=path)
 
         def damaged(why: str) -> ModelDirectoryError:
             return ModelDirectoryError.damaged(path, why)

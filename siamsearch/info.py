@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .encoder import CONFIG, Encoder, is_model_dir
 from .errors import InputError
+from .shipped import CARD, model_path, shipped_models
 
 
 def _bytes(path: Path) -> int:
@@ -75,11 +76,25 @@ def describe_index(path: str | Path) -> dict:
     }
 
 
+def describe_shipped() -> list[dict]:
+    """Every shipped model as ``describe_model`` says it, with its name and its card's headline
+    (the card's ``**Headline**:`` line: what it was trained on and its figures).
+    Example: ``[m["name"] for m in describe_shipped()]`` → ``['default', 'bq']``."""
+    found = []
+    for name, path in shipped_models().items():
+        card = (path / CARD).read_text(encoding="utf-8") if (path / CARD).is_file() else ""
+        headline = next((line.split(":", 1)[1].strip() for line in card.splitlines()
+                         if line.startswith("**Headline**:")), None)
+        found.append({"name": name, "headline": headline, **describe_model(path)})
+    return found
+
+
 def describe(path: str | Path) -> dict:
-    """``describe_index`` or ``describe_model``, whichever ``path`` is; an InputError if neither."""
+    """``describe_index`` or ``describe_model``, whichever ``path`` is (a shipped model's name
+    too); an InputError if neither."""
     from .index_folder import is_index
 
-    path = Path(path)
+    path = model_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory", path=path)
     if path.is_dir() and is_index(path):
