@@ -70,14 +70,17 @@ def test_the_shipped_model_has_a_held_out_calibration_that_survives_save_load_an
     assert pickle.loads(pickle.dumps(encoder)).calibration == encoder.calibration
 
 
-def test_the_shipped_calibration_holds_on_bq_test():
-    """Fitted on BQ dev; BQ test was not used for it (research-only data, skipped without it)."""
+@pytest.mark.parametrize("model, file, bound", [("bq", "bq/test.tsv", 0.05), ("default", "bq/test.tsv", 0.2),
+                                                 ("default", "afqmc/dev.txt", 0.1)])
+def test_the_shipped_calibrations_hold_where_they_were_measured(model, file, bound):
+    """bq: fitted on BQ dev; default: on four domains' dev pairs (docs/calibration.md), measured
+    0.018, 0.177 and 0.065 (AFQMC's test half). Test pairs were not used for either fit."""
     from siamsearch.calibration import report
     from siamsearch.evaluation import PairEvaluator
 
-    pairs = read_pairs(shared_file("bq/test.tsv"))
-    encoder = Encoder.load()
-    assert report(encoder.calibration, PairEvaluator(pairs).scores(encoder), pairs.labels)["ece"] < 0.05
+    pairs = read_pairs(shared_file(file))
+    encoder = Encoder.load(model)
+    assert report(encoder.calibration, PairEvaluator(pairs).scores(encoder), pairs.labels)["ece"] < bound
 
 
 def test_training_fits_a_calibration(sample_encoder):
@@ -92,8 +95,8 @@ def test_hits_carry_match_and_min_match_keeps_a_prefix():
     hits = index.search("我的退款什么时候能到账啊", 10)
     assert [h.match for h in hits] == pytest.approx(index.encoder.calibration([h.score for h in hits]).tolist())
     assert hits[0].to_dict()["match"] == hits[0].match
-    kept = index.search("我的退款什么时候能到账啊", 10, min_match=0.7)
-    assert kept == [h for h in hits if h.match >= 0.7] and 0 < len(kept) < 10
+    kept = index.search("我的退款什么时候能到账啊", 10, min_match=0.5)
+    assert kept == [h for h in hits if h.match >= 0.5] and 0 < len(kept) < 10
     with pytest.raises(InputError, match="min_match must be a probability"):
         index.search("退款", 10, min_match=1.5)
     bare = Encoder.load()
@@ -119,10 +122,10 @@ def test_cli_calibrate_in_place_keeps_the_directory_s_other_files(tmp_path):
 def test_cli_query_shows_match_and_filters_with_min_match(tmp_path):
     faq = read_corpus(SAMPLE_FAQ, text_column="question")
     SearchIndex.build(faq.texts, Encoder.load(), ids=faq.ids).save(tmp_path / "ix")
-    run = CliRunner().invoke(main, ["query", "--index", str(tmp_path / "ix"), "-k", "10", "--min-match", "0.7",
+    run = CliRunner().invoke(main, ["query", "--index", str(tmp_path / "ix"), "-k", "10", "--min-match", "0.5",
                                     "我的退款什么时候能到账啊"])
     assert run.exit_code == 0 and "match" in run.output.splitlines()[1]
     lines = run.output.splitlines()[2:]
-    assert 0 < len(lines) < 10 and all(int(line.split()[2].rstrip("%")) >= 70 for line in lines)
+    assert 0 < len(lines) < 10 and all(int(line.split()[2].rstrip("%")) >= 50 for line in lines)
     bad = CliRunner().invoke(main, ["query", "--index", str(tmp_path / "ix"), "--min-match", "2", "x"])
     assert bad.exit_code == 2
