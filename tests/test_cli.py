@@ -243,3 +243,20 @@ def test_build_progress_off_a_terminal_is_one_line_per_stage_never_a_bare_label(
     assert any(line.startswith("encoding: 200 (") for line in lines), lines  # streamed: the total is not known
     assert any(line.startswith("indexing: 200/200 (100 %") for line in lines), lines
     assert all(line.strip() not in ("encoding", "indexing", "") for line in lines), lines
+
+
+def test_the_cli_offers_what_the_registries_hold(monkeypatch):
+    """A kind or a teacher added to its registry is offered by the CLI with no change there."""
+    from siamsearch.kinds import KINDS, Flat
+    from siamsearch.teacher import TEACHERS
+
+    class Toy(Flat):
+        name = "toy"
+
+    monkeypatch.setitem(KINDS, "toy", Toy)
+    monkeypatch.setitem(TEACHERS, "toy-teacher", lambda: None)
+    runner = CliRunner()
+    assert "[auto|flat|hnsw|ivf|toy]" in runner.invoke(main, ["build-index", "--help"]).output
+    assert "[use-m3|toy-teacher]" in runner.invoke(main, ["train", "--help"]).output
+    result = runner.invoke(main, ["train", "p.tsv", "--out", "m", "--teacher", "nope"])
+    assert result.exit_code == 2 and "'nope' is not one of 'use-m3', 'toy-teacher'" in result.output
