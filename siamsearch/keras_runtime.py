@@ -24,8 +24,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from .errors import SiamsearchError
+from .errors import InputError, SiamsearchError
 from .system import available_cpus
+
+TRAINING_PACKAGES = {"tensorflow": "TensorFlow", "keras": "Keras", "gensim": "gensim", "onnx": "onnx"}
+"""What training needs beyond searching (the ``train`` extra): import name → what to call it."""
+TRAIN_EXTRA = "pip install 'siamsearch[train]'"
+
+
+def require_training() -> None:
+    """An InputError naming the extra unless every training package is installed: searching,
+    building and serving need none of them, so a default install leaves them out."""
+    from importlib.util import find_spec
+
+    missing = [label for name, label in TRAINING_PACKAGES.items() if find_spec(name) is None]
+    if missing:
+        raise InputError(f"training needs {', '.join(missing)}, which are not installed; install them with "
+                         f"{TRAIN_EXTRA}")
 
 _loaded: ModuleType | None = None
 
@@ -59,6 +74,7 @@ def load() -> ModuleType:
     """Import and configure Keras on TensorFlow (see the module docstring); returns ``keras``."""
     global _loaded
     if _loaded is None:
+        require_training()
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _native_stderr_silenced():

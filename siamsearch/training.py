@@ -92,7 +92,7 @@ from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
 from .evaluation import best_threshold, pair_metrics
-from .keras_runtime import load
+from .keras_runtime import load, require_training
 from .storage import sha256_file
 from .teacher import Teacher, TeacherCache, load_teacher, nearest_neighbours
 from .text import Vocabulary, char_counts, is_blank, normalize
@@ -442,6 +442,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     ``train(pairs, config=cfg, checkpoint_dir="ckpt", resume=True)``.
     """
     started = time.perf_counter()
+    require_training()  # before any work: the train extra may be missing
     used = _pairs_used(pairs, valid, config)
     if unlabelled and teacher is None:
         raise InputError("unlabelled text is learned from a teacher; name one, or leave the text out",

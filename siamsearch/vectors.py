@@ -12,6 +12,9 @@ how many were found against how many were promised. A damaged binary file is an 
 Rows of the embedding matrix: padding = zeros; OOV = the mean of the vocabulary's
 vectors (a "generic character"); a vocabulary character missing from a loaded file gets
 a random vector with the file's per-dimension spread (seeded), and a warning counts them.
+
+gensim comes with the ``train`` extra and is imported by the functions that use it, so that
+importing this module (``training`` does) needs none of training's packages.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from gensim.models import KeyedVectors, Word2Vec
 
 from .errors import InputError
 from .text import OOV_ID, PAD_ID, RESERVED, Vocabulary, normalize
+
+if TYPE_CHECKING:  # gensim comes with the train extra, and is imported where it is used
+    from gensim.models import KeyedVectors
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ def _stable_hash(s: str) -> int:
 
 def train_char_vectors(texts: Sequence[str], dim: int = 300, seed: int = 0) -> KeyedVectors:
     """CBOW character vectors over ``texts`` (each text is a sentence of characters)."""
+    from gensim.models import Word2Vec
+
     sentences = [list(normalize(t)) for t in texts]
     model = Word2Vec(sentences, vector_size=dim, seed=seed, hashfxn=_stable_hash, **WORD2VEC_SETTINGS)
     return model.wv
@@ -99,6 +107,8 @@ def _complete_text_rows(path: Path, tmp_dir: str) -> tuple[Path, int, int]:
 
 def load_vectors(path: str | Path) -> KeyedVectors:
     """Load a word2vec text or binary file with gensim (see the module docstring)."""
+    from gensim.models import KeyedVectors
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such vectors file")

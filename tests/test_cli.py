@@ -260,3 +260,16 @@ def test_the_cli_offers_what_the_registries_hold(monkeypatch):
     assert "[use-m3|toy-teacher]" in runner.invoke(main, ["train", "--help"]).output
     result = runner.invoke(main, ["train", "p.tsv", "--out", "m", "--teacher", "nope"])
     assert result.exit_code == 2 and "'nope' is not one of 'use-m3', 'toy-teacher'" in result.output
+
+
+def test_train_without_the_train_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("tensorflow", "gensim")
+                        else real(name, *a))
+    result = CliRunner().invoke(main, ["train", str(SAMPLE_PAIRS), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 1 and not (tmp_path / "m").exists()
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: training needs TensorFlow, gensim, which are not installed; install them with "
+        "pip install 'siamsearch[train]'")
