@@ -543,9 +543,11 @@ def compact(index_dir: Path) -> None:
     click.echo(f"dropped {_n(dropped)} tombstones; {index_dir} holds {_n(len(index))} documents")
 
 
-def _print_table(query: str, hits: list) -> None:
+def _print_table(query: str, hits: list, empty: str = "no hits") -> None:
+    """The ranked hits of one query, or ``empty`` in their place."""
     click.echo(f"query: {query}")
     if not hits:
+        click.echo(f"  {empty}")
         return
     width = max(2, *(len(h.id) for h in hits))
     click.echo(f"  {'rank':>4}  {'score':>9}  {'match':>5}  {'id':<{width}}  text")
@@ -588,12 +590,17 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
             texts.append(q)
     if not texts:
         raise click.UsageError("give at least one query, or - to read queries from stdin")
+    from .filters import NO_MATCH
+
     index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None, mmap=True)
-    for text, hits in zip(texts, index.search_batch(texts, k, where, min_match=min_match)):
+    found = index.search_batch(texts, k, where, min_match=min_match)
+    note = NO_MATCH if where and not any(found) and not index.count(where) else None
+    for text, hits in zip(texts, found):
         if as_json:
-            click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+            click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits],
+                                   **({"note": note} if note else {})}, ensure_ascii=False))
         else:
-            _print_table(text, hits)
+            _print_table(text, hits, note or "no hits")
 
 
 @main.command()

@@ -266,6 +266,17 @@ class Documents:
                 self._selections[key] = found
         return found
 
+    def missing_fields(self, fields: Iterable[str]) -> list[str]:
+        """The fields of ``fields`` that no live document's metadata has (each a scan that stops
+        at the first document holding it: asked only when a filter selected nothing)."""
+        missing = []
+        with self._reading() as conn:
+            for field in fields:
+                if conn.execute("SELECT 1 FROM live WHERE json_type(metadata, ?) IS NOT NULL LIMIT 1",
+                                [f'$."{field}"']).fetchone() is None:
+                    missing.append(field)
+        return missing
+
     def _one(self, sql: str) -> int:
         with self._reading() as conn:
             row = conn.execute(sql).fetchone()

@@ -33,6 +33,10 @@ class InputError(SiamsearchError):
     """A bad input file, argument value or query."""
 
 
+class UnknownFieldError(InputError):
+    """A filter names a metadata field that no document has (HTTP: 400): a typo, most likely."""
+
+
 class NotFoundError(InputError):
     """A document id (or other named thing) that does not exist (HTTP: 404)."""
 

@@ -21,6 +21,9 @@ Where = Mapping[str, object]
 MAX_FIELDS = 16
 MAX_VALUES = 1000  # values of one field, all bound as SQL parameters
 _SCALARS = (str, int, float, bool)
+NO_MATCH = "no documents match the filter"
+"""What a front end says when a search has no hits because its filter keeps no document
+(``SearchIndex.count(where) == 0``); a field no document has is an ``UnknownFieldError`` instead."""
 
 
 def check_where(where: Where) -> dict[str, tuple]:

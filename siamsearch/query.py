@@ -25,7 +25,7 @@ import numpy as np
 
 from .calibration import Calibration
 from .encoder import Encoder
-from .errors import InputError
+from .errors import InputError, UnknownFieldError
 from .filters import Where, check_where
 from .kinds import exact_search
 from .scoring import exp_neg_l1
@@ -103,6 +103,27 @@ def check_min_match(min_match: float | None, encoder: Encoder) -> None:
                          "rebuild the index, or leave min_match out", argument="min_match")
 
 
+def check_fields(state: IndexState, checked: dict[str, tuple]) -> None:
+    """An ``UnknownFieldError`` when the filter names a field no document has: its empty answer
+    would otherwise look like "nothing matched" when the field name is wrong."""
+    missing = state.documents.missing_fields(checked)
+    if missing:
+        names = ", ".join(repr(f) for f in missing)
+        raise UnknownFieldError(f"no document has the metadata field{'s' if len(missing) > 1 else ''} {names}; "
+                                "check the field name in the filter", argument="where")
+
+
+def matching(state: IndexState, where: Where | None) -> int:
+    """How many live documents a filter keeps (all of them without one)."""
+    if where is None:
+        return len(state)
+    checked = check_where(where)
+    selected = state.documents.select(checked)
+    if not len(selected):
+        check_fields(state, checked)
+    return len(selected)
+
+
 def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
            where: Where | None = None, observe: Observe | None = None,
            min_match: float | None = None) -> list[list[Hit]]:
@@ -120,6 +141,7 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
     stages.done("encode")
     selected = None if checked is None else state.documents.select(checked)  # timed with the candidates
     if selected is not None and not len(selected):
+        check_fields(state, checked)
         return [[] for _ in texts]
     n = k * state.rerank_factor
     if selected is None:

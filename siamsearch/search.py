@@ -242,6 +242,14 @@ class SearchIndex:
         with self._lock.reading():
             return query.search(self._state, self.encoder, queries, k, where, observe, min_match)
 
+    def count(self, where: Where | None = None) -> int:
+        """How many documents ``where`` keeps (all of them without a filter); an
+        ``UnknownFieldError`` when it names a field no document has. Why: an empty answer to a
+        filtered search is either "nothing matches the filter" or "nothing ranked"; this tells
+        them apart. Example: ``idx.count({"topic": "退款"})``."""
+        with self._lock.reading():
+            return query.matching(self._state, where)
+
     def search_frame(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
                      min_match: float | None = None) -> pd.DataFrame:
         """``search_batch`` as a tidy DataFrame: query, rank, id, text, score, match, then one

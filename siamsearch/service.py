@@ -34,7 +34,8 @@ from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .data import read_text
-from .errors import ConflictError, InputError, NotFoundError, SiamsearchError
+from .errors import ConflictError, InputError, NotFoundError, SiamsearchError, UnknownFieldError
+from .filters import NO_MATCH
 from .live import LiveIndex
 from .search import SearchIndex
 from .version import __version__
@@ -96,6 +97,8 @@ class SearchResponse(BaseModel):
     query: str
     hits: list[HitOut]
     generation: int
+    note: str | None = Field(None, description=f"Why there are no hits, when a filter is the reason: "
+                                               f"{NO_MATCH!r}.")
 
 
 class BatchSearchResponse(BaseModel):
@@ -310,7 +313,7 @@ def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
     @app.exception_handler(SiamsearchError)
     def library_error(request: Request, e: SiamsearchError) -> JSONResponse:
         status = (404 if isinstance(e, NotFoundError) else 409 if isinstance(e, ConflictError)
-                  else 422 if isinstance(e, InputError) else 503)
+                  else 400 if isinstance(e, UnknownFieldError) else 422 if isinstance(e, InputError) else 503)
         return _error(status, e.message, FIELDS.get(e.argument, e.argument))
 
     @app.exception_handler(_Refused)
@@ -350,7 +353,9 @@ def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
         document the routes, and validating our own output again cost more than the search."""
         generation, found = live.search_batch(queries, request.k, request.filter, metrics.observe_stage,
                                               request.min_match)
-        return ([{"query": q, "hits": [h.to_dict() for h in hits], "generation": generation}
+        note = {"note": NO_MATCH} if request.filter and not any(found) and not live.index.count(
+            request.filter) else {}
+        return ([{"query": q, "hits": [h.to_dict() for h in hits], "generation": generation, **note}
                  for q, hits in zip(queries, found)], generation)
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=[Depends(reader)],

@@ -143,3 +143,16 @@ def test_cli_where(tmp_path, corpus, encoder):
     assert bad.exit_code == 2 and "is not FIELD=VALUE" in bad.output
     bad = CliRunner().invoke(main, ["query", "--index", str(tmp_path / "ix"), "--where", 'a"b=1', "x"])
     assert bad.exit_code == 1 and bad.output.startswith("Error: filter field 'a\"b'") and "Traceback" not in bad.output
+
+
+def test_count_says_how_many_documents_a_filter_keeps_and_names_an_unknown_field(index, corpus):
+    from siamsearch.errors import UnknownFieldError
+
+    texts, metadata = corpus
+    assert index.count() == len(index)
+    for where in ({"topic": TOPICS[0]}, {"shard": [1, 2], "vip": True}, {"topic": "不存在"}):
+        assert index.count(where) == sum(matches(m, where) for m in metadata)  # every variant holds them all
+    with pytest.raises(UnknownFieldError, match="no document has the metadata field 'colour'"):
+        index.search("退款", 5, where={"colour": "red"})
+    with pytest.raises(UnknownFieldError, match="fields 'colour', 'size'"):
+        index.count({"colour": "red", "size": 1, "topic": TOPICS[0]})

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siamsearch import Encoder, SearchIndex
 from siamsearch.build import build_index
+from siamsearch.cli import main
 from siamsearch.data import read_corpus, read_pairs
 from siamsearch.errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
 from siamsearch.text import OOV_ID, Vocabulary, normalize
@@ -474,6 +476,33 @@ def test_http_invalid_filter(http):
         message = http_error(http.post("/v1/search", json={"query": "退款", "filter": where}), 422, match)
         assert "filter" in message or http.post("/v1/search", json={"query": "退款", "filter": where}).json()[
             "error"]["argument"] == "filter"
+
+
+@case("filter-unknown-field")
+def test_filter_on_an_unknown_field_or_matching_nothing(sample_encoder, sample_faq, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from siamsearch.service import Settings, create_app
+
+    index_dir = tmp_path / "faq"
+    SearchIndex.build(sample_faq.texts, sample_encoder, ids=sample_faq.ids, metadata=sample_faq.metadata).save(
+        index_dir)
+    http = TestClient(create_app(Settings(str(index_dir))))
+    message = http_error(http.post("/v1/search", json={"query": "退款", "filter": {"nofield": 1}}), 400,
+                         "no document has the metadata field 'nofield'; check the field name in the filter")
+    assert message.count("\n") == 0
+    found = http.post("/v1/search", json={"query": "退款", "filter": {"topic": "不存在"}})
+    assert found.status_code == 200 and found.json()["hits"] == [] and found.json()["note"] == \
+        "no documents match the filter"
+    assert "note" not in http.post("/v1/search", json={"query": "退款", "filter": {"topic": "退款"}}).json()
+    runner = CliRunner()
+    unknown = runner.invoke(main, ["query", "--index", str(index_dir), "--where", "nofield=1", "退款"])
+    assert unknown.exit_code == 1 and unknown.output.strip().splitlines()[-1] == (
+        "Error: no document has the metadata field 'nofield'; check the field name in the filter")
+    none = runner.invoke(main, ["query", "--index", str(index_dir), "--where", "topic=不存在", "退款"])
+    assert none.exit_code == 0 and none.output.splitlines() == ["query: 退款", "  no documents match the filter"]
+    dropped = runner.invoke(main, ["query", "--index", str(index_dir), "--min-match", "0.999", "退款"])
+    assert dropped.exit_code == 0 and dropped.output.splitlines()[-1] == "  no hits"
 
 
 @case("http-missing-or-wrong-token")
