@@ -86,7 +86,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .architectures import DEFAULT_ARCHITECTURE, EMBEDDING_LAYER, Architecture, EncoderConfig, architecture_named
-from .calibration import FIT_SAMPLE
+from .calibration import FIT_SAMPLE, report
 from .checkpoint import Checkpoints, Resumed, inputs_digest
 from .data import Pairs
 from .encoder import Encoder
@@ -218,6 +218,9 @@ kept (early stopping on one domain's validation pairs would choose for that doma
 with ``teacher="use-m3"`` on general text (``bench/general_data.py``). Early stopping needs
 validation pairs; without them every epoch runs."""
 
+
+POOR_CALIBRATION = 0.10
+"""Above this expected calibration error on the validation pairs, training warns."""
 
 AVERAGE_MIN_SPAN = 5
 """Weight averaging needs at least this many times its span, 1 / (1 - momentum), of planned
@@ -393,7 +396,13 @@ def _set_threshold_and_match(encoder: Encoder, trainer, pairs: Pairs, valid: Pai
         encoder.metrics["valid"] = {"file": Path(valid.source).name,
                                     **pair_metrics(scores, valid.labels, encoder.threshold)}
         if len(set(valid.labels.tolist())) == 2:
-            encoder.calibrate(valid, held_out=True, scores=scores)
+            calibration = encoder.calibrate(valid, held_out=True, scores=scores)
+            error = report(calibration, scores, valid.labels)["ece"]
+            encoder.metrics["valid"]["calibration_error"] = error
+            if error > POOR_CALIBRATION:
+                log.warning("the match probability is poorly calibrated on the validation pairs (expected "
+                            "calibration error %.2f, above %.2f): its percentages can be far from how often hits "
+                            "match; train longer or on more pairs", error, POOR_CALIBRATION)
         return
     if config.objective == "margin":
         encoder.threshold = float(np.exp(-float(trainer.margin.numpy())))

@@ -129,3 +129,19 @@ def test_cli_query_shows_match_and_filters_with_min_match(tmp_path):
     assert 0 < len(lines) < 10 and all(int(line.split()[2].rstrip("%")) >= 50 for line in lines)
     bad = CliRunner().invoke(main, ["query", "--index", str(tmp_path / "ix"), "--min-match", "2", "x"])
     assert bad.exit_code == 2
+
+
+def test_training_warns_in_one_line_when_the_match_is_poorly_calibrated(monkeypatch, caplog):
+    import logging
+
+    from siamsearch import TrainConfig, train
+    from siamsearch import training as training_module
+    from siamsearch.demo import SAMPLE_PAIRS
+
+    pairs = read_pairs(SAMPLE_PAIRS).subset(slice(300))
+    monkeypatch.setattr(training_module, "POOR_CALIBRATION", -1.0)  # any error is "poor"
+    with caplog.at_level(logging.WARNING, logger="siamsearch"):
+        encoder = train(pairs, pairs, TrainConfig(epochs=1, batch_size=64))
+    assert encoder.metrics["valid"]["calibration_error"] >= 0
+    [warning] = [r.getMessage() for r in caplog.records if "poorly calibrated" in r.getMessage()]
+    assert "\n" not in warning
