@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import ConflictError, InputError, SiamsearchError
@@ -156,22 +156,40 @@ def staged_directory(target: Path) -> Iterator[Path]:
 
 @contextmanager
 def writer_lock(directory: Path) -> Iterator[None]:
-    """Hold the directory's writer lock, or fail at once if another process holds it."""
+    """Hold the directory's writer lock, or fail at once if another process holds it. A
+    directory this call created is removed again when the work under the lock fails or is
+    interrupted before anything but the lock file is in it: a failed first build leaves no
+    folder behind."""
     directory = Path(directory)
+    created, top = not directory.exists(), directory  # top: the first folder this call creates
+    while not top.parent.exists():
+        top = top.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise SiamsearchError(f"{directory}: cannot write ({e.strerror})") from None
+    failed = False
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                created = False  # the other writer's folder
                 raise ConflictError(
                     f"{directory}: another process is writing it; try again when it has finished") from None
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
+        if failed and created and {p.name for p in directory.iterdir()} <= {".lock"}:
+            (directory / ".lock").unlink(missing_ok=True)
+            for folder in (directory, *directory.parents):  # up to the first one created here, if empty
+                with suppress(OSError):
+                    folder.rmdir()
+                if folder == top:
+                    break
         os.close(fd)  # also releases the lock
 
 

@@ -378,3 +378,15 @@ def test_ray_missing_is_one_line_naming_the_extra(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == ("Error: building on Ray needs the ray package; install it with "
                                                      "pip install 'siamsearch[ray]'")
     assert not (tmp_path / "i").exists()
+
+
+def test_a_build_that_fails_leaves_no_new_folder_and_an_old_index_untouched(tmp_path, encoder, corpus_file):
+    runner = CliRunner()
+    result = runner.invoke(main, ["build-index", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "a" / "idx")])
+    assert result.exit_code == 1 and "no such file" in result.output
+    assert not (tmp_path / "a").exists()  # neither the folder nor the parent the build would have made
+    build_index(corpus_file, tmp_path / "old", encoder, chunk_size=1000)
+    before = sorted(p.name for p in (tmp_path / "old").iterdir())
+    result = runner.invoke(main, ["build-index", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "old")])
+    assert result.exit_code == 1 and sorted(p.name for p in (tmp_path / "old").iterdir()) == before
+    assert len(SearchIndex.load(tmp_path / "old")) == 2999
