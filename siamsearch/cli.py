@@ -543,9 +543,14 @@ def compact(index_dir: Path) -> None:
     click.echo(f"dropped {_n(dropped)} tombstones; {index_dir} holds {_n(len(index))} documents")
 
 
+ECHO_CHARS = 60
+"""A longer query is echoed by its first characters and its length."""
+
+
 def _print_table(query: str, hits: list, empty: str = "no hits") -> None:
     """The ranked hits of one query, or ``empty`` in their place."""
-    click.echo(f"query: {query}")
+    shown = query if len(query) <= ECHO_CHARS else f"{query[:ECHO_CHARS]}… ({len(query):,} characters)"
+    click.echo(f"query: {shown}")
     if not hits:
         click.echo(f"  {empty}")
         return
@@ -591,11 +596,15 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
     if not texts:
         raise click.UsageError("give at least one query, or - to read queries from stdin")
     from .filters import NO_MATCH
+    from .query import read_note
 
     index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None, mmap=True)
     found = index.search_batch(texts, k, where, min_match=min_match)
     note = NO_MATCH if where and not any(found) and not index.count(where) else None
     for text, hits in zip(texts, found):
+        long = read_note(text, index.encoder)
+        if long:
+            click.echo(f"note: {long}", err=True)
         if as_json:
             click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits],
                                    **({"note": note} if note else {})}, ensure_ascii=False))

@@ -65,15 +65,33 @@ def check_k(k: int) -> int:
     return int(k)
 
 
+MAX_QUERY_CHARS = 1_000
+"""The longest query taken, everywhere (library, CLI, HTTP). The model reads only its first
+``max_length`` characters (100 for the shipped models); ``read_note`` says so for a longer one."""
+
+
 def checked_queries(queries: Sequence[str]) -> list[str]:
-    """The queries normalized, or an InputError naming the first that is not a list of text."""
+    """The queries normalized, or an InputError naming the first that is not a list of text
+    or is longer than ``MAX_QUERY_CHARS``."""
     if isinstance(queries, str):
         raise InputError("search_batch takes a list of queries; use search() for one", argument="queries")
     blank = first_blank(queries)
     if blank is not None:
         raise InputError(f"query #{blank + 1} is empty or whitespace only; give some text to search for",
                          argument="queries")
-    return [normalize(q) for q in queries]
+    texts = [normalize(q) for q in queries]
+    long = next((i for i, t in enumerate(texts) if len(t) > MAX_QUERY_CHARS), None)
+    if long is not None:
+        raise InputError(f"query #{long + 1} has {len(texts[long]):,} characters; a query may have at most "
+                         f"{MAX_QUERY_CHARS:,}", argument="queries")
+    return texts
+
+
+def read_note(query: str, encoder: Encoder) -> str | None:
+    """A note for a query longer than the model reads (``max_length``), else None: the rest is
+    not part of the search, and a user should know. Example: ``read_note("退" * 300, enc)``."""
+    n, reads = len(normalize(query)), encoder.config.max_length
+    return f"the model reads the first {reads:,} of this query's {n:,} characters" if n > reads else None
 
 
 Observe = Callable[[str, float], None]

@@ -37,11 +37,11 @@ from .data import read_text
 from .errors import ConflictError, InputError, NotFoundError, SiamsearchError, UnknownFieldError
 from .filters import NO_MATCH
 from .live import LiveIndex
+from .query import MAX_QUERY_CHARS, read_note
 from .search import SearchIndex
 from .version import __version__
 
 MAX_K = 100
-MAX_QUERY_CHARS = 1_000
 MAX_BATCH = 256
 MAX_DOCUMENTS = 10_000  # per PUT
 MAX_TEXT_CHARS = 10_000
@@ -97,8 +97,9 @@ class SearchResponse(BaseModel):
     query: str
     hits: list[HitOut]
     generation: int
-    note: str | None = Field(None, description=f"Why there are no hits, when a filter is the reason: "
-                                               f"{NO_MATCH!r}.")
+    note: str | None = Field(None, description=f"Why there are no hits, when a filter is the reason "
+                                               f"({NO_MATCH!r}), or that the model read only the start of a "
+                                               "long query ('the model reads the first 100 of …').")
 
 
 class BatchSearchResponse(BaseModel):
@@ -353,10 +354,14 @@ def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
         document the routes, and validating our own output again cost more than the search."""
         generation, found = live.search_batch(queries, request.k, request.filter, metrics.observe_stage,
                                               request.min_match)
-        note = {"note": NO_MATCH} if request.filter and not any(found) and not live.index.count(
-            request.filter) else {}
-        return ([{"query": q, "hits": [h.to_dict() for h in hits], "generation": generation, **note}
-                 for q, hits in zip(queries, found)], generation)
+        no_match = NO_MATCH if request.filter and not any(found) and not live.index.count(request.filter) else None
+
+        def result(query: str, hits: list) -> dict:
+            note = no_match or read_note(query, live.index.encoder)
+            return {"query": query, "hits": [h.to_dict() for h in hits], "generation": generation,
+                    **({"note": note} if note else {})}
+
+        return [result(q, hits) for q, hits in zip(queries, found)], generation
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=[Depends(reader)],
               summary="The top k documents for a query")

@@ -273,3 +273,19 @@ def test_train_without_the_train_extra_is_one_line_naming_it(tmp_path, monkeypat
     assert result.output.strip().splitlines()[-1] == (
         "Error: training needs TensorFlow, gensim, which are not installed; install them with "
         "pip install 'siamsearch[train]'")
+
+
+def test_one_rule_for_long_queries(tmp_path, sample_encoder):
+    """Up to 1,000 characters everywhere; past the model's max_length, a note says what it read."""
+    from siamsearch import SearchIndex
+
+    SearchIndex.build(["怎么退货", "运费多少"], sample_encoder).save(tmp_path / "ix")
+    runner = CliRunner()
+    long = "怎么退货" * 75  # 300 characters, the model reads 100
+    result = runner.invoke(main, ["query", "--index", str(tmp_path / "ix"), long])
+    assert result.exit_code == 0
+    assert result.stderr.strip() == "note: the model reads the first 100 of this query's 300 characters"
+    assert result.stdout.splitlines()[0] == f"query: {long[:60]}… (300 characters)"
+    too_long = runner.invoke(main, ["query", "--index", str(tmp_path / "ix"), "退" * 10_000])
+    assert too_long.exit_code == 1 and too_long.output.strip() == (
+        "Error: query #1 has 10,000 characters; a query may have at most 1,000")

@@ -316,3 +316,9 @@ def test_hits_carry_match_and_min_match_filters_over_http(faq_dir):
     kept = http.post("/v1/search", json={"query": "我的退款什么时候能到账啊", "k": 10, "min_match": 0.5}).json()["hits"]
     assert kept == [h for h in hits if h["match"] >= 0.5] and kept
     assert http.post("/v1/search", json={"query": "退款", "min_match": 1.5}).status_code == 422
+
+
+def test_a_query_longer_than_the_model_reads_gets_a_note(faq_dir):
+    answer = client(faq_dir).post("/v1/search", json={"query": "怎么改收货地址" * 20, "k": 3}).json()
+    assert answer["note"] == "the model reads the first 100 of this query's 140 characters" and answer["hits"]
+    assert "note" not in client(faq_dir).post("/v1/search", json={"query": "怎么改收货地址", "k": 3}).json()
