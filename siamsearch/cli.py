@@ -57,10 +57,29 @@ _MODEL_OPTION = click.option(
          + "; 'siamsearch info --models' says what each is); default: the shipped default.")
 
 
+KEPT_ON_INTERRUPT = {
+    "train": "no model was written (with --checkpoint-dir, a stop saves the run for --resume)",
+    "calibrate": "the model was not changed",
+    "build-index": "no index was written; an index already at --out is unchanged",
+    "add": "the index holds all of this change or none of it, never a part",
+    "remove": "the index holds all of this change or none of it, never a part",
+    "compact": "the index is as before or fully compacted, never in between",
+    "demo": "the demo folder keeps the steps that finished",
+}
+"""What a command that Ctrl-C stops leaves behind, said in its one line (default: nothing was written)."""
+
+
+class _Interrupted(click.ClickException):
+    exit_code = 130  # 128 + SIGINT, as a shell reports it
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            kept = KEPT_ON_INTERRUPT.get(ctx.invoked_subcommand or "", "nothing was written")
+            raise _Interrupted(f"interrupted: {kept}") from None
         except SiamsearchError as e:
             raise click.ClickException(cli_message(e)) from None
         except OSError as e:
@@ -153,6 +172,15 @@ def _n(x: float) -> str:
 
 PROGRESS_EVERY = 10.0
 """Seconds between progress lines when stderr is not a terminal (a pipe, a log file)."""
+RATE_AFTER = 0.1
+"""Work shows its rate once it has run this many seconds; before that a rate is noise (200 in 3 µs)."""
+
+
+def _took(count: float, seconds: float, unit: str) -> str:
+    """"in 1.6 s (1,234 docs/s)" for a summary line, or "in under 0.1 s" for work too short to time."""
+    if seconds < RATE_AFTER:
+        return f"in under {RATE_AFTER} s"
+    return f"in {seconds:.1f} s ({_n(count / seconds)} {unit}/s)"
 
 
 class _StageBars:
@@ -207,10 +235,15 @@ class _StageBars:
 
     @staticmethod
     def _count(done: int, total: int, started: float) -> str:
-        """"200/200 (100 %, 1,234/s)", or with an unknown total "12,000 (1,234/s)"."""
-        now = time.perf_counter()
+        """"150/200 (75 %, 1,234/s, ETA 3 s)", or with an unknown total "12,000 (1,234/s)"; no
+        rate for a stage that took under ``RATE_AFTER`` seconds (it would be noise)."""
+        elapsed = time.perf_counter() - started
         parts = [f"{100 * done / total:.0f} %"] if total else []
-        parts += [f"{done / (now - started):,.0f}/s"] if now > started else []
+        if elapsed >= RATE_AFTER:
+            rate = done / elapsed
+            parts.append(f"{rate:,.0f}/s")
+            if total and done < total and rate > 0:
+                parts.append(f"ETA {(total - done) / rate:,.0f} s")
         return f"{done:,}{f'/{total:,}' if total else ''}" + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -397,7 +430,7 @@ def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, va
                    f"(precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}, "
                    f"ROC-AUC {m['roc_auc'] if m['roc_auc'] is None else format(m['roc_auc'], '.4f')})")
     ran, kept, used = len(encoder.history), encoder.training["epoch_kept"], encoder.training["pairs"]["used"]
-    click.echo(f"trained on {_n(used)} pairs × {ran} epochs in {seconds:.1f} s ({_n(used * ran / seconds)} pairs/s)"
+    click.echo(f"trained on {_n(used)} pairs × {ran} epochs {_took(used * ran, seconds, 'pairs')}"
                f"{f', kept epoch {kept} (best {config.monitor})' if kept != ran else ''}; saved {out} "
                f"(fingerprint {encoder.fingerprint[:12]})")
 
@@ -463,9 +496,8 @@ def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | No
                       **{name: value for name, value in params.items() if value is not None})
     if built.skipped:
         click.echo(f"skipped {_n(built.skipped)} blank documents", err=True)
-    rate = built.documents / built.seconds if built.seconds else 0.0
-    click.echo(f"indexed {_n(built.documents)} documents in {built.seconds:.1f} s ({_n(rate)} docs/s) → "
-               f"{built.path} ({built.kind.name})")
+    took = _took(built.documents, built.seconds, "docs")
+    click.echo(f"indexed {_n(built.documents)} documents {took} → {built.path} ({built.kind.name})")
 
 
 @main.command()
@@ -596,15 +628,22 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
     if not texts:
         raise click.UsageError("give at least one query, or - to read queries from stdin")
     from .filters import NO_MATCH
-    from .query import read_note
+    from .query import check_min_match, likely, read_note
 
     index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None, mmap=True)
-    found = index.search_batch(texts, k, where, min_match=min_match)
+    check_min_match(min_match, index.encoder)
+    found = index.search_batch(texts, k, where)  # --min-match applies below, so that the dropped are counted
     note = NO_MATCH if where and not any(found) and not index.count(where) else None
     for text, hits in zip(texts, found):
         long = read_note(text, index.encoder)
         if long:
             click.echo(f"note: {long}", err=True)
+        if min_match is not None:
+            kept = likely(hits, min_match)
+            if len(kept) < len(hits):
+                click.echo(f"note: --min-match {min_match:g} left out {len(hits) - len(kept)} of the top "
+                           f"{len(hits)} hits", err=True)
+            hits = kept
         if as_json:
             click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits],
                                    **({"note": note} if note else {})}, ensure_ascii=False))

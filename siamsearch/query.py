@@ -178,10 +178,16 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
         candidates = [pos if len(pos) >= k else selected for pos in candidates]
     stages.done("candidates")
     hits = [rerank(state, q, pos, k, encoder.calibration) for q, pos in zip(encoded, candidates)]
-    if min_match is not None:  # match falls with the score: the hits kept are a prefix of the ranking
-        hits = [[h for h in ranked if h.match >= min_match] for ranked in hits]
+    if min_match is not None:
+        hits = [likely(ranked, min_match) for ranked in hits]
     stages.done("rerank")
     return hits
+
+
+def likely(hits: list[Hit], min_match: float) -> list[Hit]:
+    """The hits at least ``min_match`` likely to mean the same as the query: a prefix of the
+    ranking, since match falls as the score does."""
+    return [h for h in hits if h.match >= min_match]
 
 
 def nearest(state: IndexState, queries: np.ndarray, n: int) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ from siamsearch.build import build_index
 from siamsearch.cli import main
 from siamsearch.data import read_corpus, read_pairs
 from siamsearch.errors import IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
+from siamsearch.query import MAX_QUERY_CHARS
 from siamsearch.text import OOV_ID, Vocabulary, normalize
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "hostile-inputs.md"
@@ -92,8 +93,9 @@ def test_megabyte_lines(tmp_path, small_index, sample_encoder):
     c = read_corpus(write(tmp_path / "c.csv", f'text\n"{big}"\n'))
     assert len(c.texts[0]) == 1 << 20
     index = SearchIndex.build([big, "运费"], sample_encoder)  # encoded by its first max_length characters
-    assert index.search(big, 1)[0].text == big
-    assert small_index.search(big, 1)  # a 1 MB query is answered too
+    assert index.search(big[:MAX_QUERY_CHARS], 1)[0].text == big
+    with pytest.raises(InputError, match="at most 1,000"):  # a 1 MB query is refused in one line
+        small_index.search(big, 1)
 
 
 @case("emoji-and-mixed-scripts")
@@ -502,7 +504,8 @@ def test_filter_on_an_unknown_field_or_matching_nothing(sample_encoder, sample_f
     none = runner.invoke(main, ["query", "--index", str(index_dir), "--where", "topic=不存在", "退款"])
     assert none.exit_code == 0 and none.output.splitlines() == ["query: 退款", "  no documents match the filter"]
     dropped = runner.invoke(main, ["query", "--index", str(index_dir), "--min-match", "0.999", "退款"])
-    assert dropped.exit_code == 0 and dropped.output.splitlines()[-1] == "  no hits"
+    assert dropped.exit_code == 0 and dropped.stdout.splitlines()[-1] == "  no hits"
+    assert dropped.stderr.startswith("note: --min-match 0.999 left out ")
 
 
 @case("http-missing-or-wrong-token")
