@@ -1,7 +1,8 @@
 """Lexical baselines for the retrieval evaluation: what keyword search gets on the same task.
 
 Both work on characters, because the texts are Chinese with no word boundaries: a text's
-terms are its characters and its character bigrams.
+terms are its characters and its character bigrams, as ``lexical.terms`` makes them for the
+index's own lexical part (so the BM25 baseline is what ``mode="lexical"`` ranks by).
 
 ``BM25Retriever``
     BM25 from ``bm25s`` (Lucene's variant: idf = ln(1 + (N - df + 0.5) / (df + 0.5))),
@@ -25,10 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def char_terms(text: str) -> list[str]:
-    """Character unigrams then bigrams: "开通" → ["开", "通", "开通"]."""
-    return [*text, *(text[i : i + 2] for i in range(len(text) - 1))]
+from .lexical import terms
 
 
 def top_k(scores: np.ndarray, k: int) -> list[int]:
@@ -48,11 +46,10 @@ class BM25Retriever:
         self._bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
 
     def index(self, corpus: Sequence[str]) -> None:
-        self._bm25.index([char_terms(t) for t in corpus], show_progress=False)
+        self._bm25.index([terms(t) for t in corpus], show_progress=False)
 
     def search(self, query: str, k: int) -> list[int]:
-        terms = list(dict.fromkeys(char_terms(query)))
-        return top_k(self._bm25.get_scores(terms), k)
+        return top_k(self._bm25.get_scores(list(dict.fromkeys(terms(query)))), k)
 
     def pair_scores(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
         """BM25 is a query's score for a document: the mean of both directions, with the
@@ -66,7 +63,7 @@ class BM25Retriever:
             partners.setdefault(b, []).append((i, where[a]))
         total = np.zeros(len(left))
         for query, wanted in partners.items():  # one score row at a time: n rows of n would not fit
-            row = self._bm25.get_scores(list(dict.fromkeys(char_terms(query))))
+            row = self._bm25.get_scores(list(dict.fromkeys(terms(query))))
             for i, position in wanted:
                 total[i] += row[position]
         return total / 2
@@ -78,7 +75,7 @@ class TfidfRetriever:
     def __init__(self):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        self._vectorizer = TfidfVectorizer(analyzer=char_terms, lowercase=False)
+        self._vectorizer = TfidfVectorizer(analyzer=terms, lowercase=False)
         self._matrix = None
 
     def index(self, corpus: Sequence[str]) -> None:

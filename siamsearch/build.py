@@ -38,6 +38,7 @@ from .documents import DocumentsFile
 from .encoder import Encoder
 from .errors import InputError
 from .index_folder import DOCUMENTS_FILE, FAISS_FILE, VECTORS_FILE, Contents
+from .lexical import LexicalWriter
 from .mutations import BuildProgress, check_id
 
 ASSIGN_ROWS = 1 << 18  # rows a list assignment takes at once (64 MiB of 64-d vectors)
@@ -214,9 +215,11 @@ def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, enco
 
     def write(stage: Path) -> Contents:
         vectors, documents = VectorFile(stage / VECTORS_FILE, encoder.dim), DocumentsFile(stage / DOCUMENTS_FILE)
+        lexical = LexicalWriter(stage)
         try:
             for chunk, encoded in runner.encode(sources, encoder):
                 _append(documents, chunk)
+                lexical.add(chunk.texts)
                 vectors.append(encoded)
                 counts["skipped"] += chunk.skipped
                 if progress and len(chunk):
@@ -234,6 +237,7 @@ def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, enco
             if progress:
                 progress("index", 0, n)  # starts the stage's clock
             spec.write_streamed(str(stage / FAISS_FILE), vectors, assign)
+            lexical.finish()
             if progress and spec.name != "ivf":
                 progress("index", n, n)
         finally:

@@ -292,6 +292,12 @@ class Documents:
         return self._one("SELECT max(coalesce((SELECT max(position) FROM base.documents), -1), "
                          "coalesce((SELECT max(position) FROM main.documents), -1))")
 
+    def delta_texts(self) -> tuple[list[int], list[str]]:
+        """Positions and texts of the documents added since the base (the delta layer's)."""
+        with self._reading() as conn:
+            rows = conn.execute("SELECT position, text FROM main.documents ORDER BY position").fetchall()
+        return [p for p, _ in rows], [t for _, t in rows]
+
     def live_positions(self) -> list[int]:
         with self._reading() as conn:
             return [p for (p,) in conn.execute("SELECT position FROM live ORDER BY position")]

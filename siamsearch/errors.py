@@ -48,6 +48,7 @@ class ConflictError(SiamsearchError):
 BUILD_INDEX = "build one first"
 REBUILD_INDEX = "rebuild the index"
 TRAIN_MODEL = "train one first"
+ADD_LEXICAL = "add it with SearchIndex.compact(lexical=True)"
 RETRAIN_MODEL = "train the model again or copy the whole directory"
 """Remedies in the API's words; a front end may name its own command for them (the CLI does)."""
 

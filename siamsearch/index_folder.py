@@ -9,7 +9,8 @@ Layout (``indexes/README.md`` documents it field by field)::
         readers.lock       readers hold it (shared flock) while they open this generation
         index.faiss        FAISS index, METRIC_L1                                          ┐ the base:
         vectors.npy        (base rows, 64) float32 encodings, the exact re-rank source     │ hard links to an
-        documents.sqlite   position, id, text, metadata (JSON) of the base's documents     ┘ older generation's
+        documents.sqlite   position, id, text, metadata (JSON) of the base's documents     │ older generation's
+        lexical_*.npy      BM25 over the base's rows: terms, postings, lengths, heads     ┘ (lexical.py)
         delta.npy          (rows added since the base, 64) float32, searched exactly       ┐ optional: the
         delta.sqlite       documents added since the base; base positions removed since    ┘ change since the base
         encoder/           a copy of the model directory the index was built with
@@ -45,6 +46,7 @@ from . import kinds
 from .documents import Documents
 from .encoder import Encoder
 from .errors import BUILD_INDEX, ConflictError, IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
+from .lexical import LEXICAL_FILES, LexicalIndex, Postings
 from .state import BaseFiles, IndexState
 from .storage import (
     check_output_dir,
@@ -58,9 +60,10 @@ from .storage import (
 from .version import __version__
 
 INDEX_FORMAT = "siamsearch-index"
-INDEX_FORMAT_VERSION = 4
-READABLE_FORMAT_VERSIONS = (2, 3, 4)
-"""Version 2 recorded every kind's parameters for every kind; 3 only the kind's own; 4 added the delta files."""
+INDEX_FORMAT_VERSION = 5
+READABLE_FORMAT_VERSIONS = (2, 3, 4, 5)
+"""Version 2 recorded every kind's parameters for every kind; 3 only the kind's own; 4 added the delta
+files; 5 the lexical files (older versions open for dense search only)."""
 MANIFEST = "manifest.json"
 FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.npy", "documents.sqlite", "encoder"
 DELTA_VECTORS_FILE, DELTA_DOCUMENTS_FILE = "delta.npy", "delta.sqlite"
@@ -73,7 +76,7 @@ _COUNT = {"type": "integer", "minimum": 0}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 BASE_FILES = (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE)
 DELTA_FILES = (DELTA_VECTORS_FILE, DELTA_DOCUMENTS_FILE)
-HASHED_FILES = BASE_FILES + DELTA_FILES
+HASHED_FILES = BASE_FILES + LEXICAL_FILES + DELTA_FILES
 MANIFEST_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -94,7 +97,8 @@ MANIFEST_SCHEMA = {
                    "properties": {"documents": _COUNT, "rows": _COUNT}},
         "files": {"type": "object", "additionalProperties": False, "required": list(BASE_FILES),
                   "dependentRequired": {DELTA_VECTORS_FILE: [DELTA_DOCUMENTS_FILE],
-                                        DELTA_DOCUMENTS_FILE: [DELTA_VECTORS_FILE]},
+                                        DELTA_DOCUMENTS_FILE: [DELTA_VECTORS_FILE],
+                                        **{name: list(LEXICAL_FILES) for name in LEXICAL_FILES}},
                   "properties": {name: {"type": "object", "additionalProperties": False,
                                         "required": ["sha256", "bytes"],
                                         "properties": {"sha256": _SHA256, "bytes": _COUNT}}
@@ -171,6 +175,8 @@ def save(state: IndexState, encoder: Encoder, path: str | Path, loaded_generatio
             state.kind.write(faiss_index, str(stage / FAISS_FILE))
             np.save(stage / VECTORS_FILE, np.asarray(state.all_vectors(), dtype=np.float32))
             state.documents.save(stage / DOCUMENTS_FILE)
+            if state.lexical is not None:
+                state.lexical.folded().write(stage)
         return Contents(state.kind, len(state), state.rows, state.rerank_factor,
                         state.base.files if linked else {})
 
@@ -185,11 +191,11 @@ def _link(base: BaseFiles, stage: Path) -> bool:
     """Hard-link the base files into the staged generation; False (nothing linked) where they
     cannot be (another file system, or the generation was removed meanwhile)."""
     try:
-        for name in BASE_FILES:
+        for name in base.files:
             os.link(base.directory / name, stage / name)
         return True
     except OSError:
-        for name in BASE_FILES:
+        for name in base.files:
             (stage / name).unlink(missing_ok=True)
         return False
 
@@ -268,7 +274,7 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
             f"({encoder.fingerprint[:12]}); rebuild the index with this model, or leave the model out",
             path=path, argument="encoder")
     files = found["files"]
-    for name in (*BASE_FILES, *(n for n in DELTA_FILES if n in files), ENCODER_DIR):
+    for name in (*BASE_FILES, *(n for n in (*LEXICAL_FILES, *DELTA_FILES) if n in files), ENCODER_DIR):
         if not (data / name).exists():
             raise damaged(f"incomplete index, {data.name}/{name} is missing")
     for name, expected in files.items():
@@ -301,8 +307,7 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
                                    count=None if verify_all else n_docs)
         top = documents.max_position()
     except (OSError, ValueError, RuntimeError, sqlite3.Error) as e:
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise damaged(f"a data file cannot be read ({first_line})") from None
+        raise damaged(f"a data file cannot be read ({_first_line(e)})") from None
     for name, array in ((VECTORS_FILE, vectors), (DELTA_VECTORS_FILE, delta)):
         if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != dim:
             raise damaged(f"{name} holds {array.shape} {array.dtype}, expected (rows, {dim}) float32")
@@ -316,9 +321,26 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
     problem = kind.check(built, len(vectors), dim)
     if problem:
         raise damaged(problem)
-    base = BaseFiles(data, {name: files[name] for name in BASE_FILES})
-    state = IndexState(kind, built, vectors, documents, found["rerank_factor"], mapped=mmap, delta=delta, base=base)
+    lexical = None
+    if LEXICAL_FILES[0] in files:
+        try:
+            delta_rows, delta_texts = documents.delta_texts()
+            dead = []
+            if len(vectors) > n_docs - len(delta_rows):  # removed documents' postings are still in the base
+                alive = np.zeros(len(vectors), bool)
+                alive[[p for p in documents.live_positions() if p < len(vectors)]] = True
+                dead = np.flatnonzero(~alive)
+            lexical = LexicalIndex.loaded(Postings.read(data, len(vectors)), delta_rows, delta_texts, rows, dead)
+        except (OSError, ValueError, sqlite3.Error) as e:
+            raise damaged(f"its lexical index cannot be read ({_first_line(e)})") from None
+    base = BaseFiles(data, {name: files[name] for name in (*BASE_FILES, *LEXICAL_FILES) if name in files})
+    state = IndexState(kind, built, vectors, documents, found["rerank_factor"], mapped=mmap, delta=delta, base=base,
+                       lexical=lexical)
     return state, encoder, generation
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _kind_of(found: dict, path: Path) -> kinds.IndexKind:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .encoder import Encoder
 from .errors import InputError, NotFoundError
+from .lexical import LexicalIndex
 from .state import IndexState
 from .text import is_blank, normalize
 
@@ -96,18 +97,23 @@ def remove(state: IndexState, ids: Sequence[str]) -> int:
     missing = [i for i in ids if i not in found]
     if missing:
         raise NotFoundError(f"no document with id {missing[0]!r}; nothing was removed", argument="ids")
-    state.documents.delete(list(found.values()))
+    _delete(state, list(found.values()))
     return len(found)
 
 
-def compact(state: IndexState) -> int:
-    """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many."""
+def compact(state: IndexState, lexical: bool = False) -> int:
+    """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many.
+    ``lexical``: build the lexical index where the state has none (an older index's)."""
     dropped = state.tombstones
     live = state.documents.live_positions()
     vectors = np.asarray(state.vectors_at(np.asarray(live, dtype=np.int64)), dtype=np.float32)
     rebuilt = state.kind.emptied(state.faiss_index)
     state.kind.add(rebuilt, vectors)
     state.documents.renumber()
+    if state.lexical is not None:
+        state.lexical = state.lexical.compacted(live)
+    elif lexical:
+        state.lexical = LexicalIndex.of([text for _, text, _ in state.documents])
     state.faiss_index, state.vectors, state.mapped = rebuilt, vectors, False
     state.delta, state.base = vectors[:0], None
     return dropped
@@ -120,7 +126,10 @@ def _append(state: IndexState, encoder: Encoder, texts: list[str], ids: list[str
 
     vectors = encoder.encode(texts, progress=report("encode"))
     start = state.rows
-    if state.base is not None and len(state.delta) + len(vectors) <= min(DELTA_MAX_ROWS, state.base_rows):
+    into_delta = state.base is not None and len(state.delta) + len(vectors) <= min(DELTA_MAX_ROWS, state.base_rows)
+    if state.lexical is not None:
+        state.lexical = state.lexical.added(texts, start, into_delta)
+    if into_delta:
         state.delta = np.concatenate([state.delta, vectors])  # the save writes the delta alone
         if (indexed := report("index")) is not None:
             indexed(len(texts))
@@ -134,8 +143,14 @@ def _append(state: IndexState, encoder: Encoder, texts: list[str], ids: list[str
         state.base = None
         state.kind.add(state.faiss_index, vectors, progress=report("index"))
         state.vectors = vectors if start == 0 else np.concatenate([np.asarray(state.vectors, np.float32), vectors])
-    state.documents.delete(list(replaced.values()))
+    _delete(state, list(replaced.values()))
     state.documents.insert(start, ids, texts, metadata)
+
+
+def _delete(state: IndexState, positions: list[int]) -> None:
+    state.documents.delete(positions)
+    if state.lexical is not None and positions:
+        state.lexical = state.lexical.without(positions)
 
 
 def _fold_delta(state: IndexState) -> None:

@@ -9,6 +9,7 @@ A state loaded from a folder keeps its **base** (the FAISS index, ``vectors`` an
 documents, all as the files of ``base`` hold them) unchanged: rows added after loading go to
 ``delta``, scored exactly at query time, so that saving writes only them and links the base
 files (``index_folder.save``). A state built in memory has no base and adds to FAISS directly.
+The lexical index follows the same split, row for row.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from .documents import Documents
 from .kinds import IndexKind
+from .lexical import LexicalIndex
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class IndexState:
     """(rows after FAISS's, dim) float32: vectors added since the base, searched exactly."""
     base: BaseFiles | None = None
     """Where the unchanged base lies on disk; None once FAISS or the vectors change in memory."""
+    lexical: LexicalIndex | None = None
+    """BM25 over the same rows, its base and delta split as the vectors' are (``lexical.py``);
+    None for an index written before it existed (dense search only)."""
 
     def __post_init__(self) -> None:
         if self.delta is None:

@@ -27,6 +27,8 @@ from siamsearch.build import build_index, corpus_sources, make_engine
 from siamsearch.cli import main
 from siamsearch.data import read_corpus, stream_corpus
 from siamsearch.demo import SAMPLE_FAQ
+from siamsearch.fusion import MODES
+from siamsearch.lexical import LEXICAL_FILES
 
 QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办"]
 
@@ -64,13 +66,16 @@ def documents(path: Path) -> list[tuple]:
 
 
 def assert_same_index(a: Path, b: Path) -> None:
-    """The same FAISS file and vectors byte for byte, the same documents, the same answers."""
-    for name in ("index.faiss", "vectors.npy"):
+    """The same FAISS file, vectors and lexical part byte for byte, the same documents, the
+    same answers in every mode."""
+    for name in ("index.faiss", "vectors.npy", *LEXICAL_FILES):
         assert (generation(a) / name).read_bytes() == (generation(b) / name).read_bytes(), name
     assert documents(a) == documents(b)
     first, second = SearchIndex.load(a), SearchIndex.load(b)
-    for x, y in zip(first.search_batch(QUERIES, k=10), second.search_batch(QUERIES, k=10)):
-        assert [(h.id, h.score, h.metadata) for h in x] == [(h.id, h.score, h.metadata) for h in y]
+    for mode in MODES:
+        for x, y in zip(first.search_batch(QUERIES, k=10, mode=mode), second.search_batch(QUERIES, k=10, mode=mode)):
+            assert [(h.id, h.score, h.lexical, h.metadata) for h in x] == \
+                [(h.id, h.score, h.lexical, h.metadata) for h in y]
 
 
 @pytest.mark.parametrize(("kind", "params"), [
@@ -88,8 +93,9 @@ def test_streamed_build_writes_the_in_memory_build_byte_for_byte(encoder, corpus
     built = build_index(corpus_file, tmp_path / "streamed", encoder, kind=kind, chunk_size=450, **params)
     assert (built.documents, built.skipped, built.kind.name) == (2999, 1, kind)
     if kind == "hnsw":  # the graph depends on thread timing; the vectors and the answers do not
-        assert (generation(tmp_path / "memory") / "vectors.npy").read_bytes() == \
-            (generation(tmp_path / "streamed") / "vectors.npy").read_bytes()
+        for name in ("vectors.npy", *LEXICAL_FILES):
+            assert (generation(tmp_path / "memory") / name).read_bytes() == \
+                (generation(tmp_path / "streamed") / name).read_bytes()
         return
     assert_same_index(tmp_path / "memory", tmp_path / "streamed")
 
