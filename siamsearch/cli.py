@@ -24,7 +24,8 @@ import click
 
 from .architectures import ARCHITECTURES
 from .choice import parse_bytes
-from .errors import BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
+from .errors import ADD_LEXICAL, BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
+from .fusion import MODES, fusion_from_dict
 from .kinds import HNSW, KINDS
 from .shipped import shipped_models
 from .version import __version__
@@ -34,11 +35,12 @@ if TYPE_CHECKING:  # the service imports FastAPI, which only 'serve' needs
 
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "columns", "text_column", "id_column", "max_memory", "rerank_factor", "hnsw_m", "ef_construction", "ef_search",
-    "nlist", "nprobe", "monitor", "unlabelled", "init", "where", "min_match", "architecture", "checkpoint_dir")}
+    "nlist", "nprobe", "monitor", "unlabelled", "init", "where", "min_match", "architecture", "checkpoint_dir", "mode")}
 """Library argument → the flag that sets it, for error messages."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
-            TRAIN_MODEL: "train one with 'siamsearch train'"}
+            TRAIN_MODEL: "train one with 'siamsearch train'",
+            ADD_LEXICAL: "add it with 'siamsearch compact --lexical'"}
 """Library remedy → the same remedy as a command."""
 
 
@@ -429,6 +431,7 @@ def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, va
         click.echo(f"validation accuracy {m['accuracy']:.4f} on {_n(m['n'])} pairs at threshold {m['threshold']:.4g} "
                    f"(precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}, "
                    f"ROC-AUC {m['roc_auc'] if m['roc_auc'] is None else format(m['roc_auc'], '.4f')})")
+        _print_fusion(m.get("fusion"))
     ran, kept, used = len(encoder.history), encoder.training["epoch_kept"], encoder.training["pairs"]["used"]
     click.echo(f"trained on {_n(used)} pairs × {ran} epochs {_took(used * ran, seconds, 'pairs')}"
                f"{f', kept epoch {kept} (best {config.monitor})' if kept != ran else ''}; saved {out} "
@@ -560,19 +563,25 @@ def remove(ids: tuple[str, ...], index_dir: Path, ids_file: Path | None) -> None
 
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def compact(index_dir: Path) -> None:
+@click.option("--lexical", is_flag=True,
+              help="Also build the lexical (BM25) part that lexical and hybrid searches need, for an index written "
+                   "before siamsearch kept one.")
+def compact(index_dir: Path, lexical: bool) -> None:
     """Rebuild an index's FAISS structure without the tombstones left by remove and replace.
 
     \b
     Example:
       siamsearch compact --index indexes/faq
+      siamsearch compact --index indexes/old --lexical    # then: query --mode hybrid
     """
     from .search import SearchIndex
 
     index = SearchIndex.load(index_dir)
-    dropped = index.compact()
+    added = lexical and not index.has_lexical
+    dropped = index.compact(lexical=lexical)
     index.save(index_dir)
-    click.echo(f"dropped {_n(dropped)} tombstones; {index_dir} holds {_n(len(index))} documents")
+    click.echo(f"dropped {_n(dropped)} tombstones; {index_dir} holds {_n(len(index))} documents"
+               + ("; added its lexical part (--mode lexical and hybrid)" if added else ""))
 
 
 ECHO_CHARS = 60
@@ -580,17 +589,21 @@ ECHO_CHARS = 60
 
 
 def _print_table(query: str, hits: list, empty: str = "no hits") -> None:
-    """The ranked hits of one query, or ``empty`` in their place."""
+    """The ranked hits of one query, or ``empty`` in their place; lexical and hybrid hits add
+    their BM25 score."""
     shown = query if len(query) <= ECHO_CHARS else f"{query[:ECHO_CHARS]}… ({len(query):,} characters)"
     click.echo(f"query: {shown}")
     if not hits:
         click.echo(f"  {empty}")
         return
     width = max(2, *(len(h.id) for h in hits))
-    click.echo(f"  {'rank':>4}  {'score':>9}  {'match':>5}  {'id':<{width}}  text")
-    for h in hits:  # scores can be 1e-5: keep their digits
+    bm25 = hits[0].lexical is not None
+    click.echo(f"  {'rank':>4}  {'match':>5}  {'score':>8}  " + (f"{'bm25':>6}  " if bm25 else "")
+               + f"{'id':<{width}}  text")
+    for h in hits:  # the match first, as a person reads it; scores can be 1e-5: one format keeps their digits
         match = "  -  " if h.match is None else f"{h.match:5.0%}"
-        click.echo(f"  {h.rank:>4}  {h.score:9.3g}  {match:>5}  {h.id:<{width}}  {h.text}")
+        click.echo(f"  {h.rank:>4}  {match:>5}  {h.score:8.2e}  " + (f"{h.lexical:6.2f}  " if bm25 else "")
+                   + f"{h.id:<{width}}  {h.text}")
 
 
 @main.command()
@@ -606,13 +619,18 @@ def _print_table(query: str, hits: list, empty: str = "no hits") -> None:
                    "name several fields for all of them.")
 @click.option("--min-match", type=click.FloatRange(0, 1), metavar="P",
               help="Only hits at least this likely (0-1) to mean the same as the query: the match column.")
+@click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True,
+              help="Rank by the model's score (dense), by BM25 over characters (lexical), or by a fusion of both "
+                   "(hybrid: candidates from both sides, the model's fitted fusion). The score column is always "
+                   "the model's.")
 def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, model_dir: Path | None,
-          where: dict | None, min_match: float | None) -> None:
+          where: dict | None, min_match: float | None, mode: str) -> None:
     """Search an index for each of QUERIES ('-' reads one query per line from stdin).
 
     \b
     Example:
       siamsearch query --index indexes/demo "退款多久到账" "怎么开发票"
+      siamsearch query --index indexes/demo --mode hybrid "iPhone 15 退货"
       siamsearch query --index indexes/demo --where topic=订单 --where topic=退款 "东西坏了"
       cat questions.txt | siamsearch query --index indexes/demo --json -k 5 -
     """
@@ -632,7 +650,7 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
 
     index = SearchIndex.load(index_dir, Encoder.load(model_dir) if model_dir else None, mmap=True)
     check_min_match(min_match, index.encoder)
-    found = index.search_batch(texts, k, where)  # --min-match applies below, so that the dropped are counted
+    found = index.search_batch(texts, k, where, mode=mode)  # --min-match applies below, so that the dropped are counted
     note = NO_MATCH if where and not any(found) and not index.count(where) else None
     for text, hits in zip(texts, found):
         long = read_note(text, index.encoder)
@@ -658,7 +676,7 @@ def query(queries: tuple[str, ...], index_dir: Path, k: int, as_json: bool, mode
               help="Write the recalibrated model here instead of over --model.")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
 def calibrate(pairs: Path, model_dir: Path | None, out: Path | None, columns: str | None) -> None:
-    """Refit a model's match probability on labelled PAIRS it was not trained on (0/1 labels),
+    """Refit a model's match probability and its hybrid fusion on labelled PAIRS it was not trained on (0/1 labels),
     e.g. pairs from the domain it will serve; the weights and scores do not change.
 
     \b
@@ -669,6 +687,7 @@ def calibrate(pairs: Path, model_dir: Path | None, out: Path | None, columns: st
     from .calibration import report
     from .data import read_pairs
     from .encoder import Encoder
+    from .fusion_fit import fit_fusion
 
     target = out or model_dir
     if target is None:
@@ -677,11 +696,14 @@ def calibrate(pairs: Path, model_dir: Path | None, out: Path | None, columns: st
     encoder = Encoder.load(model_dir)
     scores = encoder.pair_scores(labelled)
     found = report(encoder.calibrate(labelled, scores=scores), scores, labelled.labels)
+    fusion, fitted = fit_fusion(encoder, labelled)
+    encoder.fusion = fusion or encoder.fusion
     if out is None:
         encoder.save_settings(model_dir)  # in place: config.json only, the directory's other files stay
     else:
         encoder.save(out)
     _print_calibration(found)
+    _print_fusion(fitted)
     click.echo(f"calibrated {model_dir or 'the shipped model'} on {_n(len(labelled))} pairs → {target} "
                "(indexes built before carry the old calibration: rebuild them to show the new one)")
 
@@ -716,14 +738,17 @@ def similarity(text_a: str, text_b: str, model_dir: Path | None) -> None:
               help="With --retrieval: a pair file whose sentences join the corpus; repeat for several.")
 @click.option("--baselines", is_flag=True,
               help="Also run character BM25 and TF-IDF, and the pretrained teacher (use-m3) where "
-                   "siamsearch[teacher] is installed, on the same pairs or retrieval task.")
+                   "siamsearch[teacher] is installed, on the same pairs or retrieval task; with --retrieval, "
+                   "siamsearch's other search modes too.")
+@click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True,
+              help="With --retrieval: how siamsearch ranks (as 'siamsearch query --mode').")
 @click.option("--columns", help="Fields holding sentence1,sentence2,label: 1-based numbers or header names.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw a PNG (needs siamsearch[plot]): score distributions with the threshold and ROC "
                    "curves; with --retrieval, recall@k for k = 1…100 of each system.")
 def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: tuple[Path, ...], baselines: bool,
-             columns: str | None, as_json: bool, plot: Path | None) -> None:
+             mode: str, columns: str | None, as_json: bool, plot: Path | None) -> None:
     """Measure a model on labelled PAIRS: as a pair classifier (accuracy, precision, recall,
     F1 at the model's threshold; ROC-AUC and Spearman; for graded labels such as STS-B's 0-5,
     Spearman and Pearson), or with --retrieval as a search engine.
@@ -745,6 +770,8 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
 
     if not retrieval and distractors:
         raise click.UsageError("--distractors applies to --retrieval only")
+    if not retrieval and mode != MODES[0]:
+        raise click.UsageError("--mode applies to --retrieval only")
     started = time.perf_counter()
     main_pairs = read_pairs(pairs, _columns(columns))
     encoder = Encoder.load(model_dir)
@@ -785,7 +812,9 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
         return
     task = RetrievalTask.from_pairs(main_pairs, [read_pairs(d, _columns(columns)) for d in distractors])
     click.echo(f"retrieval task: {_n(len(task.corpus))} sentences, {_n(len(task.queries))} queries", err=True)
-    retrievers = [EncoderRetriever(encoder, name=f"siamsearch ({model_name})"), *others]
+    ours = EncoderRetriever(encoder, f"siamsearch {mode} ({model_name})", mode)
+    modes = [m for m in MODES if m != mode] if baselines else []  # they search the same index
+    retrievers = [ours, *(ours.sharing(f"siamsearch {m}", m) for m in modes), *others]
     evaluate_on = RetrievalEvaluator(task)
     results = []
     for retriever in retrievers:
@@ -814,6 +843,20 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
 
 PLOT_DEPTH = 100
 """How deep --plot's recall@k curve goes."""
+
+
+def _print_fusion(found: dict | None) -> None:
+    """One line: the hybrid fusion fitted on validation pairs and its MRR@10 beside the model's
+    order's, or why none was fitted."""
+    if not found:
+        return
+    if "skipped" in found:
+        click.echo(f"hybrid fusion not fitted: {found['skipped']}")
+        return
+    chosen = fusion_from_dict(found["fusion"]).label
+    mrr = found["mrr@10"]
+    click.echo(f"hybrid fusion {chosen}: MRR@10 {mrr[chosen]:.4f} on {_n(found['queries'])} queries "
+               f"(model's order {mrr['weighted 1']:.4f}, BM25's {mrr['weighted 0']:.4f})")
 
 
 def _print_calibration(found: dict) -> None:
@@ -910,12 +953,14 @@ def info(path: Path | None, as_json: bool) -> None:
         click.echo("\n".join(_model_lines(found)))
         return
     params = ", ".join(f"{k} {v}" for k, v in found["index"].items() if k != "kind")
+    modes = ", ".join(MODES) if found["lexical"] else f"dense only ({COMMANDS[ADD_LEXICAL]})"
     click.echo(f"{path}: siamsearch index, generation {found['generation']} (committed {found['created']}), "
                f"{_size(found['bytes'])}\n"
                f"  kind         {found['index']['kind']}{f' ({params})' if params else ''}, rerank factor "
                f"{found['rerank_factor']}\n"
                f"  documents    {_n(found['documents'])} (rows {_n(found['rows'])}, tombstones "
                f"{_n(found['tombstones'])})\n"
+               f"  modes        {modes}\n"
                f"  generations  {', '.join(map(str, found['generations_on_disk']))} on disk\n"
                f"  files        " + ", ".join(f"{k} {_size(v)}" for k, v in found["files"].items()) + "\n"
                f"  model        fingerprint {found['encoder']['fingerprint'][:12]}")

@@ -43,6 +43,7 @@ from .architectures import EncoderConfig
 from .calibration import Calibration
 from .calibration import fit as calibrate_fit
 from .errors import TRAIN_MODEL, InputError, ModelDirectoryError, SiamsearchError
+from .fusion import Fusion, fusion_from_dict
 from .scoring import exp_neg_l1
 from .shipped import model_path, shipped_models
 from .storage import check_output_dir, sha256_bytes, staged_directory, write_json, write_json_atomic
@@ -103,10 +104,13 @@ class Encoder:
 
     def __init__(self, config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes, keras_weights: bytes,
                  training: dict | None = None, history: list[dict] | None = None, metrics: dict | None = None,
-                 threshold: float = DEFAULT_THRESHOLD, calibration: Calibration | None = None):
+                 threshold: float = DEFAULT_THRESHOLD, calibration: Calibration | None = None,
+                 fusion: Fusion | None = None):
         self.config = config
         self.threshold = threshold
         self.calibration = calibration
+        self.fusion = fusion
+        """How a hybrid search with this model orders its hits, fitted on labelled pairs (``fusion.py``)."""
         self.vocab = vocab
         self.onnx_model = onnx_model
         self.keras_weights = keras_weights
@@ -122,7 +126,7 @@ class Encoder:
 
     def __reduce__(self):
         return Encoder, (self.config, self.vocab, self.onnx_model, self.keras_weights, self.training, self.history,
-                         self.metrics, self.threshold, self.calibration)
+                         self.metrics, self.threshold, self.calibration, self.fusion)
 
     @classmethod
     def from_keras(cls, model, vocab: Vocabulary, config: EncoderConfig, **info) -> Encoder:
@@ -271,6 +275,7 @@ class Encoder:
             "encoder": self.config.to_dict(),
             "threshold": self.threshold,
             **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
+            **({"fusion": self.fusion.to_dict()} if self.fusion else {}),
             "training": self.training,
         }
 
@@ -371,8 +376,12 @@ class Encoder:
             calibration = (Calibration.from_dict(config_doc["calibration"]) if "calibration" in config_doc else None)
         except ValueError as e:
             raise damaged(f"invalid calibration in {CONFIG} ({e})") from None
+        try:
+            fusion = fusion_from_dict(config_doc["fusion"]) if "fusion" in config_doc else None
+        except (InputError, TypeError) as e:
+            raise damaged(f"invalid fusion in {CONFIG} ({e})") from None
         info = {"training": config_doc.get("training"), "history": extra.get(HISTORY), "metrics": extra.get(METRICS),
-                "threshold": float(threshold), "calibration": calibration}
+                "threshold": float(threshold), "calibration": calibration, "fusion": fusion}
         try:
             return cls(config, vocab, onnx_model, weights, **info)
         except Exception as e:  # onnxruntime raises its own types for a graph it cannot load

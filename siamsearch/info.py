@@ -68,6 +68,7 @@ def describe_index(path: str | Path) -> dict:
         "documents": len(index),
         "rows": index.rows,
         "tombstones": index.tombstones,
+        "lexical": index.has_lexical,
         "generations_on_disk": sorted(generations(path)),
         "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
         "bytes": _bytes(path),

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .errors import IndexDirectoryError
 from .filters import Where, cache_key, check_where
+from .fusion import check_mode
 from .query import Hit, Observe, check_k, check_min_match, checked_queries
 from .search import SearchIndex
 from .storage import waiting_lock
@@ -77,12 +78,13 @@ class Commit:
 
 
 class _Waiting:
-    __slots__ = ("index", "queries", "k", "where", "min_match", "key", "done", "hits", "error")
+    __slots__ = ("index", "queries", "k", "where", "min_match", "mode", "key", "done", "hits", "error")
 
     def __init__(self, index: SearchIndex, queries: list[str], k: int, where: Where | None,
-                 min_match: float | None):
+                 min_match: float | None, mode: str):
         self.index, self.queries, self.k, self.where, self.min_match = index, queries, k, where, min_match
-        self.key = (id(index), k, None if where is None else cache_key(check_where(where)), min_match)
+        self.mode = mode
+        self.key = (id(index), k, None if where is None else cache_key(check_where(where)), min_match, mode)
         self.done = False
         self.hits: list[list[Hit]] | None = None
         self.error: BaseException | None = None
@@ -103,11 +105,13 @@ class Coalescer:
         self._busy = False
 
     def search(self, index: SearchIndex, queries: list[str], k: int, where: Where | None = None,
-               observe: Observe | None = None, min_match: float | None = None) -> list[list[Hit]]:
+               observe: Observe | None = None, min_match: float | None = None,
+               mode: str = "dense") -> list[list[Hit]]:
         check_k(k)
         checked_queries(queries)
         check_min_match(min_match, index.encoder)
-        mine = _Waiting(index, list(queries), k, where, min_match)
+        check_mode(mode, index.has_lexical)
+        mine = _Waiting(index, list(queries), k, where, min_match, mode)
         with self._turn:
             self._waiting.append(mine)
             while not mine.done:
@@ -141,7 +145,7 @@ class Coalescer:
         first = batch[0]
         try:
             found = first.index.search_batch([q for w in batch for q in w.queries], first.k, first.where, observe,
-                                             first.min_match)
+                                             first.min_match, first.mode)
         except BaseException as e:  # handed to every search of the batch
             for waiting in batch:
                 waiting.error, waiting.done = e, True
@@ -182,12 +186,13 @@ class LiveIndex:
         return current
 
     def search_batch(self, queries: list[str], k: int = 10, where: Where | None = None,
-                     observe: Observe | None = None, min_match: float | None = None) -> tuple[int, list[list[Hit]]]:
+                     observe: Observe | None = None, min_match: float | None = None,
+                     mode: str = "dense") -> tuple[int, list[list[Hit]]]:
         """The generation answering and its hits for each query (as ``SearchIndex.search_batch``);
         searches from other threads at the same moment are answered in the same batch.
         Example: ``generation, [hits] = live.search_batch(["退款多久到账"], k=5)``."""
         index = self.index
-        return index.generation, self._coalescer.search(index, queries, k, where, observe, min_match)
+        return index.generation, self._coalescer.search(index, queries, k, where, observe, min_match, mode)
 
     def _load(self, mmap: bool) -> SearchIndex:
         """The committed generation, with the encoder already loaded when it is the same one

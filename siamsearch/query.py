@@ -27,6 +27,7 @@ from .calibration import Calibration
 from .encoder import Encoder
 from .errors import InputError, UnknownFieldError
 from .filters import Where, check_where
+from .fusion import DEFAULT_FUSION, Fusion, check_mode
 from .kinds import exact_search
 from .scoring import exp_neg_l1
 from .state import IndexState
@@ -51,12 +52,17 @@ class Hit:
     score: float
     metadata: dict = field(default_factory=dict)
     match: float | None = None
+    lexical: float | None = None
+    """The document's BM25 for the query (lexical and hybrid searches; None in dense ones)."""
+    rank_score: float | None = None
+    """What the hits are ordered by in a lexical (BM25) or hybrid (the fusion's) search."""
 
     def to_dict(self) -> dict:
         """The hit as plain data. Example: ``json.dumps(hit.to_dict(), ensure_ascii=False)`` (what
-        ``query --json`` prints)."""
+        ``query --json`` prints); ``lexical`` and ``rank_score`` only where the mode gives them."""
+        ranked = {} if self.rank_score is None else {"lexical": self.lexical, "rank_score": self.rank_score}
         return {"rank": self.rank, "id": self.id, "text": self.text, "score": self.score, "match": self.match,
-                "metadata": self.metadata}
+                **ranked, "metadata": self.metadata}
 
 
 def check_k(k: int) -> int:
@@ -144,14 +150,16 @@ def matching(state: IndexState, where: Where | None) -> int:
 
 def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
            where: Where | None = None, observe: Observe | None = None,
-           min_match: float | None = None) -> list[list[Hit]]:
+           min_match: float | None = None, mode: str = "dense", fusion: Fusion | None = None) -> list[list[Hit]]:
     """Top-k hits for each query, ranked by exact exp(-L1), ties by id; with ``where``, among
     the documents whose metadata match it; with ``min_match``, only hits at least that likely
-    to mean the same (so fewer than k may come back)."""
+    to mean the same (so fewer than k may come back). ``mode`` "lexical" ranks by BM25,
+    "hybrid" by ``fusion`` of both (``pool``)."""
     k = check_k(k)
     texts = checked_queries(queries)
     checked = None if where is None else check_where(where)
     check_min_match(min_match, encoder)
+    check_mode(mode, state.lexical is not None)
     if not texts or not len(state):
         return [[] for _ in texts]
     stages = _Stages(observe)
@@ -161,8 +169,29 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
     if selected is not None and not len(selected):
         check_fields(state, checked)
         return [[] for _ in texts]
+    candidates, found = _candidates(state, encoded, texts, k, selected, mode)
+    stages.done("candidates")
+    if mode == "dense":
+        hits = [rerank(state, q, pos, k, encoder.calibration) for q, pos in zip(encoded, candidates)]
+    else:
+        fusion = None if mode == "lexical" else fusion or encoder.fusion or DEFAULT_FUSION
+        hits = [pool(state, q, text, pos, lexical, k * state.rerank_factor).ranked(fusion, k, encoder.calibration)
+                for q, text, pos, lexical in zip(encoded, texts, candidates, found)]
+    if min_match is not None:
+        hits = [likely(ranked, min_match) for ranked in hits]
+    stages.done("rerank")
+    return hits
+
+
+def _candidates(state: IndexState, encoded: np.ndarray, texts: list[str], k: int, selected: np.ndarray | None,
+                mode: str) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """Each query's dense candidates (positions; none in lexical mode) and, in lexical and
+    hybrid mode, its BM25 candidates (rows and their BM25), ``k × rerank_factor`` a side plus
+    the tombstones."""
     n = k * state.rerank_factor
-    if selected is None:
+    if mode == "lexical":
+        candidates = [np.empty(0, np.int64)] * len(encoded)
+    elif selected is None:
         candidates = nearest(state, encoded, min(state.rows, n + state.tombstones))
     elif len(selected) <= EXACT_SCAN_MAX:
         candidates = [selected] * len(encoded)
@@ -176,17 +205,83 @@ def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
         found = state.kind.search(state.faiss_index, encoded, max(1, min(len(in_base), n)), selector)
         candidates = [np.union1d(pos[pos >= 0], in_delta) for pos in found]
         candidates = [pos if len(pos) >= k else selected for pos in candidates]
-    stages.done("candidates")
-    hits = [rerank(state, q, pos, k, encoder.calibration) for q, pos in zip(encoded, candidates)]
-    if min_match is not None:
-        hits = [likely(ranked, min_match) for ranked in hits]
-    stages.done("rerank")
-    return hits
+    lexical = [state.lexical.top(text, n + state.tombstones, selected) for text in texts] if mode != "dense" else []
+    return candidates, lexical
+
+
+def pools(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int) -> list[Pool]:
+    """Each query's hybrid candidates, scored by both sides, as ``search(mode="hybrid")`` would
+    order them for ``k`` hits: what ``fusion_fit`` ranks by every fusion it tries."""
+    texts = checked_queries(queries)
+    check_mode("hybrid", state.lexical is not None)
+    if not texts or not len(state):
+        return [Pool.empty() for _ in texts]
+    encoded = encoder.encode(texts)
+    candidates, found = _candidates(state, encoded, texts, k, None, "hybrid")
+    return [pool(state, q, text, pos, lexical, k * state.rerank_factor)
+            for q, text, pos, lexical in zip(encoded, texts, candidates, found)]
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One query's lexical or hybrid candidates, each scored exactly by both sides."""
+
+    positions: np.ndarray
+    ids: list[str]
+    texts: list[str]
+    metadata: list[dict]
+    scores: np.ndarray
+    lexical: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Pool:
+        return cls(np.empty(0, np.int64), [], [], [], np.empty(0), np.empty(0))
+
+    def order(self, fusion: Fusion | None) -> tuple[list[int], np.ndarray]:
+        """The candidates best first by ``fusion`` (by BM25 when None), ties by id; and their rank scores."""
+        ranks = self.lexical if fusion is None else fusion.rank_scores(self.scores, self.lexical)
+        return sorted(range(len(self.ids)), key=lambda i: (-ranks[i], self.ids[i])), ranks
+
+    def ranked(self, fusion: Fusion | None, k: int, calibration: Calibration | None) -> list[Hit]:
+        best, ranks = self.order(fusion)
+        best = best[:k]
+        matches = [None] * len(best) if calibration is None else calibration(self.scores[best]).tolist()
+        return [Hit(rank, self.ids[i], self.texts[i], float(self.scores[i]), self.metadata[i], match,
+                    float(self.lexical[i]), float(ranks[i]))
+                for rank, (i, match) in enumerate(zip(best, matches), 1)]
+
+
+def pool(state: IndexState, query: np.ndarray, text: str, dense: np.ndarray, lexical: tuple[np.ndarray, np.ndarray],
+         n: int) -> Pool:
+    """The best ``n`` live documents by the model (of the ``dense`` candidates) and the best
+    ``n`` by BM25 (``lexical``: rows and their BM25, best first), each side's cut taking every
+    document tied with its ``n``-th, all scored exactly by both. Counting only live documents
+    on each side keeps the answers those of a fresh build of the same documents, however
+    many were removed."""
+    rows, bm25 = lexical
+    docs = state.documents.get(np.union1d(dense, rows))
+    dense = np.asarray([p for p in dense.tolist() if p in docs], np.int64)
+    dense = _best(dense, exp_neg_l1(query, state.vectors_at(dense)), n)
+    alive = np.asarray([p in docs for p in rows.tolist()], bool)
+    rows = _best(rows[alive], bm25[alive], n)
+    positions = np.union1d(dense, rows)
+    if not len(positions):
+        return Pool.empty()
+    found = [docs[int(p)] for p in positions]
+    return Pool(positions, [d[0] for d in found], [d[1] for d in found], [d[2] for d in found],
+                exp_neg_l1(query, state.vectors_at(positions)), state.lexical.scores(text, positions))
+
+
+def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """The rows of the ``n`` highest scores and every row tied with the ``n``-th."""
+    if len(rows) <= n:
+        return rows
+    return rows[scores >= np.partition(scores, len(scores) - n)[len(scores) - n]]
 
 
 def likely(hits: list[Hit], min_match: float) -> list[Hit]:
-    """The hits at least ``min_match`` likely to mean the same as the query: a prefix of the
-    ranking, since match falls as the score does."""
+    """The hits at least ``min_match`` likely to mean the same as the query (in dense mode a
+    prefix of the ranking, since match falls as the score does)."""
     return [h for h in hits if h.match >= min_match]
 
 

@@ -30,7 +30,9 @@ from .documents import Documents
 from .encoder import Encoder
 from .errors import InputError
 from .filters import Where
+from .fusion import Fusion
 from .kinds import IndexKind
+from .lexical import LexicalIndex
 from .mutations import BuildProgress
 from .query import Hit, Observe
 from .rwlock import ReadWriteLock
@@ -184,7 +186,8 @@ class SearchIndex:
             raise InputError("the corpus is empty: nothing to index", argument="texts")
         check_options(kind, rerank_factor, params)
         spec = resolve(kind, len(texts), encoder.dim, max_memory, params)
-        state = IndexState(spec, None, np.empty((0, encoder.dim), np.float32), Documents.create(), rerank_factor)
+        state = IndexState(spec, None, np.empty((0, encoder.dim), np.float32), Documents.create(), rerank_factor,
+                           lexical=LexicalIndex.of([]))
         index = cls(encoder, state)
         index.add(texts, ids, metadata, progress)
         return index
@@ -214,20 +217,30 @@ class SearchIndex:
         with self._lock.writing():
             return mutations.remove(self._state, ids)
 
-    def compact(self) -> int:
+    def compact(self, lexical: bool = False) -> int:
         """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many.
+        ``lexical``: also build the lexical index an index written before it existed lacks.
 
         Example: ``idx.compact(); idx.save("indexes/faq")``."""
         with self._lock.writing():
-            return mutations.compact(self._state)
+            return mutations.compact(self._state, lexical)
+
+    @property
+    def has_lexical(self) -> bool:
+        """Whether lexical and hybrid searches are possible (an index written before they
+        existed has no lexical part until ``compact(lexical=True)``)."""
+        return self._state.lexical is not None
 
     # -- search ------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10, where: Where | None = None, min_match: float | None = None) -> list[Hit]:
-        """Example: ``idx.search("退款多久到账", k=5, where={"topic": "退款"})`` (see ``search_batch``)."""
-        return self.search_batch([query], k, where, min_match=min_match)[0]
+    def search(self, query: str, k: int = 10, where: Where | None = None, min_match: float | None = None,
+               mode: str = "dense", fusion: Fusion | None = None) -> list[Hit]:
+        """Example: ``idx.search("退款多久到账", k=5, where={"topic": "退款"})``,
+        ``idx.search("iPhone 15 退货", mode="hybrid")`` (see ``search_batch``)."""
+        return self.search_batch([query], k, where, min_match=min_match, mode=mode, fusion=fusion)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
-                     observe: Observe | None = None, min_match: float | None = None) -> list[list[Hit]]:
+                     observe: Observe | None = None, min_match: float | None = None, mode: str = "dense",
+                     fusion: Fusion | None = None) -> list[list[Hit]]:
         """Top-k hits for each query, ranked by exact exp(-L1), ties by id (``query.py``).
 
         ``where`` keeps the documents whose metadata match it, before ranking (``filters.py``):
@@ -235,12 +248,25 @@ class SearchIndex:
         ``observe(stage, seconds)`` is told how long each stage took (e.g. for latency metrics).
         ``min_match`` keeps only hits at least that likely to mean the same as the query
         (``Hit.match``, the model's calibration), so fewer than ``k`` may come back.
+        ``mode``: "dense" ranks by the model's score; "lexical" by BM25 over character terms
+        (``lexical.py``); "hybrid" takes candidates from both and orders them by ``fusion``
+        (``fusion.py``; default: the model's fitted one, else reciprocal rank fusion). In every
+        mode a hit's ``score`` is the model's exact exp(-L1) for the pair; lexical and hybrid hits
+        add ``lexical`` (BM25) and ``rank_score`` (what they are ordered by).
 
         Example: ``idx.search_batch(["退款多久到账", "怎么开发票"], k=5)``.
 
         """
         with self._lock.reading():
-            return query.search(self._state, self.encoder, queries, k, where, observe, min_match)
+            return query.search(self._state, self.encoder, queries, k, where, observe, min_match, mode, fusion)
+
+    def hybrid_pools(self, queries: Sequence[str], k: int = 10) -> list[query.Pool]:
+        """Each query's hybrid candidates with both exact scores, before any fusion orders them
+        (``Pool.ranked(fusion, k, calibration)`` is then ``search(mode="hybrid")``'s answer): so
+        that fitting can try many fusions on one set of candidates (``fusion_fit.py``). Example:
+        ``idx.hybrid_pools(["退款多久到账"])[0].ranked(Reciprocal(), 10, idx.encoder.calibration)``."""
+        with self._lock.reading():
+            return query.pools(self._state, self.encoder, queries, k)
 
     def count(self, where: Where | None = None) -> int:
         """How many documents ``where`` keeps (all of them without a filter); an
@@ -251,10 +277,10 @@ class SearchIndex:
             return query.matching(self._state, where)
 
     def search_frame(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
-                     min_match: float | None = None) -> pd.DataFrame:
+                     min_match: float | None = None, mode: str = "dense") -> pd.DataFrame:
         """``search_batch`` as a tidy DataFrame: query, rank, id, text, score, match, then one
         column per metadata field. Example: ``idx.search_frame(["退款多久到账", "怎么开发票"], k=3)``."""
-        return frames.hits_frame(queries, self.search_batch(queries, k, where, min_match=min_match))
+        return frames.hits_frame(queries, self.search_batch(queries, k, where, min_match=min_match, mode=mode))
 
     # -- on disk -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .data import read_text
 from .errors import ConflictError, InputError, NotFoundError, SiamsearchError, UnknownFieldError
 from .filters import NO_MATCH
+from .fusion import MODES
 from .live import LiveIndex
 from .query import MAX_QUERY_CHARS, read_note
 from .search import SearchIndex
@@ -62,6 +63,9 @@ Query = Annotated[str, Field(max_length=MAX_QUERY_CHARS, description="The text t
 K = Annotated[StrictInt, Field(ge=1, le=MAX_K, description="Hits to return.")]
 MinMatch = Annotated[float | None, Field(None, ge=0, le=1, description=(
     "Only hits at least this likely to mean the same as the query (their `match`); fewer than k may come back."))]
+Mode = Annotated[Literal[MODES], Field(description=(
+    "dense: ranked by the model's score; lexical: by BM25 over characters; hybrid: candidates from both, ranked by "
+    "the model's fusion of the two. Every hit's score is the model's in every mode."))]
 FILTER_DESCRIPTION = ("Metadata field → value, or → list of values (any of them); every field must match. "
                       "Applied before ranking, so k hits come back whenever k documents match.")
 
@@ -74,6 +78,7 @@ class SearchRequest(BaseModel):
     k: K = 10
     filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
     min_match: MinMatch = None
+    mode: Mode = MODES[0]
 
 
 class BatchSearchRequest(BaseModel):
@@ -81,6 +86,7 @@ class BatchSearchRequest(BaseModel):
     k: K = 10
     filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
     min_match: MinMatch = None
+    mode: Mode = MODES[0]
 
 
 class HitOut(BaseModel):
@@ -90,6 +96,9 @@ class HitOut(BaseModel):
     score: float = Field(description="The Siamese model's prediction for (query, document): exp(-L1).")
     match: float | None = Field(description="The calibrated probability that the two mean the same (null: the "
                                             "model has no calibration).")
+    lexical: float | None = Field(None, description="Lexical and hybrid modes: the document's BM25 for the query.")
+    rank_score: float | None = Field(None, description="Lexical and hybrid modes: what the hits are ordered by "
+                                                       "(BM25, or the fusion's score).")
     metadata: dict[str, Any]
 
 
@@ -142,6 +151,8 @@ class Ready(BaseModel):
     documents: int
     encoder_fingerprint: str
     index_kind: str
+    modes: list[str] = Field(description="The search modes this index answers (an index written before the lexical "
+                                         "part: dense only).")
     version: str = __version__
 
 
@@ -341,7 +352,7 @@ def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
     def readyz() -> Ready:
         index = live.index
         return Ready(generation=index.generation, documents=len(index), encoder_fingerprint=index.encoder.fingerprint,
-                     index_kind=index.kind)
+                     index_kind=index.kind, modes=list(MODES) if index.has_lexical else ["dense"])
 
     @app.get("/metrics", summary="Prometheus metrics of this process", dependencies=[Depends(reader)])
     def prometheus() -> Response:
@@ -353,7 +364,7 @@ def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
         """Plain dicts, answered as they are: they have the shape of the response models, which
         document the routes, and validating our own output again cost more than the search."""
         generation, found = live.search_batch(queries, request.k, request.filter, metrics.observe_stage,
-                                              request.min_match)
+                                              request.min_match, request.mode)
         no_match = NO_MATCH if request.filter and not any(found) and not live.index.count(request.filter) else None
 
         def result(query: str, hits: list) -> dict:

@@ -196,6 +196,44 @@ def test_queries_of_unknown_characters(small_index, sample_encoder):
     one_line_error(InputError, small_index.search, " \ufeff ", 3, match="empty or whitespace only")
 
 
+@case("lexical-and-hybrid-queries-without-word-characters")
+def test_lexical_and_hybrid_queries_without_word_characters(small_index, sample_encoder):
+    for query in ("！？。，…", "😀🎉🙈", "refund please", "12345", "退货！！"):
+        lexical = small_index.search(query, 3, mode="lexical")
+        assert all(h.lexical > 0 for h in lexical)
+        assert bool(lexical) == (query == "退货！！")  # only that one shares a term with a document
+        hybrid = small_index.search(query, 3, mode="hybrid")
+        assert len(hybrid) == 3
+        for h in lexical + hybrid:
+            assert abs(h.score - sample_encoder.similarity(query, h.text)) < 1e-5
+        assert all(h.lexical == 0 for h in hybrid if query != "退货！！")
+
+
+@case("a-character-in-every-document")
+def test_a_character_in_every_document(sample_encoder):
+    from siamsearch.lexical import HEAD
+
+    rng = np.random.default_rng(7)
+    pool = list("退款运费发票会员积分快递订单密码账号客服优惠券取消修改地址支付失败")
+    texts = ["的" + "".join(rng.choice(pool, rng.integers(2, 12))) for _ in range(HEAD + 904)]
+    index = SearchIndex.build(texts, sample_encoder)
+    import bm25s
+
+    from siamsearch.lexical import terms
+
+    reference = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    reference.index([terms(t) for t in texts], show_progress=False)
+    assert reference.get_scores(["的"]).min() > 0  # the idf of a term in every document
+    for query in ("的", "的发票", "快递的订单"):
+        exact = reference.get_scores(list(dict.fromkeys(terms(query))))
+        for mode in ("dense", "lexical", "hybrid"):
+            hits = index.search(query, 10, mode=mode)
+            assert len(hits) == 10 and hits == index.search(query, 10, mode=mode)
+            for h in hits if mode != "dense" else ():
+                assert h.lexical == pytest.approx(exact[int(h.id)], rel=1e-5)
+                assert abs(h.score - sample_encoder.similarity(query, h.text)) < 1e-5
+
+
 # -- directories ---------------------------------------------------------------------
 
 def flip_last_byte(data: bytes) -> bytes:
@@ -253,6 +291,55 @@ def test_index_directory_missing_truncated_or_swapped_file(index_dir, tmp_path, 
     for name, (how, message) in cases.items():
         one_line_error(IndexDirectoryError, SearchIndex.load, damaged_copy(index_dir, tmp_path / name, how),
                        match=message)
+
+
+@case("lexical-index-damaged-on-disk")
+def test_lexical_index_damaged_on_disk(index_dir, tmp_path):
+    from siamsearch.lexical import LEXICAL_FILES, POSTINGS_FILE, TERMS_FILE
+    from siamsearch.storage import sha256_file
+
+    gen = index_dir / "gen-000001"
+
+    def fixed_checksum(d, name):  # a tamperer (or a bug) that keeps the manifest in step
+        m = json.loads((d / "manifest.json").read_text())
+        path = d / "gen-000001" / name
+        m["files"][name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        (d / "manifest.json").write_text(json.dumps(m))
+
+    def overrun(d):
+        terms = np.load(gen / TERMS_FILE)
+        terms[1:, 1] += 7  # every term's postings start past where they are
+        np.save(d / "gen-000001" / TERMS_FILE, terms)
+        fixed_checksum(d, TERMS_FILE)
+
+    def shorter_postings(d):
+        np.save(d / "gen-000001" / POSTINGS_FILE, np.load(gen / POSTINGS_FILE)[:-3])
+        fixed_checksum(d, POSTINGS_FILE)
+
+    cases = {"overrun": (overrun, "its lexical index cannot be read"),
+             "shorter": (shorter_postings, "its lexical index cannot be read")}
+    for name in LEXICAL_FILES:
+        data = (gen / name).read_bytes()
+        cases[f"missing-{name}"] = (lambda d, n=name: (d / "gen-000001" / n).unlink(), f"{name} is missing")
+        cases[f"cut-{name}"] = (lambda d, n=name, b=data: write(d / "gen-000001" / n, b[:-5]),
+                                f"{name} is {len(data) - 5:,} bytes, the manifest says")
+        cases[f"flipped-{name}"] = (lambda d, n=name, b=data: write(d / "gen-000001" / n, flip_last_byte(b)),
+                                    f"{name} does not match the checksum")
+    for name, (how, message) in cases.items():
+        one_line_error(IndexDirectoryError, SearchIndex.load, damaged_copy(index_dir, tmp_path / name, how),
+                       match=message)
+
+    def format_4(d):  # as written before the lexical part
+        m = json.loads((d / "manifest.json").read_text())
+        m["format_version"] = 4
+        for n in LEXICAL_FILES:
+            del m["files"][n]
+            (d / "gen-000001" / n).unlink()
+        (d / "manifest.json").write_text(json.dumps(m))
+
+    old = SearchIndex.load(damaged_copy(index_dir, tmp_path / "old", format_4))
+    assert len(old.search("退货", 3)) == 3
+    one_line_error(InputError, old.search, "退货", mode="hybrid", match=r"compact\(lexical=True\)")
 
 
 @case("manifest-paths-outside-the-directory")

@@ -7,6 +7,7 @@ apt-get), and the test says why it skips where it cannot.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -106,5 +107,65 @@ def test_type_a_query_see_the_faq_entry_then_filter(browser, page_url):
 
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     wait.until(lambda d: not results(d) and not d.find_elements(By.CSS_SELECTOR, "#filters .chip"))
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def test_each_hit_shows_its_match_first_and_its_score_in_one_format(browser, page_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 20)
+    browser.get(page_url + "/")
+    wait.until(lambda d: "200 documents" in d.find_element(By.ID, "ready").text)
+    browser.find_element(By.ID, "q").send_keys("退款多久能到账")
+    wait.until(lambda d: results(d) and results(d)[0]["id"] == "faq-101")
+    shown = browser.execute_script("return [...document.querySelectorAll('li.hit .scores')].map(s => "
+                                   "[...s.children].map(c => c.textContent))")
+    assert len(shown) == 10
+    for match, score, *rest in shown:
+        assert re.fullmatch(r"\d{1,3} % match", match), match  # first, as a person reads it
+        assert re.fullmatch(r"score \d\.\d\de[-+]\d+", score), score  # one fixed format, whatever the size
+        assert not rest  # no BM25 in dense mode
+
+
+def test_a_filter_applies_as_it_is_typed_and_says_when_it_matches_nothing(browser, page_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 20)
+    browser.get(page_url + "/")
+    wait.until(lambda d: "200 documents" in d.find_element(By.ID, "ready").text)
+    browser.find_element(By.ID, "q").send_keys("东西坏了")
+    wait.until(lambda d: len(results(d)) == 10)
+    field = browser.find_element(By.ID, "filter-input")
+    field.send_keys("topic=订单")  # no Enter
+    wait.until(lambda d: results(d) and all(r["topic"] == "topic: 订单" for r in results(d)))
+    assert "applied; Enter keeps it" in browser.find_element(By.ID, "pending-filter").text
+    field.clear()
+    field.send_keys("topic=不存在")
+    wait.until(lambda d: "no documents match the filter" in d.find_element(By.ID, "status").text)
+    assert not results(browser)
+    field.clear()
+    field.send_keys("nofield=1")
+    wait.until(lambda d: "no document has the metadata field 'nofield'" in d.find_element(By.ID, "error").text)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]  # read, so later tests start clean
+    assert all("status of 400" in e["message"] for e in errors), errors  # the refused filter, nothing else
+
+
+def test_the_ranking_toggle_searches_by_keywords_or_both(browser, page_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 20)
+    browser.get(page_url + "/")
+    wait.until(lambda d: "200 documents" in d.find_element(By.ID, "ready").text)
+    browser.find_element(By.ID, "q").send_keys("发票")
+    wait.until(lambda d: results(d) and "dense" in d.find_element(By.ID, "status").text)
+    for mode in ("lexical", "hybrid"):
+        browser.find_element(By.CSS_SELECTOR, f"input[name=mode][value={mode}]").click()
+        wait.until(lambda d, m=mode: results(d) and f"· {m} ·" in d.find_element(By.ID, "status").text)
+        assert all("发" in r["text"] or "票" in r["text"] for r in results(browser)[:3])
+        assert browser.find_elements(By.CSS_SELECTOR, "li.hit .scores .score:nth-child(3)")  # bm25 shown
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

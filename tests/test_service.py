@@ -56,7 +56,7 @@ def test_health_readiness_openapi_docs_and_page(faq_dir):
     index = SearchIndex.load(faq_dir)
     assert ready | {"version": None} == {"status": "ready", "generation": index.generation, "documents": 200,
                                          "encoder_fingerprint": index.encoder.fingerprint, "index_kind": "flat",
-                                         "version": None}
+                                         "modes": ["dense", "lexical", "hybrid"], "version": None}
     paths = http.get("/openapi.json").json()["paths"]
     assert {"/v1/search", "/v1/search/batch", "/v1/documents/{doc_id}", "/v1/documents", "/v1/compact",
             "/healthz", "/readyz", "/metrics"} <= set(paths)

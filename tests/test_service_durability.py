@@ -108,3 +108,9 @@ def check(index_dir, clients: list[Client]) -> None:
             else:
                 after[i] = t
         assert found in (before, after), f"{client.name}: a write was lost or half-applied"
+    documents = {d.id: d.text for d in index}  # the lexical side holds the same documents as the FAISS side
+    ids = sorted(documents)
+    fresh = SearchIndex.build([documents[i] for i in ids], index.encoder, ids=ids, kind="flat")
+    queries = [documents[i] for i in ids[:: max(1, len(ids) // 8)]]
+    for mode in ("lexical", "hybrid"):
+        assert index.search_batch(queries, 5, mode=mode) == fresh.search_batch(queries, 5, mode=mode), mode
