@@ -61,10 +61,10 @@ class Jaccard:
     name = "char Jaccard"
 
     def pair_scores(self, left, right) -> np.ndarray:
-        from siamsearch.baselines import char_terms
+        from siamsearch.lexical import terms
 
         def score(a, b):
-            x, y = set(char_terms(a)), set(char_terms(b))
+            x, y = set(terms(a)), set(terms(b))
             return len(x & y) / max(1, len(x | y))
 
         return np.array([score(a, b) for a, b in zip(left, right)])

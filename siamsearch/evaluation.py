@@ -208,20 +208,34 @@ class Retriever(Protocol):
 
 class EncoderRetriever:
     """The product's own path: a ``SearchIndex`` over the corpus (FAISS candidates, exact
-    exp(-L1) re-rank), with corpus positions as document ids."""
+    exp(-L1) re-rank; lexical and hybrid ``mode`` too), with corpus positions as document ids.
+    Retrievers made by ``sharing`` search the same built index in another mode, so a
+    comparison of modes encodes the corpus once."""
 
-    def __init__(self, encoder, name: str = "siamsearch", **build_options):
-        self.encoder, self.name, self.build_options = encoder, name, build_options
-        self.search_index = None  # the SearchIndex that ``index`` builds
+    def __init__(self, encoder, name: str = "siamsearch", mode: str = "dense", fusion=None, **build_options):
+        self.encoder, self.name, self.mode, self.fusion, self.build_options = encoder, name, mode, fusion, build_options
+        self._built: dict = {}  # the corpus and its SearchIndex; one dict for all that share it
+
+    @property
+    def search_index(self):
+        """The SearchIndex that ``index`` built (None before)."""
+        return self._built.get("index")
+
+    def sharing(self, name: str, mode: str, fusion=None) -> EncoderRetriever:
+        """Another retriever over this one's index (built once, by whichever indexes first)."""
+        other = EncoderRetriever(self.encoder, name, mode, fusion, **self.build_options)
+        other._built = self._built
+        return other
 
     def index(self, corpus: Sequence[str]) -> None:
         from .search import SearchIndex
 
-        self.search_index = SearchIndex.build(list(corpus), self.encoder, ids=[str(i) for i in range(len(corpus))],
-                                              **self.build_options)
+        if self._built.get("corpus") is not corpus:
+            self._built.update(corpus=corpus, index=SearchIndex.build(
+                list(corpus), self.encoder, ids=[str(i) for i in range(len(corpus))], **self.build_options))
 
     def search(self, query: str, k: int) -> list[int]:
-        return [int(hit.id) for hit in self.search_index.search(query, k)]
+        return [int(hit.id) for hit in self.search_index.search(query, k, mode=self.mode, fusion=self.fusion)]
 
 
 class RetrievalEvaluator:

@@ -92,6 +92,7 @@ from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
 from .evaluation import best_threshold, pair_metrics
+from .fusion_fit import fit_fusion
 from .keras_runtime import load, require_training
 from .storage import sha256_file
 from .teacher import Teacher, TeacherCache, load_teacher, nearest_neighbours
@@ -389,7 +390,8 @@ def _set_threshold_and_match(encoder: Encoder, trainer, pairs: Pairs, valid: Pai
     """The decision threshold: the best accuracy on ``valid``, else the margin objective's
     learned margin, else the default (0.5); with ``valid``, its metrics at that threshold.
     The match probability (``calibration.py``) is fitted on ``valid``, else on a sample of the
-    training pairs (recorded as not held out)."""
+    training pairs (recorded as not held out); the hybrid fusion (``fusion_fit.py``) on
+    ``valid`` only, since on training pairs the model's side would look better than it is."""
     if valid is not None:
         scores = encoder.pair_scores(valid)
         encoder.threshold = best_threshold(scores, valid.labels)
@@ -403,6 +405,8 @@ def _set_threshold_and_match(encoder: Encoder, trainer, pairs: Pairs, valid: Pai
                 log.warning("the match probability is poorly calibrated on the validation pairs (expected "
                             "calibration error %.2f, above %.2f): its percentages can be far from how often hits "
                             "match; train longer or on more pairs", error, POOR_CALIBRATION)
+        fusion, encoder.metrics["valid"]["fusion"] = fit_fusion(encoder, valid, config.seed)
+        encoder.fusion = fusion or encoder.fusion
         return
     if config.objective == "margin":
         encoder.threshold = float(np.exp(-float(trainer.margin.numpy())))

@@ -126,7 +126,7 @@ def test_cli_query_shows_match_and_filters_with_min_match(tmp_path):
                                     "我的退款什么时候能到账啊"])
     assert run.exit_code == 0 and "match" in run.stdout.splitlines()[1]
     lines = run.stdout.splitlines()[2:]
-    assert 0 < len(lines) < 10 and all(int(line.split()[2].rstrip("%")) >= 50 for line in lines)
+    assert 0 < len(lines) < 10 and all(int(line.split()[1].rstrip("%")) >= 50 for line in lines)
     assert run.stderr == f"note: --min-match 0.5 left out {10 - len(lines)} of the top 10 hits\n"  # said, not silent
     bad = CliRunner().invoke(main, ["query", "--index", str(tmp_path / "ix"), "--min-match", "2", "x"])
     assert bad.exit_code == 2

@@ -53,6 +53,9 @@ def test_train_reports_epochs_and_validation_accuracy(model):
     assert "validation accuracy" in result.output and "pairs/s" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["valid"]["accuracy"] <= 1 and metrics["valid"]["n"] == 1000
+    fitted = metrics["valid"]["fusion"]  # the hybrid fusion, fitted on the validation pairs as the match is
+    assert json.loads((out / "config.json").read_text())["fusion"] == fitted["fusion"]
+    assert re.search(r"hybrid fusion (rrf k=60|weighted [\d.]+): MRR@10 [\d.]+ on [\d,]+ queries", result.output)
 
 
 def test_build_index_summary(index):

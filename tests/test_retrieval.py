@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from siamsearch.baselines import BM25Retriever, TfidfRetriever, char_terms
+from siamsearch.baselines import BM25Retriever, TfidfRetriever
 from siamsearch.cli import main
 from siamsearch.data import read_pairs
 from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask, retrieval_metrics
+from siamsearch.lexical import terms
 
 from .conftest import shared_file
 
@@ -100,8 +101,9 @@ def test_lexical_top_k_breaks_ties_by_corpus_position():
     assert top_k(scores, 10) == [1, 2, 4, 3, 0]
 
 
-def test_char_terms_are_unigrams_then_bigrams():
-    assert char_terms("开通花") == ["开", "通", "花", "开通", "通花"]
+def test_terms_are_unigrams_then_bigrams_within_words_case_folded():
+    assert terms("开通花") == ["开", "通", "花", "开通", "通花"]
+    assert terms("Ab 开通") == ["a", "b", "开", "通", "ab", "开通"]
 
 
 @pytest.mark.parametrize("retriever", [BM25Retriever, TfidfRetriever])
@@ -130,7 +132,7 @@ def test_cli_evaluate_retrieval_with_baselines_json(tiny, sample_encoder, tmp_pa
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.splitlines()[-1])
     assert (report["corpus"], report["queries"]) == (12, 4)
-    assert [r["name"].split(" ")[0] for r in report["results"]] == ["siamsearch", "BM25", "TF-IDF", "use-m3"]
+    assert [r["name"].split(" ")[0] for r in report["results"]] == ["siamsearch"] * 3 + ["BM25", "TF-IDF", "use-m3"]
     for r in report["results"]:
         assert 0 <= r["mrr@10"] <= r["recall@10"] <= 1
 
