@@ -29,6 +29,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline  # /docs and /redoc with their scripts served here, not from a CDN
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -300,12 +301,20 @@ def _validation_message(error: dict) -> tuple[int, str, str | None]:
     return 422, f"{field}: {error.get('msg', 'invalid value')}", where[0] if where else "body"
 
 
+DOCS_ROUTES = ("/docs", "/redoc")
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; worker-src 'self' blob:")
+"""The API docs' pages may load only from this service: their assets are served here
+(fastapi-offline), and ReDoc's sidebar logo, which its script fetches from a CDN, is refused
+rather than left to hang or fail offline."""
+
+
 def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
     """The service for one index folder (loaded now, so a bad path fails before serving), or
     for ``live`` when the caller has opened it already."""
     live = live or LiveIndex(settings.index, mmap=settings.mmap)
     metrics = _Metrics()
-    app = FastAPI(title="siamsearch", version=__version__,
+    app = FastAPIOffline(title="siamsearch", version=__version__, static_url="/docs-assets",
                   description="Semantic search for short texts. Every score is the Siamese model's exact "
                               "prediction for (query, document).",
                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
@@ -313,6 +322,14 @@ def create_app(settings: Settings, live: LiveIndex | None = None) -> FastAPI:
                              409: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
                              422: {"model": ErrorResponse}})
     app.add_middleware(_Guard, metrics=metrics)
+
+    @app.middleware("http")
+    async def docs_stay_here(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if request.url.path in DOCS_ROUTES:
+            response.headers["Content-Security-Policy"] = DOCS_POLICY
+        return response
+
     async def reader(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
         if settings.read_token is not None:
             _check_token(settings.read_token, credentials, "index's reads")

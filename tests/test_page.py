@@ -169,3 +169,20 @@ def test_the_ranking_toggle_searches_by_keywords_or_both(browser, page_url):
         assert browser.find_elements(By.CSS_SELECTOR, "li.hit .scores .score:nth-child(3)")  # bm25 shown
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+@pytest.mark.parametrize("route", ["/docs", "/redoc"])
+def test_api_docs_render_offline_from_the_service_alone(browser, page_url, route):
+    """Issue 36, point 4: Swagger UI and ReDoc render with every asset from 127.0.0.1 (a CDN
+    script would leave a blank page offline); the one outside address ReDoc's script asks for,
+    its logo, is refused by the page's Content-Security-Policy, never fetched."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(page_url + route)  # the operations' paths appear only once the script has rendered the schema
+    WebDriverWait(browser, 30).until(lambda d: "/v1/search" in d.execute_script("return document.body.innerText"))
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => [e.name, e.responseStatus])")
+    assert fetched and all(status == 200 for url, status in fetched if url.startswith(page_url)), fetched
+    blocked = " ".join(e["message"] for e in browser.get_log("browser") if "has been blocked" in e["message"])
+    elsewhere = [url for url, _ in fetched if not url.startswith(page_url)]  # ReDoc's logo: refused, never fetched
+    assert all(url in blocked for url in elsewhere), (elsewhere, blocked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -61,7 +62,13 @@ def test_health_readiness_openapi_docs_and_page(faq_dir):
     assert {"/v1/search", "/v1/search/batch", "/v1/documents/{doc_id}", "/v1/documents", "/v1/compact",
             "/healthz", "/readyz", "/metrics"} <= set(paths)
     assert set(paths["/v1/documents"]) == {"put", "delete"}
-    assert "swagger" in http.get("/docs").text.lower()
+    for route in ("/docs", "/redoc"):  # issue 36, point 4: every asset from this service, none from a CDN
+        html = http.get(route).text
+        assets = re.findall(r'(?:src|href|spec-url)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+        assert len(assets) >= 2 and "//" not in " ".join(assets), assets
+        for asset in assets:
+            answer = http.get(asset)
+            assert answer.status_code == 200 and answer.content, asset
     page = http.get("/")
     assert page.headers["content-type"].startswith("text/html") and '<meta charset="utf-8">' in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
