@@ -395,7 +395,8 @@ class LexicalIndex:
             inside = (rows >= part.first_row) & (rows < part.first_row + len(part.lengths))
             if not inside.any():
                 continue
-            mine = rows[inside]
+            order = np.argsort(rows[inside], kind="stable")  # sorted needles: searchsorted reads each list in order
+            mine = rows[inside][order]
             norm = K1 * (1 - B + B * np.asarray(part.lengths)[mine - part.first_row] / mean_length)
             total = np.zeros(len(mine))
             for w, s, e in zip(idf, starts, ends):
@@ -406,7 +407,7 @@ class LexicalIndex:
                 hit = posting_rows[at] == mine
                 tf = np.where(hit, part.tfs[s:e][at], 0).astype(np.float64)
                 total += w * tf / (tf + norm)
-            out[inside] = total
+            out[np.flatnonzero(inside)[order]] = total
         return out
 
     def top(self, text: str, n: int, selected: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
