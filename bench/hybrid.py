@@ -19,7 +19,7 @@ recall@10), every system on the same queries, in one run:
 Sets (test side / the dev side fusions are fitted on): bq test / bq dev; AFQMC's seeded test
 half / its dev half (``bench/general_data.py``; the issue's "AFQMC dev" less the half fitted
 on); PAWS-X test_2k / dev_2k; Chinese STS-B test / dev, a pair scored 3 or more counting as
-a match (the calibration target's rule); OPPO Xiaobu's held-out test half / dev half.
+a match (``bench/calibration.py``'s rule); OPPO Xiaobu's held-out test half / dev half.
 
 Scale: ``corpus.py``'s 1M documents built once with ``build_index`` (kind auto), opened
 memory-mapped; 1,000 queries one at a time, dense, lexical and hybrid alternating query by
@@ -40,39 +40,22 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from general_data import DATA, afqmc_halves, oppo_split, require_data  # noqa: E402
+from general_data import require_data  # noqa: E402
 from report import RESULTS, add_output_options, provenance, publish, render  # noqa: E402
 
-MATCH_FROM = 3.0
-"""An STS-B pair scored this or more is a match (0-5 scale)."""
 SCALE_QUERIES, RECALL_QUERIES = 1000, 200
 
 
-def _pairs(rows: list[list[str]], name: str):
-    from siamsearch.data import Pairs
-
-    return Pairs([r[0] for r in rows], [r[1] for r in rows], np.array([float(r[2]) for r in rows], np.float32), name)
-
-
-def _binary(pairs):
-    from siamsearch.data import Pairs
-
-    return Pairs(pairs.left, pairs.right, (pairs.labels >= MATCH_FROM).astype(np.float32), pairs.source)
-
-
 def sets() -> dict[str, tuple]:
-    """name → (test pairs, dev pairs)."""
-    from siamsearch import read_pairs
+    """name → (test pairs, dev pairs), with 0/1 labels (STS-B: ``calibration.read``'s rule)."""
+    from calibration import read
 
-    afqmc_dev, afqmc_test = afqmc_halves()
-    _, oppo_dev, oppo_test = oppo_split()
-    sts = DATA / "chinese_sts_b"
     return {
-        "bq test": (read_pairs(DATA / "bq/test.tsv"), read_pairs(DATA / "bq/dev.tsv")),
-        "AFQMC test half": (_pairs(afqmc_test, "afqmc test half"), _pairs(afqmc_dev, "afqmc dev half")),
-        "PAWS-X test": (read_pairs(DATA / "pawsx_zh/test_2k.tsv"), read_pairs(DATA / "pawsx_zh/dev_2k.tsv")),
-        "STS-B test (≥ 3)": (_binary(read_pairs(sts / "sts-b-test.txt")), _binary(read_pairs(sts / "sts-b-dev.txt"))),
-        "OPPO held-out test": (_pairs(oppo_test, "oppo test half"), _pairs(oppo_dev, "oppo dev half")),
+        "bq test": (read("bq/test.tsv"), read("bq/dev.tsv")),
+        "AFQMC test half": (read("afqmc test half"), read("afqmc dev half")),
+        "PAWS-X test": (read("pawsx_zh/test_2k.tsv"), read("pawsx_zh/dev_2k.tsv")),
+        "STS-B test (≥ 3)": (read("chinese_sts_b/sts-b-test.txt"), read("chinese_sts_b/sts-b-dev.txt")),
+        "OPPO held-out test": (read("oppo test half"), read("oppo dev half")),
     }
 
 
@@ -121,7 +104,7 @@ def scale(size: int) -> dict:
     import bm25s
     from corpus import real_sentences
     from scale import corpus_file
-    from search import _percentiles, peak_rss, queries
+    from search import peak_rss, percentiles, queries
 
     from siamsearch import Encoder, SearchIndex
     from siamsearch.build import build_index
@@ -163,7 +146,7 @@ def scale(size: int) -> dict:
         recall.append(len(best & got) / max(1, len(best)))
     size_of = {name: (generation / name).stat().st_size for name in ("index.faiss", "vectors.npy", *LEXICAL_FILES)}
     return {"size": size, "kind": index.spec.to_dict(), "build_seconds": build_seconds,
-            **{mode: _percentiles(taken) for mode, taken in seconds.items()},
+            **{mode: percentiles(taken) for mode, taken in seconds.items()},
             "rss_after": memory, "bytes": size_of, "lexical_recall@10": float(np.mean(recall))}
 
 

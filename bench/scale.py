@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from corpus import corpus, real_sentences  # noqa: E402
 from report import add_output_options, cpu_model, machine, publish, render  # noqa: E402
-from search import _percentiles, peak_rss, queries  # noqa: E402
+from search import peak_rss, percentiles, queries  # noqa: E402
 
 WORK = HERE / ".work" / "scale"
 RECALL_QUERIES = 200
@@ -180,7 +180,7 @@ def query_stats(path: Path, real: list[str]) -> dict:
         t = time.perf_counter()
         hits.append(index.search(q, 10))
         latencies.append(time.perf_counter() - t)
-    result = {f"search_{k}": v for k, v in _percentiles(latencies).items()}
+    result = {f"search_{k}": v for k, v in percentiles(latencies).items()}
     qv = index.encoder.encode(qs[:RECALL_QUERIES])
     exact = faiss.IndexFlat(index.encoder.dim, faiss.METRIC_L1)
     for start in range(0, index.rows, 1_000_000):

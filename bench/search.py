@@ -37,7 +37,7 @@ WORK = HERE / ".work"
 RESULTS = HERE / "results"
 
 
-def _percentiles(seconds: list[float]) -> dict:
+def percentiles(seconds: list[float]) -> dict:
     ms = np.array(seconds) * 1000
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
@@ -108,7 +108,7 @@ def run_one(model: Path, size: int, kind: str, params: dict, out: Path) -> dict:
         t = time.perf_counter()
         hits.append(index.search(q, 10))
         latencies.append(time.perf_counter() - t)
-    result.update({f"search_{k}": v for k, v in _percentiles(latencies).items()})
+    result.update({f"search_{k}": v for k, v in percentiles(latencies).items()})
     t = time.perf_counter()
     index.search_batch(qs, 10)
     result["batch_qps"] = len(qs) / (time.perf_counter() - t)

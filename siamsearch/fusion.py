@@ -15,7 +15,8 @@ themselves are never changed.
     pairs (``fit``). 1.0 is dense ranking, 0.0 lexical.
 
 A new fusion is one class here with a ``name``, its settings as dataclass fields, and
-``rank_scores``; ``FUSIONS`` offers it to the CLI and the service.
+``rank_scores``, and an entry in ``FUSIONS``, by which a model's config.json names it
+(``fusion_from_dict``).
 """
 
 from __future__ import annotations

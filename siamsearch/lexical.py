@@ -395,8 +395,9 @@ class LexicalIndex:
             inside = (rows >= part.first_row) & (rows < part.first_row + len(part.lengths))
             if not inside.any():
                 continue
-            order = np.argsort(rows[inside], kind="stable")  # sorted needles: searchsorted reads each list in order
-            mine = rows[inside][order]
+            mine = rows[inside]
+            order = np.argsort(mine, kind="stable")  # sorted needles: searchsorted reads each list in order
+            mine = mine[order]
             norm = K1 * (1 - B + B * np.asarray(part.lengths)[mine - part.first_row] / mean_length)
             total = np.zeros(len(mine))
             for w, s, e in zip(idf, starts, ends):
