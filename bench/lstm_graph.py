@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from siamsearch import Encoder
 from siamsearch.data import read_pairs
-from siamsearch.encoder import _session as session  # the product's own session settings
+from siamsearch.encoder import inference_session as session  # the product's own session settings
 from siamsearch.text import length_sorted_batches, pad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

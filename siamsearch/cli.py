@@ -393,7 +393,8 @@ def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, va
            init_from: str | None, **settings) -> None:
     from .checkpoint import RESUME, TrainingInterrupted
     from .data import read_pairs, read_sentences
-    from .encoder import Encoder, check_model_path
+    from .encoder import Encoder
+    from .model_folder import check_model_path
     from .teacher import load_teacher
     from .training import PRESETS
     from .training import train as train_model

@@ -34,8 +34,8 @@ from typing import Protocol
 import numpy as np
 
 from .data import Pairs, is_graded, is_positive, paraphrase_groups
-from .encoder import DEFAULT_THRESHOLD
 from .errors import InputError
+from .model_folder import DEFAULT_THRESHOLD
 
 RECALL_AT = (1, 10)
 MRR_AT = 10

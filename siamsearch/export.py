@@ -5,16 +5,26 @@ query path built on Keras can never answer a cold ``siamsearch query`` in half a
 Each architecture writes its own layers as ONNX's native operators
 (``Architecture.onnx``); this module adds what they share (the ids, the character vectors,
 which positions hold a character) and checks the graph. The result needs only the ``onnx``
-package to write and onnxruntime to run; ``Encoder.from_keras`` compares it with Keras.
+package to write and onnxruntime to run; ``from_keras`` wraps it as an ``Encoder`` and
+compares it with Keras.
 """
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .architectures import EMBEDDING_LAYER, EncoderConfig
+from .encoder import Encoder
+from .errors import SiamsearchError
+from .model_folder import WEIGHTS
+from .text import Vocabulary, pad
+
+EXPORT_TOLERANCE = 1e-5
 
 ONNX_OPSET = 17
 INPUT, OUTPUT = "ids", "vectors"
@@ -42,3 +52,28 @@ def encoder_to_onnx(model, config: EncoderConfig, to_numpy) -> bytes:
                                    producer_name="siamsearch")
     onnx.checker.check_model(onnx_model)
     return onnx_model.SerializeToString()
+
+
+def from_keras(model, vocab: Vocabulary, config: EncoderConfig, **info) -> Encoder:
+    """Wrap a trained Keras encoder: export its ONNX graph and check it computes the same
+    vectors (within ``EXPORT_TOLERANCE``). What ``train`` does at its end."""
+    from .keras_runtime import load
+
+    to_numpy = load().ops.convert_to_numpy
+    onnx_model = encoder_to_onnx(model, config, to_numpy)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_weights(Path(tmp) / WEIGHTS)
+        weights = (Path(tmp) / WEIGHTS).read_bytes()
+    encoder = Encoder(config, vocab, onnx_model, weights, **info)
+    probe = probe_ids(config)
+    gap = float(np.abs(encoder.run(probe) - to_numpy(model(probe, training=False))).max())
+    if not gap <= EXPORT_TOLERANCE:
+        raise SiamsearchError(f"the ONNX export differs from the Keras encoder by {gap:.2g}; please report this")
+    return encoder
+
+
+def probe_ids(config: EncoderConfig) -> np.ndarray:
+    """A fixed batch of id rows of assorted lengths, for comparing two encoder implementations."""
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, config.vocab_size, size=n).tolist() for n in (1, 2, 5, 9, 17, 33, config.max_length)]
+    return pad(rows)

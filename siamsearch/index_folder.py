@@ -42,7 +42,7 @@ import faiss
 import jsonschema
 import numpy as np
 
-from . import kinds
+from . import kinds, model_folder
 from .documents import Documents
 from .encoder import Encoder
 from .errors import BUILD_INDEX, ConflictError, IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
@@ -223,7 +223,7 @@ def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], Contents]
                 contents = write(stage)
                 (stage / READERS_LOCK).touch()
                 (stage / ENCODER_DIR).mkdir()
-                encoder.write(stage / ENCODER_DIR, reuse_encoder)
+                model_folder.write(encoder, stage / ENCODER_DIR, reuse_encoder)
                 files = {name: contents.linked.get(name) or {"sha256": sha256_file(stage / name),
                                                               "bytes": (stage / name).stat().st_size}
                          for name in HASHED_FILES if (stage / name).exists()}

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .encoder import CONFIG, Encoder, is_model_dir
+from .encoder import Encoder
 from .errors import InputError
+from .model_folder import CONFIG, is_model_dir
 from .shipped import CARD, model_path, shipped_models
 
 

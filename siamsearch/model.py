@@ -12,10 +12,14 @@ Import this module after ``keras_runtime.load()``, which sets up TensorFlow for 
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import keras
 from keras import layers, ops
 
 from .architectures import EMBEDDING_LAYER, EncoderConfig
+from .model_folder import WEIGHTS
 
 
 def build_encoder(config: EncoderConfig) -> keras.Model:
@@ -23,6 +27,15 @@ def build_encoder(config: EncoderConfig) -> keras.Model:
     x = layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=config.architecture.masks_padding,
                          trainable=False, name=EMBEDDING_LAYER)(ids)
     return keras.Model(ids, config.architecture.build(ids, x, config.dropout), name="encoder")
+
+
+def keras_encoder(config: EncoderConfig, weights: bytes) -> keras.Model:
+    """The encoder of ``config`` with these weights (an ``encoder.weights.h5`` file's bytes)."""
+    model = build_encoder(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / WEIGHTS).write_bytes(weights)
+        model.load_weights(Path(tmp) / WEIGHTS)
+    return model
 
 
 @keras.saving.register_keras_serializable(package="siamsearch")

@@ -92,6 +92,7 @@ from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
 from .evaluation import best_threshold, pair_metrics
+from .export import from_keras
 from .fusion_fit import fit_fusion
 from .keras_runtime import load, require_training
 from .storage import sha256_file
@@ -478,7 +479,7 @@ def train(pairs: Pairs, valid: Pairs | None = None, config: TrainConfig = TrainC
     model, enc_config, trainer, history, kept, averaged = _train_encoder(
         used, pairs, valid, vocab, matrix, network, weights, distill, config, on_epoch_end, progress, checkpoints,
         resumed)
-    encoder = Encoder.from_keras(model, vocab, enc_config, history=history)
+    encoder = from_keras(model, vocab, enc_config, history=history)
     _set_threshold_and_match(encoder, trainer, pairs, valid, config)
     encoder.training = {
         "settings": asdict(config),

@@ -22,8 +22,8 @@ from siamsearch.architectures import ARCHITECTURES, BiLSTM, EncoderConfig
 from siamsearch.build import build_index
 from siamsearch.cli import main
 from siamsearch.demo import SAMPLE_FAQ, SAMPLE_PAIRS
-from siamsearch.encoder import probe_ids
 from siamsearch.errors import InputError
+from siamsearch.export import probe_ids
 from siamsearch.service import Settings, create_app
 from siamsearch.training import OBJECTIVES
 

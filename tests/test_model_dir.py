@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from siamsearch import Encoder
+from siamsearch import Encoder, model_folder
 from siamsearch.errors import InputError, ModelDirectoryError
 from siamsearch.scoring import exp_neg_l1
 
@@ -148,13 +148,13 @@ def test_an_empty_folder_is_fine(sample_encoder, tmp_path):
 def test_write_links_the_files_the_fingerprint_fixes_for_the_same_model_only(model_dir, sample_encoder, tmp_path):
     same, other = tmp_path / "same", tmp_path / "other"
     same.mkdir(), other.mkdir()
-    sample_encoder.write(same, reuse=model_dir)
+    model_folder.write(sample_encoder, same, reuse=model_dir)
     for name in ("vocab.json", "encoder.onnx", "encoder.weights.h5"):
         assert (same / name).stat().st_ino == (model_dir / name).stat().st_ino
     assert Encoder.load(same).fingerprint == sample_encoder.fingerprint
 
     default = Encoder.load()  # another model: its own files are written, not the reused ones
-    default.write(other, reuse=model_dir)
+    model_folder.write(default, other, reuse=model_dir)
     for name in ("vocab.json", "encoder.onnx", "encoder.weights.h5"):
         assert (other / name).stat().st_ino != (model_dir / name).stat().st_ino
     assert Encoder.load(other).fingerprint == default.fingerprint

@@ -4,9 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from siamsearch import Encoder, SearchIndex
+from siamsearch import SearchIndex
 from siamsearch.documents import Documents
 from siamsearch.errors import IndexDirectoryError, InputError, SiamsearchError
+from siamsearch.export import from_keras
 from siamsearch.kinds import IVF
 from siamsearch.scoring import exp_neg_l1
 
@@ -159,7 +160,7 @@ def bq_encoder_or_other(sample_encoder):
     weights = model.get_weights()
     weights[-1] = weights[-1] + 1e-3
     model.set_weights(weights)
-    return Encoder.from_keras(model, sample_encoder.vocab, sample_encoder.config)
+    return from_keras(model, sample_encoder.vocab, sample_encoder.config)
 
 
 def gen(path):

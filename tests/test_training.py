@@ -53,7 +53,7 @@ def test_the_training_forward_computes_the_keras_encoder_and_its_gradients(units
     import tensorflow as tf
 
     from siamsearch.architectures import EMBEDDING_LAYER, BiLSTM, EncoderConfig
-    from siamsearch.encoder import probe_ids
+    from siamsearch.export import probe_ids
     from siamsearch.model import build_encoder
 
     config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, architecture=BiLSTM(units))
@@ -84,7 +84,7 @@ def test_with_a_gpu_training_uses_the_keras_layers_and_their_cudnn_kernels(monke
     import tensorflow as tf
 
     from siamsearch.architectures import BiLSTM, EncoderConfig
-    from siamsearch.encoder import probe_ids
+    from siamsearch.export import probe_ids
     from siamsearch.model import build_encoder
 
     config = EncoderConfig(vocab_size=50, embedding_dim=12, max_length=40, architecture=BiLSTM((8, 4)))
