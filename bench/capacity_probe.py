@@ -24,7 +24,7 @@ learning rate and its warm-up. Each epoch is scored on bq/dev; the epoch with th
 MRR@10 is kept (more generous to the probe than the shipped model's early stopping on dev
 ROC-AUC), and its bq/test figures are reported beside, never chosen on.
 
-The task is ``siamsearch.evaluation.RetrievalTask`` (each file alone), ranked exactly (all
+The task is ``siamsearch.metrics.RetrievalTask`` (each file alone), ranked exactly (all
 L1 distances, the query removed). ``prepare`` stores the shipped model's vectors of both
 corpora and its metrics from siamsearch's own ``RetrievalEvaluator`` (the product's search
 path); ``run`` first scores those vectors with its own code and stops unless the two agree, so
@@ -84,7 +84,8 @@ def prepare(out: Path, data: Path, model: str | None) -> None:
     from siamsearch import Encoder, read_pairs
     from siamsearch.architectures import EMBEDDING_LAYER
     from siamsearch.data import paraphrase_groups
-    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
+    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator
+    from siamsearch.metrics import RetrievalTask
 
     encoder = Encoder.load(model)
     vocab, max_length = encoder.vocab, encoder.config.max_length

@@ -75,7 +75,8 @@ def prepare(data: str) -> tuple[Path, Path, Path]:
 
 
 def scores(encoder_or_baseline, report) -> dict:
-    from siamsearch.evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
+    from siamsearch.evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator
+    from siamsearch.metrics import RetrievalTask
 
     pairs = PairEvaluator(report)
     task = RetrievalEvaluator(RetrievalTask.from_pairs(report))

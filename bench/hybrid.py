@@ -69,9 +69,10 @@ def pooled(pairs: list):
 def quality() -> dict:
     from siamsearch import Encoder
     from siamsearch.baselines import TeacherRetriever
-    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
+    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator
     from siamsearch.fusion import Reciprocal
     from siamsearch.fusion_fit import fit_fusion
+    from siamsearch.metrics import RetrievalTask
 
     encoder = Encoder.load()
     found = sets()

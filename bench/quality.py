@@ -84,7 +84,8 @@ def spearman_table(models: dict, split: str, baselines: list) -> dict:
 
 
 def retrieval_table(models: dict, split: str, baselines: list) -> dict:
-    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
+    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator
+    from siamsearch.metrics import RetrievalTask
 
     table = {}
     for name in RETRIEVAL_FILES[split]:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE.parent))
 from report import machine, publish  # noqa: E402
 
 if TYPE_CHECKING:
-    from siamsearch.evaluation import RetrievalTask
+    from siamsearch.metrics import RetrievalTask
 
 FIELDS = ("n", "query", "document", "verdict")
 SYSTEMS = ("model", "bm25")
@@ -52,7 +52,8 @@ def top1(pairs_file: str, model: str | None) -> tuple[RetrievalTask, dict[str, n
     """The retrieval task of ``pairs_file`` and each system's best document per query (self excluded)."""
     from siamsearch import Encoder, read_pairs
     from siamsearch.baselines import BM25Retriever
-    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask
+    from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator
+    from siamsearch.metrics import RetrievalTask
 
     task = RetrievalTask.from_pairs(read_pairs(pairs_file))
     evaluator, best = RetrievalEvaluator(task), {}

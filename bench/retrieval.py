@@ -65,7 +65,8 @@ def train_models(objectives: list[str]) -> dict[str, Path]:
 def evaluate(models: dict[str, Path]) -> dict:
     from siamsearch import Encoder, read_pairs
     from siamsearch.baselines import BM25Retriever, TfidfRetriever
-    from siamsearch.evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
+    from siamsearch.evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator
+    from siamsearch.metrics import RetrievalTask
 
     encoders = {name: Encoder.load(path) for name, path in models.items()}
     on_test = PairEvaluator(read_pairs(DATA / "bq/test.tsv"))

@@ -32,14 +32,15 @@ import faiss
 import numpy as np
 
 from . import index_folder, kinds
-from .choice import check_options, resolve
+from .choice import DEFAULT_RERANK_FACTOR, check_options, resolve
 from .data import CORPUS_CHUNK, Corpus, stream_corpus
 from .documents import DocumentsFile
 from .encoder import Encoder
 from .errors import InputError
 from .index_folder import DOCUMENTS_FILE, FAISS_FILE, VECTORS_FILE, Contents
 from .lexical import LexicalWriter
-from .mutations import BuildProgress, check_id
+from .mutations import check_id
+from .progress import Progress
 
 ASSIGN_ROWS = 1 << 18  # rows a list assignment takes at once (64 MiB of 64-d vectors)
 
@@ -195,9 +196,9 @@ class Built:
 
 
 def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, encoder: Encoder,
-                kind: str = "auto", max_memory: int | None = None, rerank_factor: int = 4,
+                kind: str = "auto", max_memory: int | None = None, rerank_factor: int = DEFAULT_RERANK_FACTOR,
                 text_column: str | None = None, id_column: str | None = None,
-                engine: str | Engine = "local", progress: BuildProgress | None = None,
+                engine: str | Engine = "local", progress: Progress | None = None,
                 chunk_size: int = CORPUS_CHUNK, **params: int) -> Built:
     """Encode corpus files and commit them as the next generation of the index at ``out``,
     streamed (see the module docstring): peak memory follows ``chunk_size`` and the kind's
@@ -210,18 +211,17 @@ def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, enco
     check_options(kind, rerank_factor, params)
     index_folder.check_index_path(out)
     runner = make_engine(engine) if isinstance(engine, str) else engine
-    counts = {"documents": 0, "skipped": 0}
-    chosen: list[kinds.IndexKind] = []
 
-    def write(stage: Path) -> Contents:
+    def write(stage: Path) -> tuple[Contents, int]:
         vectors, documents = VectorFile(stage / VECTORS_FILE, encoder.dim), DocumentsFile(stage / DOCUMENTS_FILE)
         lexical = LexicalWriter(stage)
+        skipped = 0
         try:
             for chunk, encoded in runner.encode(sources, encoder):
                 _append(documents, chunk)
                 lexical.add(chunk.texts)
                 vectors.append(encoded)
-                counts["skipped"] += chunk.skipped
+                skipped += chunk.skipped
                 if progress and len(chunk):
                     progress("encode", len(chunk), 0)
             vectors.finish()
@@ -243,17 +243,14 @@ def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, enco
         finally:
             vectors.close()
             documents.close()
-        counts["documents"] = n
-        chosen.append(spec)
-        return Contents(spec, n, n, rerank_factor)
+        return Contents(spec, n, n, rerank_factor), skipped
 
     try:
-        generation = index_folder.commit(out, encoder, write)
+        generation, contents, skipped = index_folder.commit(out, encoder, write)
     finally:
         if isinstance(engine, str):
             runner.close()
-    return Built(Path(out), generation, counts["documents"], counts["skipped"], chosen[0],
-                 time.perf_counter() - started)
+    return Built(Path(out), generation, contents.documents, skipped, contents.kind, time.perf_counter() - started)
 
 
 def _append(documents: DocumentsFile, chunk: Corpus) -> None:

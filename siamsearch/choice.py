@@ -1,40 +1,55 @@
 """``kind="auto"``: which index kind suits a corpus, and memory budgets as text.
 
-In the spirit of autofaiss: exact below ``AUTO_FLAT_MAX_DOCS`` documents, where a flat scan
-is already under a millisecond; HNSW up to ``AUTO_HNSW_MAX_DOCS``, the fastest per query;
-IVF beyond that, because HNSW's build time (186 s of graph building at 1M on 2 cores,
-growing faster than linearly; not measured at 10M) and its extra 268 B per document stop
-paying off there, while IVF built 10M in 20 min and answers in about 6 ms.
-With a memory budget, the first kind in that order that fits is taken, then the smaller
-ones (ivf, then flat); if not even flat fits, there is no L1 kind that can, and the user
-is told how much is needed. ``docs/benchmarks.md`` has the measurements behind the
-thresholds and the kinds' defaults (recall@10 ≥ 0.99 after the exact re-rank on real
+In the spirit of autofaiss, the registry's kinds in order, each up to its ``auto_up_to``
+documents: exact below 100,000, where a flat scan is already under a millisecond; HNSW up
+to 2,000,000, the fastest per query; IVF beyond that, because HNSW's build time (186 s of
+graph building at 1M on 2 cores, growing faster than linearly; not measured at 10M) and its
+extra 268 B per document stop paying off there, while IVF built 10M in 20 min and answers
+in about 6 ms. With a memory budget, the first kind in that order that fits is taken, then
+the kinds that need less memory per document, most first (ivf, then flat); if not even flat
+fits, there is no L1 kind that can, and the user is told how much is needed.
+``docs/benchmarks.md`` has the measurements behind the thresholds and the kinds' defaults
+(recall@10 ≥ 0.99 after the exact re-rank on real
 encodings).
 """
 
 from __future__ import annotations
 
 from .errors import InputError
-from .kinds import HNSW, Flat, IndexKind, make, parameter_names
+from .kinds import KINDS, IndexKind, make, parameter_names
 
-AUTO_FLAT_MAX_DOCS = 100_000
-AUTO_HNSW_MAX_DOCS = 2_000_000
+DEFAULT_RERANK_FACTOR = 4
+"""Candidates FAISS fetches per result for the exact re-rank, unless a build says otherwise."""
 
 
-def choose_kind(n_docs: int, dim: int, max_memory: int | None = None, hnsw_m: int = HNSW.hnsw_m) -> str:
-    """``auto``: the kind for ``n_docs`` documents, within ``max_memory`` bytes if given."""
-    preferred = "flat" if n_docs < AUTO_FLAT_MAX_DOCS else "hnsw" if n_docs <= AUTO_HNSW_MAX_DOCS else "ivf"
+def choose_kind(n_docs: int, dim: int, max_memory: int | None = None, params: dict | None = None) -> str:
+    """``auto``: the kind for ``n_docs`` documents, within ``max_memory`` bytes if given (each
+    kind sized with those of ``params`` it takes)."""
+    params = params or {}
+    sized = [make(name, **{k: v for k, v in params.items() if k in parameter_names(name)}) for name in KINDS]
+    preferred = next(kind for kind in sized if kind.auto_up_to is None or n_docs <= kind.auto_up_to)
     if max_memory is None:
-        return preferred
-    order = {"flat": ["flat"], "hnsw": ["hnsw", "ivf", "flat"], "ivf": ["ivf", "flat"]}[preferred]
-    for name in order:
-        kind: IndexKind = make(name, **({"hnsw_m": hnsw_m} if name == "hnsw" else {}))
+        return preferred.name
+    smaller = sorted((kind for kind in sized if kind.bytes_per_document(dim) < preferred.bytes_per_document(dim)),
+                     key=lambda kind: -kind.bytes_per_document(dim))
+    for kind in [preferred, *smaller]:
         if n_docs * kind.bytes_per_document(dim) <= max_memory:
-            return name
-    need = n_docs * Flat().bytes_per_document(dim)
+            return kind.name
+    need = n_docs * min(kind.bytes_per_document(dim) for kind in sized)
     raise InputError(f"{n_docs:,} documents need at least {format_bytes(need)} in memory under the L1 metric "
                      f"(FAISS cannot compress L1 indexes), more than max_memory {format_bytes(max_memory)}; "
                      "raise the budget or split the corpus", argument="max_memory")
+
+
+def auto_rule() -> str:
+    """What ``auto`` picks, in words, from the registry: "flat up to 99,999 documents, …" (up
+    to the first kind without a limit; auto never reaches those after it)."""
+    words = []
+    for kind in KINDS.values():
+        if kind.auto_up_to is None:
+            return ", ".join([*words, f"{kind.name} above"])
+        words.append(f"{kind.name} up to {kind.auto_up_to:,} documents")
+    return ", ".join(words)
 
 
 def check_options(kind: str, rerank_factor: int, params: dict) -> None:
@@ -55,7 +70,7 @@ def resolve(kind: str, n_docs: int, dim: int, max_memory: int | None, params: di
     """The kind a build of ``n_docs`` documents uses: ``auto``'s choice keeping the parameters
     that kind takes, with those left to the corpus size filled in."""
     if kind == "auto":
-        kind = choose_kind(n_docs, dim, max_memory, params.get("hnsw_m", HNSW.hnsw_m))
+        kind = choose_kind(n_docs, dim, max_memory, params)
         params = {k: v for k, v in params.items() if k in parameter_names(kind)}
     return make(kind, **params).for_corpus(n_docs)
 

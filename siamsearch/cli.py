@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import click
 
 from .architectures import ARCHITECTURES
-from .choice import parse_bytes
+from .choice import DEFAULT_RERANK_FACTOR, auto_rule, parse_bytes
 from .errors import ADD_LEXICAL, BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
 from .fusion import MODES, fusion_from_dict
-from .kinds import HNSW, KINDS
+from .kinds import KINDS, all_parameters
 from .shipped import shipped_models
 from .version import __version__
 
@@ -34,9 +34,11 @@ if TYPE_CHECKING:  # the service imports FastAPI, which only 'serve' needs
     from .service import Settings
 
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
-    "columns", "text_column", "id_column", "max_memory", "rerank_factor", "hnsw_m", "ef_construction", "ef_search",
-    "nlist", "nprobe", "monitor", "unlabelled", "init", "where", "min_match", "architecture", "checkpoint_dir", "mode")}
-"""Library argument → the flag that sets it, for error messages."""
+    "columns", "text_column", "id_column", "max_memory", "rerank_factor", "monitor", "unlabelled", "init", "where",
+    "min_match", "architecture", "checkpoint_dir", "mode", "epochs", "batch_size", "max_length", "patience",
+    "hard_negatives", "neighbours", "temperature", "teacher_temperature", "distill_weight", "dropout", "char_mask",
+    "average", "objective", "encoder_settings", *(p.name for p in all_parameters()))}
+"""Library argument → the flag that sets it, for error messages (every kind's parameters included)."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
             TRAIN_MODEL: "train one with 'siamsearch train'",
@@ -135,6 +137,19 @@ class _Names(click.Choice):
     @choices.setter
     def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the registry is the source
         pass
+
+
+def _kind_options(command: Callable) -> Callable:
+    """An option for every parameter of every registered kind (``kinds.IndexKind.parameters``):
+    a kind added to ``KINDS`` brings its options with it. A name two kinds share is one option."""
+    offered: dict[str, list] = {}
+    for p in all_parameters():
+        offered.setdefault(p.name, []).append(p)
+    for name, shared in reversed(offered.items()):  # click lists options in decorator order
+        first = shared[0]
+        command = click.option(f"--{name.replace('_', '-')}", type=click.IntRange(min=first.minimum),
+                               help="; ".join(f"{p.kind}: {p.help.format(default=p.default)}" for p in shared))(command)
+    return command
 
 
 def _registry(module: str, name: str) -> Callable[[], Iterable[str]]:
@@ -445,21 +460,14 @@ def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, va
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Index directory to write; default indexes/<corpus name>.")
 @click.option("--kind", default="auto", show_default=True, type=_Names(lambda: KINDS, first=("auto",)),
-              help="auto: flat (exact) below 100,000 documents, hnsw up to 2,000,000, ivf above "
-                   "(then the first that fits --max-memory).")
+              help=f"auto: {auto_rule()} (then the first that fits --max-memory).")
 @click.option("--max-memory", callback=lambda ctx, param, v: None if v is None else _parse_bytes(v),
               help="RAM budget for the FAISS index with --kind auto, e.g. 2G or 512M.")
 @click.option("--text-column", help="Column holding the text (CSV/TSV/JSONL); default 'text'.")
 @click.option("--id-column", help="Column holding document ids; default 'id' if present, else the row number.")
-@click.option("--rerank-factor", default=4, show_default=True, type=click.IntRange(min=1),
+@click.option("--rerank-factor", default=DEFAULT_RERANK_FACTOR, show_default=True, type=click.IntRange(min=1),
               help="Candidates fetched from FAISS per result, for the exact re-rank.")
-@click.option("--hnsw-m", type=click.IntRange(min=2), help=f"hnsw: graph neighbours per node. [default: {HNSW.hnsw_m}]")
-@click.option("--ef-construction", type=click.IntRange(min=1),
-              help=f"hnsw: search depth while building. [default: {HNSW.ef_construction}]")
-@click.option("--ef-search", type=click.IntRange(min=1),
-              help=f"hnsw: search depth per query (at least k × rerank factor). [default: {HNSW.ef_search}]")
-@click.option("--nlist", type=click.IntRange(min=0), help="ivf: number of lists; default ≈ 4·√documents.")
-@click.option("--nprobe", type=click.IntRange(min=0), help="ivf: lists scanned per query; default nlist/32.")
+@_kind_options
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
               help="Build on a Ray cluster (pip install 'siamsearch[ray]'): auto joins a running one or starts "
                    "one here; or give its address.")
@@ -484,12 +492,10 @@ def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | No
     from .build import build_index as build
     from .build import make_engine
     from .encoder import Encoder
-    from .index_folder import check_index_path
 
     if workers is not None and ray_address is None:
         raise click.UsageError("--workers applies to a build on Ray: add --ray")
     out = out or Path("indexes") / corpus[0].stem
-    check_index_path(out)
     encoder = Encoder.load(model_dir)
     with ExitStack() as stack:
         engine = make_engine("ray", address=ray_address, workers=workers) if ray_address else "local"
@@ -767,7 +773,8 @@ def evaluate(pairs: Path, model_dir: Path | None, retrieval: bool, distractors: 
     """
     from .data import read_pairs
     from .encoder import Encoder
-    from .evaluation import MRR_AT, EncoderRetriever, PairEvaluator, RetrievalEvaluator, RetrievalTask
+    from .evaluation import EncoderRetriever, PairEvaluator, RetrievalEvaluator
+    from .metrics import MRR_AT, RetrievalTask
 
     if not retrieval and distractors:
         raise click.UsageError("--distractors applies to --retrieval only")

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from .data import read_corpus, read_pairs
 from .encoder import Encoder
-from .search import BuildProgress, Hit, SearchIndex
+from .progress import Progress
+from .search import Hit, SearchIndex
 
 if TYPE_CHECKING:  # training imports TensorFlow, which the demo needs only when it trains
     from .training import EpochCallback
@@ -35,7 +36,7 @@ class DemoResult:
 
 
 def run_demo(workdir: str | Path = ".", epochs: int | None = None, k: int = 3,
-             on_epoch_end: EpochCallback | None = None, progress: BuildProgress | None = None) -> DemoResult:
+             on_epoch_end: EpochCallback | None = None, progress: Progress | None = None) -> DemoResult:
     """Index the sample FAQ and answer the sample queries; ``epochs``: train on the sample pairs first."""
     workdir = Path(workdir)
     index_dir, model_dir = workdir / "indexes" / "demo", None

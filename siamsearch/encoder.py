@@ -10,7 +10,7 @@ wanted (``model.py``). The model directory, its files and checks are ``model_fol
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from .calibration import fit as calibrate_fit
 from .errors import InputError, ModelDirectoryError
 from .fusion import Fusion
 from .model_folder import DEFAULT_THRESHOLD, fingerprint
+from .progress import Advance
 from .scoring import exp_neg_l1
 from .shipped import model_path
 from .storage import sha256_bytes
@@ -40,8 +41,6 @@ DEFAULT_MODEL = model_path()
 """The model shipped with siamsearch as its default (see its MODEL_CARD.md): what ``Encoder.load()``
 opens without a path; ``shipped.shipped_models()`` lists every shipped model."""
 
-Progress = Callable[[int], None]
-"""Called with the number of items just finished, for progress bars."""
 
 
 def inference_session(onnx_model: bytes) -> onnxruntime.InferenceSession:
@@ -101,7 +100,7 @@ class Encoder:
         Example: ``enc.run(pad([enc.vocab.ids("怎么退货", enc.config.max_length)]))``."""
         return self._session.run(None, {"ids": ids})[0]
 
-    def encode(self, texts: Sequence[str], batch_size: int = ENCODE_BATCH, progress: Progress | None = None,
+    def encode(self, texts: Sequence[str], batch_size: int = ENCODE_BATCH, progress: Advance | None = None,
                threads: int | None = None) -> np.ndarray:
         """Encode texts in length-sorted batches (little padding) on ``threads`` threads
         (default: one per CPU this process may use, ``available_cpus``); the order of ``texts``

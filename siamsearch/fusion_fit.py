@@ -20,8 +20,8 @@ import numpy as np
 
 from .data import Pairs
 from .encoder import Encoder
-from .evaluation import MRR_AT, RetrievalTask, retrieval_metrics
 from .fusion import Fusion, Reciprocal, Weighted
+from .metrics import MRR_AT, RetrievalTask, retrieval_metrics
 
 CANDIDATES: tuple[Fusion, ...] = (Reciprocal(), *(Weighted(round(1 - w / 10, 1)) for w in range(11)))
 """What fitting chooses among: reciprocal rank fusion, and weights 1.0 (the model's order) to 0.0 (BM25's)."""

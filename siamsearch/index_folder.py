@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
-import faiss
 import jsonschema
 import numpy as np
 
@@ -58,6 +58,8 @@ from .storage import (
     writer_lock,
 )
 from .version import __version__
+
+T = TypeVar("T")
 
 INDEX_FORMAT = "siamsearch-index"
 INDEX_FORMAT_VERSION = 5
@@ -91,7 +93,8 @@ MANIFEST_SCHEMA = {
         "encoder_fingerprint": _SHA256,
         "metric": {"const": "L1"},
         "dimension": {"type": "integer", "minimum": 1},
-        "index": {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": list(kinds.KINDS)}}},
+        # the kind's name and settings are checked by the registry (kinds.from_dict), not here
+        "index": {"type": "object", "required": ["kind"], "properties": {"kind": {"type": "string"}}},
         "rerank_factor": {"type": "integer", "minimum": 1},
         "counts": {"type": "object", "additionalProperties": False, "required": ["documents", "rows"],
                    "properties": {"documents": _COUNT, "rows": _COUNT}},
@@ -156,34 +159,29 @@ def save(state: IndexState, encoder: Encoder, path: str | Path, loaded_generatio
 
     ``loaded_generation``: the generation of ``path`` this state was loaded from (None: not
     loaded from there). If another writer has committed since, the save is refused rather
-    than silently undoing that writer's changes.
+    than silently undoing that writer's changes. A state with a base links its files and
+    writes the delta; then the state's base lies in the new generation (``rebase``).
     """
-    linked = False
-
-    def write(stage: Path) -> Contents:
-        nonlocal linked
+    def write(stage: Path) -> tuple[Contents, bool]:
         linked = state.base is not None and _link(state.base, stage)
         if linked:
             if len(state.delta) or state.documents.delta_count:
                 np.save(stage / DELTA_VECTORS_FILE, state.delta)
                 state.documents.save_delta(stage / DELTA_DOCUMENTS_FILE)
-        else:
-            faiss_index = state.faiss_index
-            if len(state.delta):  # a base that could not be linked: base and delta written as one
-                faiss_index = state.kind.in_memory(faiss_index) if state.mapped else faiss.clone_index(faiss_index)
-                state.kind.add(faiss_index, state.delta)
-            state.kind.write(faiss_index, str(stage / FAISS_FILE))
+        else:  # a new base: a base that could not be linked is written with its delta as one
+            state.kind.write(state.faiss_with_delta(), str(stage / FAISS_FILE))
             np.save(stage / VECTORS_FILE, np.asarray(state.all_vectors(), dtype=np.float32))
             state.documents.save(stage / DOCUMENTS_FILE)
             if state.lexical is not None:
                 state.lexical.folded().write(stage)
         return Contents(state.kind, len(state), state.rows, state.rerank_factor,
-                        state.base.files if linked else {})
+                        state.base.files if linked else {}), linked
 
+    check_index_path(path)
     reuse = state.base.directory / ENCODER_DIR if state.base is not None else None
-    generation = commit(path, encoder, write, loaded_generation, reuse)
+    generation, _, linked = commit(path, encoder, write, loaded_generation, reuse)
     if linked:  # the same base files, now under the new generation's names (the old may be gone)
-        state.base = BaseFiles(Path(path) / f"gen-{generation:06d}", state.base.files)
+        state.rebase(Path(path) / f"gen-{generation:06d}")
     return generation
 
 
@@ -200,16 +198,16 @@ def _link(base: BaseFiles, stage: Path) -> bool:
         return False
 
 
-def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], Contents],
-           loaded_generation: int | None = None, reuse_encoder: Path | None = None) -> int:
+def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], tuple[Contents, T]],
+           loaded_generation: int | None = None, reuse_encoder: Path | None = None) -> tuple[int, Contents, T]:
     """Commit the next generation of ``path``, whose data files ``write(stage)`` writes into a
     staging folder (``BASE_FILES``, and ``DELTA_FILES`` or none; the encoder is copied here,
     its large files linked from ``reuse_encoder`` when that holds the same model); returns its
-    number. The writer lock is held throughout, so a long write (a streamed build) keeps other
-    writers out, and nothing is visible until the manifest is replaced. See ``save`` for
-    ``loaded_generation``."""
+    number, the ``Contents`` ``write`` returned and what it returned beside them (what the
+    write did, for its caller). The writer lock is held throughout, so a long write (a streamed build) keeps
+    other writers out, and nothing is visible until the manifest is replaced. See ``save``
+    for ``loaded_generation``. The caller has checked the path (``check_index_path``)."""
     path = Path(path)
-    check_index_path(path)
     with writer_lock(path):
         committed = committed_generation(path)
         if loaded_generation is not None and committed != loaded_generation:
@@ -220,7 +218,7 @@ def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], Contents]
         final = path / f"gen-{generation:06d}"
         with staged_directory(final) as stage:
             try:
-                contents = write(stage)
+                contents, result = write(stage)
                 (stage / READERS_LOCK).touch()
                 (stage / ENCODER_DIR).mkdir()
                 model_folder.write(encoder, stage / ENCODER_DIR, reuse_encoder)
@@ -235,7 +233,7 @@ def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], Contents]
                 remove_unless_read(old, READERS_LOCK)
             elif old.name.endswith(".tmp"):
                 shutil.rmtree(old, ignore_errors=True)
-    return generation
+    return generation, contents, result
 
 
 def load(path: str | Path, encoder: Encoder | None = None, mmap: bool = False) -> tuple[IndexState, Encoder, int]:

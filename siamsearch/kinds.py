@@ -34,7 +34,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from typing import BinaryIO, ClassVar, Protocol
 
@@ -77,11 +77,21 @@ def _ivf_parameters(nprobe: int) -> faiss.SearchParameters:
     return faiss.SearchParametersIVF(nprobe=nprobe)
 
 
-def _at_least(kind: str, minimum: int, **values: int) -> None:
-    for argument, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise InputError(f"{argument} of a {kind} index must be a whole number of at least {minimum}, "
-                             f"got {value!r}", argument=argument)
+def parameter(default: int, minimum: int, help: str) -> int:
+    """A kind's parameter: a whole number of at least ``minimum``, validated when the kind is
+    made; ``help`` says what it does (the CLI's option help, ``{default}`` filled in)."""
+    return field(default=default, metadata={"minimum": minimum, "help": help})
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of a kind, as the edges (the CLI's options) offer it."""
+
+    kind: str
+    name: str
+    default: int
+    minimum: int
+    help: str
 
 
 @dataclass(frozen=True)
@@ -92,12 +102,25 @@ class IndexKind:
     faiss_class: ClassVar[type]
     fourcc: ClassVar[bytes]  # the first four bytes of FAISS's file for this kind
     mmap_flag: ClassVar[int] = faiss.IO_FLAG_MMAP_IFC  # how FAISS maps this kind's data (``read``)
+    auto_up_to: ClassVar[int | None] = None
+    """The largest corpus ``kind="auto"`` gives this kind, in the registry's order (None: any
+    size); ``choice.py`` reads it."""
 
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def parameters(cls) -> list[Parameter]:
+        """The kind's parameters (its dataclass fields), with their defaults, minimums and help."""
+        return [Parameter(cls.name, f.name, f.default, f.metadata["minimum"], f.metadata["help"]) for f in fields(cls)]
+
     def validate(self) -> None:
-        """Raise an ``InputError`` naming the parameter if one is out of range."""
+        """Raise an ``InputError`` naming the parameter if one is not a whole number within range."""
+        for p in self.parameters():
+            value = getattr(self, p.name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < p.minimum:
+                raise InputError(f"{p.name} of a {self.name} index must be a whole number of at least {p.minimum}, "
+                                 f"got {value!r}", argument=p.name)
 
     def to_dict(self) -> dict:
         """What the manifest records: the kind's name and its parameters."""
@@ -188,6 +211,7 @@ class Flat(IndexKind):
     name: ClassVar[str] = "flat"
     faiss_class: ClassVar[type] = faiss.IndexFlat
     fourcc: ClassVar[bytes] = b"IxFl"
+    auto_up_to: ClassVar[int | None] = 99_999  # a flat scan of 100,000 64-d vectors is ~1 ms (choice.py)
 
     def create(self, dim: int, training: np.ndarray) -> faiss.Index:
         return faiss.IndexFlat(dim, faiss.METRIC_L1)
@@ -210,16 +234,11 @@ class HNSW(IndexKind):
     name: ClassVar[str] = "hnsw"
     faiss_class: ClassVar[type] = faiss.IndexHNSWFlat
     fourcc: ClassVar[bytes] = b"IHNf"
-    hnsw_m: int = 32
-    """Graph neighbours per node."""
-    ef_construction: int = 200
-    """Search depth while building."""
-    ef_search: int = 192
-    """Search depth per query; raised to the candidates fetched when they are more."""
-
-    def validate(self) -> None:
-        _at_least(self.name, 2, hnsw_m=self.hnsw_m)
-        _at_least(self.name, 1, ef_construction=self.ef_construction, ef_search=self.ef_search)
+    auto_up_to: ClassVar[int | None] = 2_000_000  # beyond it the graph's build time and memory stop paying off
+    hnsw_m: int = parameter(32, 2, "graph neighbours per node. [default: {default}]")
+    ef_construction: int = parameter(200, 1, "search depth while building. [default: {default}]")
+    ef_search: int = parameter(192, 1, "search depth per query (at least k × rerank factor: raised to the "
+                                       "candidates fetched when they are more). [default: {default}]")
 
     def bytes_per_document(self, dim: int) -> int:
         return 4 * dim + 8 * self.hnsw_m + 12
@@ -244,13 +263,8 @@ class IVF(IndexKind):
     faiss_class: ClassVar[type] = faiss.IndexIVFFlat
     fourcc: ClassVar[bytes] = b"IwFl"
     mmap_flag: ClassVar[int] = faiss.IO_FLAG_MMAP  # the inverted lists
-    nlist: int = 0
-    """Number of lists; 0: chosen from the corpus size (``for_corpus``)."""
-    nprobe: int = 0
-    """Lists scanned per query; 0: chosen from nlist."""
-
-    def validate(self) -> None:
-        _at_least(self.name, 0, nlist=self.nlist, nprobe=self.nprobe)
+    nlist: int = parameter(0, 0, "number of lists; default (0) ≈ 4·√documents.")
+    nprobe: int = parameter(0, 0, "lists scanned per query; default (0) nlist/32.")
 
     def for_corpus(self, n_docs: int) -> IVF:
         """Fill in the parameters left at 0: nlist ≈ 4·√n (at most one list per
@@ -448,3 +462,8 @@ def from_dict(d: dict) -> IndexKind:
         raise InputError(f"index settings {d!r} name no kind")
     params = dict(d)
     return make(params.pop("kind"), **params)
+
+
+def all_parameters() -> list[Parameter]:
+    """Every registered kind's parameters, kind by kind (the CLI makes an option of each name once)."""
+    return [p for kind in KINDS.values() for p in kind.parameters()]

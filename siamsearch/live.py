@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IndexDirectoryError
-from .filters import Where, cache_key, check_where
-from .fusion import check_mode
-from .query import Hit, Observe, check_k, check_min_match, checked_queries
+from .filters import Where
+from .query import Hit, Observe, Request
 from .search import SearchIndex
 from .storage import waiting_lock
 
@@ -78,13 +77,11 @@ class Commit:
 
 
 class _Waiting:
-    __slots__ = ("index", "queries", "k", "where", "min_match", "mode", "key", "done", "hits", "error")
+    __slots__ = ("index", "request", "key", "done", "hits", "error")
 
-    def __init__(self, index: SearchIndex, queries: list[str], k: int, where: Where | None,
-                 min_match: float | None, mode: str):
-        self.index, self.queries, self.k, self.where, self.min_match = index, queries, k, where, min_match
-        self.mode = mode
-        self.key = (id(index), k, None if where is None else cache_key(check_where(where)), min_match, mode)
+    def __init__(self, index: SearchIndex, request: Request):
+        self.index, self.request = index, request
+        self.key = (id(index), *request.key())
         self.done = False
         self.hits: list[list[Hit]] | None = None
         self.error: BaseException | None = None
@@ -107,11 +104,7 @@ class Coalescer:
     def search(self, index: SearchIndex, queries: list[str], k: int, where: Where | None = None,
                observe: Observe | None = None, min_match: float | None = None,
                mode: str = "dense") -> list[list[Hit]]:
-        check_k(k)
-        checked_queries(queries)
-        check_min_match(min_match, index.encoder)
-        check_mode(mode, index.has_lexical)
-        mine = _Waiting(index, list(queries), k, where, min_match, mode)
+        mine = _Waiting(index, Request.checked(queries, k, where, min_match, mode, index.encoder, index.has_lexical))
         with self._turn:
             self._waiting.append(mine)
             while not mine.done:
@@ -134,24 +127,23 @@ class Coalescer:
     def _next_batch(self) -> list[_Waiting]:
         first, batch, size = self._waiting[0], [], 0
         for waiting in self._waiting:
-            if waiting.key == first.key and (not batch or size + len(waiting.queries) <= self.max_batch):
+            if waiting.key == first.key and (not batch or size + len(waiting.request.queries) <= self.max_batch):
                 batch.append(waiting)
-                size += len(waiting.queries)
+                size += len(waiting.request.queries)
         self._waiting = [w for w in self._waiting if w not in batch]
         return batch
 
     @staticmethod
     def _answer(batch: list[_Waiting], observe: Observe | None) -> None:
-        first = batch[0]
         try:
-            found = first.index.search_batch([q for w in batch for q in w.queries], first.k, first.where, observe,
-                                             first.min_match, first.mode)
+            found = batch[0].index.answer(Request.joined([w.request for w in batch]), observe)
         except BaseException as e:  # handed to every search of the batch
             for waiting in batch:
                 waiting.error, waiting.done = e, True
             return
         for waiting in batch:
-            waiting.hits, found = found[: len(waiting.queries)], found[len(waiting.queries):]
+            n = len(waiting.request.queries)
+            waiting.hits, found = found[:n], found[n:]
             waiting.done = True
 
 

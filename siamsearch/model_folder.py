@@ -29,19 +29,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .architectures import EncoderConfig
 from .calibration import Calibration
 from .errors import TRAIN_MODEL, InputError, ModelDirectoryError
-from .fusion import fusion_from_dict
+from .fusion import Fusion, fusion_from_dict
 from .shipped import model_path, shipped_models
 from .storage import check_output_dir, sha256_bytes, staged_directory, write_json, write_json_atomic
 from .text import Vocabulary
 from .version import __version__
-
-if TYPE_CHECKING:
-    from .encoder import Encoder
 
 MODEL_FORMAT = "siamsearch-model"
 MODEL_FORMAT_VERSION = 2
@@ -50,6 +47,23 @@ CONFIG, VOCAB, ONNX, WEIGHTS, HISTORY, METRICS = (
 SAME_MODEL_FILES = (VOCAB, ONNX, WEIGHTS)
 """What the fingerprint and the weights' hash fix: the same for any copy of one model."""
 DEFAULT_THRESHOLD = 0.5
+
+
+class Model(Protocol):
+    """What a model directory stores (an ``Encoder`` is one; this module needs no more of it)."""
+
+    config: EncoderConfig
+    vocab: Vocabulary
+    onnx_model: bytes
+    keras_weights: bytes
+    fingerprint: str
+    weights_sha256: str
+    threshold: float
+    calibration: Calibration | None
+    fusion: Fusion | None
+    training: dict
+    history: list[dict]
+    metrics: dict
 
 
 def fingerprint(config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes) -> str:
@@ -61,7 +75,7 @@ def fingerprint(config: EncoderConfig, vocab: Vocabulary, onnx_model: bytes) -> 
     return h.hexdigest()
 
 
-def config_doc(encoder: Encoder) -> dict:
+def config_doc(encoder: Model) -> dict:
     """What ``config.json`` holds for ``encoder``."""
     return {
         "format": MODEL_FORMAT,
@@ -77,7 +91,7 @@ def config_doc(encoder: Encoder) -> dict:
     }
 
 
-def save(encoder: Encoder, path: str | Path) -> None:
+def save(encoder: Model, path: str | Path) -> None:
     """Write the model directory atomically (a failed save leaves an existing one intact). An
     existing path is replaced only if it is an empty directory or a model directory: saving
     to ``.`` must never wipe a user's folder."""
@@ -87,7 +101,7 @@ def save(encoder: Encoder, path: str | Path) -> None:
         write(encoder, stage)
 
 
-def save_settings(encoder: Encoder, path: str | Path) -> None:
+def save_settings(encoder: Model, path: str | Path) -> None:
     """Rewrite the threshold, calibration and fusion in this model's own directory
     (``config.json``, atomically), leaving every other file there as it is."""
     path = Path(path)
@@ -97,7 +111,7 @@ def save_settings(encoder: Encoder, path: str | Path) -> None:
     write_json_atomic(path / CONFIG, config_doc(encoder))
 
 
-def write(encoder: Encoder, directory: Path, reuse: Path | None = None) -> None:
+def write(encoder: Model, directory: Path, reuse: Path | None = None) -> None:
     """Write the model files into an existing, not yet visible directory. ``reuse``: a
     directory holding this same model (fingerprint and weights, as its config.json says),
     whose ``SAME_MODEL_FILES`` are hard-linked instead of written again, as an index's next
@@ -120,7 +134,7 @@ def write(encoder: Encoder, directory: Path, reuse: Path | None = None) -> None:
 
 
 def read(path: str | Path | None = None) -> dict:
-    """``Encoder``'s arguments from a model directory, or a shipped model by name (default: the
+    """The arguments of ``Encoder`` (a ``Model``) from a model directory, or a shipped model by name (default: the
     ``default`` one; ``shipped.model_path`` has the rule); a ``ModelDirectoryError`` for one
     that is missing, incomplete, corrupted or of another format."""
     path = model_path(path)

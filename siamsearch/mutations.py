@@ -1,23 +1,23 @@
-"""Changes to an index in memory: add, upsert, remove, compact.
+"""Changes to an index in memory: add, upsert and remove validate their input and encode,
+then hand the state's transition to ``IndexState`` (``state.py``; ``compact`` is one of
+its transitions, with nothing to validate or encode).
 
 They become durable when the index is saved (``index_folder.save``). Vectors are
 append-only: a removed or replaced document leaves a tombstone (its row stays in FAISS,
 which cannot delete from HNSW, and is filtered before re-ranking) until ``compact``
 rebuilds FAISS from the live vectors, without re-encoding. A loaded index keeps its base
-as the files hold it: new vectors go to the state's delta (``state.py``), so a save writes
-only the change. Every change encodes first, the step that can fail or be interrupted, and
-only then touches the state.
+as the files hold it: new vectors go to the state's delta, so a save writes only the
+change. Every change encodes first, the step that can fail or be interrupted, and only
+then touches the state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from .encoder import Encoder
 from .errors import InputError, NotFoundError
-from .lexical import LexicalIndex
+from .progress import Progress
 from .state import IndexState
 from .text import is_blank, normalize
 
@@ -29,8 +29,6 @@ a 300k-document IVF index that takes 1.4 ms; 2026-12-03, Xeon, 2 cores); a fold 
 rewrite of the index once per that many added rows. A delta also never outgrows its base, so
 a small index folds often and cheaply."""
 
-BuildProgress = Callable[[str, int, int], None]
-"""Called with a stage ("encode" or "index"), the documents it just finished, and the total."""
 
 
 def check_id(doc_id: object) -> str:
@@ -67,7 +65,7 @@ def checked(state: IndexState, texts: Sequence[str], ids: Sequence[str] | None,
 
 
 def add(state: IndexState, encoder: Encoder, texts: Sequence[str], ids: Sequence[str] | None,
-        metadata: Sequence[dict] | None, progress: BuildProgress | None) -> list[str]:
+        metadata: Sequence[dict] | None, progress: Progress | None) -> list[str]:
     """Add new documents; an id that already exists is an error (see ``upsert``). Returns the ids."""
     texts, ids, metadata = checked(state, texts, ids, metadata)
     taken = state.documents.positions(ids)
@@ -78,7 +76,7 @@ def add(state: IndexState, encoder: Encoder, texts: Sequence[str], ids: Sequence
 
 
 def upsert(state: IndexState, encoder: Encoder, texts: Sequence[str], ids: Sequence[str],
-           metadata: Sequence[dict] | None, progress: BuildProgress | None) -> int:
+           metadata: Sequence[dict] | None, progress: Progress | None) -> int:
     """Add documents, replacing those whose id exists. Returns how many were replaced."""
     if ids is None:
         raise InputError("upsert needs ids: they say which documents to replace", argument="ids")
@@ -97,64 +95,14 @@ def remove(state: IndexState, ids: Sequence[str]) -> int:
     missing = [i for i in ids if i not in found]
     if missing:
         raise NotFoundError(f"no document with id {missing[0]!r}; nothing was removed", argument="ids")
-    _delete(state, list(found.values()))
+    state.delete(list(found.values()))
     return len(found)
 
 
-def compact(state: IndexState, lexical: bool = False) -> int:
-    """Drop tombstones: rebuild FAISS from the live vectors (no re-encoding). Returns how many.
-    ``lexical``: build the lexical index where the state has none (an older index's)."""
-    dropped = state.tombstones
-    live = state.documents.live_positions()
-    vectors = np.asarray(state.vectors_at(np.asarray(live, dtype=np.int64)), dtype=np.float32)
-    rebuilt = state.kind.emptied(state.faiss_index)
-    state.kind.add(rebuilt, vectors)
-    state.documents.renumber()
-    if state.lexical is not None:
-        state.lexical = state.lexical.compacted(live)
-    elif lexical:
-        state.lexical = LexicalIndex.of([text for _, text, _ in state.documents])
-    state.faiss_index, state.vectors, state.mapped = rebuilt, vectors, False
-    state.delta, state.base = vectors[:0], None
-    return dropped
-
-
 def _append(state: IndexState, encoder: Encoder, texts: list[str], ids: list[str], metadata: list[dict],
-            replaced: dict[str, int], progress: BuildProgress | None) -> None:
+            replaced: dict[str, int], progress: Progress | None) -> None:
     def report(stage: str) -> Callable[[int], None] | None:
         return None if progress is None else (lambda n: progress(stage, n, len(texts)))
 
     vectors = encoder.encode(texts, progress=report("encode"))
-    start = state.rows
-    into_delta = state.base is not None and len(state.delta) + len(vectors) <= min(DELTA_MAX_ROWS, state.base_rows)
-    if state.lexical is not None:
-        state.lexical = state.lexical.added(texts, start, into_delta)
-    if into_delta:
-        state.delta = np.concatenate([state.delta, vectors])  # the save writes the delta alone
-        if (indexed := report("index")) is not None:
-            indexed(len(texts))
-    else:
-        if state.faiss_index is None:
-            state.faiss_index = state.kind.create(encoder.dim, vectors)
-        elif state.mapped:
-            state.faiss_index, state.mapped = state.kind.in_memory(state.faiss_index), False
-        if len(state.delta):
-            _fold_delta(state)
-        state.base = None
-        state.kind.add(state.faiss_index, vectors, progress=report("index"))
-        state.vectors = vectors if start == 0 else np.concatenate([np.asarray(state.vectors, np.float32), vectors])
-    _delete(state, list(replaced.values()))
-    state.documents.insert(start, ids, texts, metadata)
-
-
-def _delete(state: IndexState, positions: list[int]) -> None:
-    state.documents.delete(positions)
-    if state.lexical is not None and positions:
-        state.lexical = state.lexical.without(positions)
-
-
-def _fold_delta(state: IndexState) -> None:
-    """Add the delta's rows to the FAISS index (already in memory) and the vectors."""
-    state.kind.add(state.faiss_index, state.delta)
-    state.vectors = np.concatenate([np.asarray(state.vectors, np.float32), state.delta])
-    state.delta = state.delta[:0]
+    state.append(vectors, texts, ids, metadata, list(replaced.values()), DELTA_MAX_ROWS, progress=report("index"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import faiss
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from .calibration import Calibration
 from .encoder import Encoder
 from .errors import InputError, UnknownFieldError
-from .filters import Where, check_where
+from .filters import Where, cache_key, check_where
 from .fusion import DEFAULT_FUSION, Fusion, check_mode
 from .kinds import exact_search
 from .scoring import exp_neg_l1
@@ -148,18 +148,48 @@ def matching(state: IndexState, where: Where | None) -> int:
     return len(selected)
 
 
-def search(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int,
-           where: Where | None = None, observe: Observe | None = None,
-           min_match: float | None = None, mode: str = "dense", fusion: Fusion | None = None) -> list[list[Hit]]:
+@dataclass(frozen=True)
+class Request:
+    """A search's arguments, checked (``Request.checked``): each path checks them once, the
+    library's ``search_batch`` as it is called, a service's coalescer before a request joins
+    a batch (so one bad request cannot fail the others'), and ``search`` takes them as they are."""
+
+    queries: list[str]
+    """Normalized."""
+    k: int
+    where: dict[str, tuple] | None
+    """As ``filters.check_where`` returns it."""
+    min_match: float | None
+    mode: str
+
+    @classmethod
+    def checked(cls, queries: Sequence[str], k: int, where: Where | None, min_match: float | None, mode: str,
+                encoder: Encoder, has_lexical: bool) -> Request:
+        """The request, or an ``InputError`` naming the first argument at fault."""
+        k = check_k(k)
+        texts = checked_queries(queries)
+        checked = None if where is None else check_where(where)
+        check_min_match(min_match, encoder)
+        check_mode(mode, has_lexical)
+        return cls(texts, k, checked, min_match, mode)
+
+    def key(self) -> tuple:
+        """What requests share to be answered in one batch (all but the queries)."""
+        return self.k, None if self.where is None else cache_key(self.where), self.min_match, self.mode
+
+    @staticmethod
+    def joined(requests: Sequence[Request]) -> Request:
+        """One request for the queries of several that share a ``key``."""
+        return replace(requests[0], queries=[q for r in requests for q in r.queries])
+
+
+def search(state: IndexState, encoder: Encoder, request: Request, observe: Observe | None = None,
+           fusion: Fusion | None = None) -> list[list[Hit]]:
     """Top-k hits for each query, ranked by exact exp(-L1), ties by id; with ``where``, among
     the documents whose metadata match it; with ``min_match``, only hits at least that likely
     to mean the same (so fewer than k may come back). ``mode`` "lexical" ranks by BM25,
     "hybrid" by ``fusion`` of both (``pool``)."""
-    k = check_k(k)
-    texts = checked_queries(queries)
-    checked = None if where is None else check_where(where)
-    check_min_match(min_match, encoder)
-    check_mode(mode, state.lexical is not None)
+    texts, k, checked, min_match, mode = request.queries, request.k, request.where, request.min_match, request.mode
     if not texts or not len(state):
         return [[] for _ in texts]
     stages = _Stages(observe)

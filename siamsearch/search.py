@@ -16,6 +16,7 @@ process's commit is seen through ``is_stale`` and ``reload``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import frames, index_folder, mutations, query
-from .choice import check_options, resolve
+from .choice import DEFAULT_RERANK_FACTOR, check_options, resolve
 from .data import read_corpus
 from .documents import Documents
 from .encoder import Encoder
@@ -33,7 +34,7 @@ from .filters import Where
 from .fusion import Fusion
 from .kinds import IndexKind
 from .lexical import LexicalIndex
-from .mutations import BuildProgress
+from .progress import Progress
 from .query import Hit, Observe
 from .rwlock import ReadWriteLock
 from .state import IndexState
@@ -41,9 +42,8 @@ from .state import IndexState
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_RERANK_FACTOR = 4
 logger = logging.getLogger("siamsearch")
-__all__ = ["BuildProgress", "Document", "Hit", "SearchIndex"]
+__all__ = ["Document", "Hit", "SearchIndex"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class SearchIndex:
         self._state = state
         self._origin = origin  # (directory, generation) this state was loaded from or saved to
         self._lock = ReadWriteLock()
+        self._saving = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._state)
@@ -170,7 +171,7 @@ class SearchIndex:
     @classmethod
     def build(cls, texts: Sequence[str] | pd.DataFrame, encoder: Encoder, ids: Sequence[str] | None = None,
               metadata: Sequence[dict] | None = None, kind: str = "auto", max_memory: int | None = None,
-              rerank_factor: int = DEFAULT_RERANK_FACTOR, progress: BuildProgress | None = None,
+              rerank_factor: int = DEFAULT_RERANK_FACTOR, progress: Progress | None = None,
               text_column: str | None = None, id_column: str | None = None, **params: int) -> SearchIndex:
         """Encode ``texts`` and index them. ``ids`` default to "0", "1", …; ``params`` are the
         kind's parameters (``kinds.py``); ``kind="auto"`` chooses from the corpus size and
@@ -193,7 +194,7 @@ class SearchIndex:
         return index
 
     def add(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None = None,
-            metadata: Sequence[dict] | None = None, progress: BuildProgress | None = None,
+            metadata: Sequence[dict] | None = None, progress: Progress | None = None,
             text_column: str | None = None, id_column: str | None = None) -> list[str]:
         """Add new documents (a list, or a DataFrame as in ``build``); an id that already exists
         is an error (see ``upsert``). Returns the ids. Example: ``idx.add(["新问题"], ids=["q-201"])``."""
@@ -202,7 +203,7 @@ class SearchIndex:
             return mutations.add(self._state, self.encoder, texts, ids, metadata, progress)
 
     def upsert(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None = None,
-               metadata: Sequence[dict] | None = None, progress: BuildProgress | None = None,
+               metadata: Sequence[dict] | None = None, progress: Progress | None = None,
                text_column: str | None = None, id_column: str | None = None) -> int:
         """Add documents (a list, or a DataFrame with an id column), replacing those whose id
         exists. Returns how many were replaced. Example: ``idx.upsert(["改过的问题"], ids=["q-17"])``."""
@@ -223,7 +224,7 @@ class SearchIndex:
 
         Example: ``idx.compact(); idx.save("indexes/faq")``."""
         with self._lock.writing():
-            return mutations.compact(self._state, lexical)
+            return self._state.compact(lexical)
 
     @property
     def has_lexical(self) -> bool:
@@ -257,8 +258,17 @@ class SearchIndex:
         Example: ``idx.search_batch(["退款多久到账", "怎么开发票"], k=5)``.
 
         """
+        request = query.Request.checked(queries, k, where, min_match, mode, self.encoder, self.has_lexical)
+        return self.answer(request, observe, fusion)
+
+    def answer(self, request: query.Request, observe: Observe | None = None,
+               fusion: Fusion | None = None) -> list[list[Hit]]:
+        """``search_batch``'s hits for a request it has checked already (``query.Request.checked``),
+        so that a caller who checks each request before batching them (a service's coalescer)
+        does not check them twice. Example: ``idx.answer(Request.checked(["退款"], 5, None, None,
+        "dense", idx.encoder, idx.has_lexical))``."""
         with self._lock.reading():
-            return query.search(self._state, self.encoder, queries, k, where, observe, min_match, mode, fusion)
+            return query.search(self._state, self.encoder, request, observe, fusion)
 
     def hybrid_pools(self, queries: Sequence[str], k: int = 10) -> list[query.Pool]:
         """Each query's hybrid candidates with both exact scores, before any fusion orders them
@@ -291,7 +301,9 @@ class SearchIndex:
         Example: ``idx.save("indexes/faq")``.
         """
         path = Path(path)
-        with self._lock.reading():  # searches go on while it is written; changes wait
+        # searches go on while it is written; changes wait; another save of this index waits its turn, since a
+        # save moves the state's base and this index's generation
+        with self._saving, self._lock.reading():
             loaded = self.generation if self.path == path.resolve() else None
             generation = index_folder.save(self._state, self.encoder, path, loaded)
             self._origin = (path.resolve(), generation)

@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import InputError
+from .progress import Advance
 from .system import available_cpus
 from .text import first_blank, normalize
 
@@ -41,7 +42,6 @@ ENCODE_BATCH = 256
 """Sentences per call of the teacher: large enough for its matrix products, small enough
 that progress moves and memory stays flat."""
 
-Progress = Callable[[int], None]
 
 
 class Teacher(Protocol):
@@ -120,7 +120,7 @@ class TeacherCache:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
 
-    def vectors(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+    def vectors(self, texts: Sequence[str], progress: Advance | None = None) -> np.ndarray:
         """The teacher's (len(texts), dim) float32 vectors of ``texts``: from the cache where
         there, else encoded (each distinct text once) and stored. ``progress`` gets the count
         of texts newly encoded."""

@@ -20,7 +20,7 @@ from .architectures import Architecture
 from .batching import DistillBatch, PairIds
 from .checkpoint import Checkpoints, Resumed
 from .data import POSITIVE_AT, is_positive
-from .evaluation import pair_metrics
+from .metrics import pair_metrics
 from .model import ManhattanSimilarity
 from .text import length_sorted_batches, pad
 

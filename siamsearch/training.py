@@ -91,10 +91,11 @@ from .checkpoint import Checkpoints, Resumed, inputs_digest
 from .data import Pairs
 from .encoder import Encoder
 from .errors import InputError
-from .evaluation import best_threshold, pair_metrics
 from .export import from_keras
 from .fusion_fit import fit_fusion
 from .keras_runtime import load, require_training
+from .metrics import best_threshold, pair_metrics
+from .progress import Progress
 from .storage import sha256_file
 from .teacher import Teacher, TeacherCache, load_teacher, nearest_neighbours
 from .text import Vocabulary, char_counts, is_blank, normalize
@@ -118,8 +119,6 @@ MONITORS = {"val_loss": "min", "val_auc": "max"}
 
 EpochCallback = Callable[[int, int, dict], None]
 """Called after each epoch with (epoch number from 1, total epochs, metrics incl. ``seconds``)."""
-Progress = Callable[[str, int, int], None]
-"""Called with (stage, items just done, the stage's total): ``mutations.BuildProgress``'s shape."""
 
 
 @dataclass(frozen=True)
@@ -169,25 +168,28 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "embedding_dim"):
             if getattr(self, name) < 1:
-                raise InputError(f"{name.replace('_', '-')} must be at least 1")
+                raise InputError(f"{name} must be at least 1", argument=name)
         if self.patience < 0:
-            raise InputError("patience must be 0 (off) or more")
+            raise InputError("patience must be 0 (off) or more", argument="patience")
         if self.hard_negatives < 0:
-            raise InputError("hard-negatives must be 0 (off) or more")
+            raise InputError("hard_negatives must be 0 (off) or more", argument="hard_negatives")
         if self.hard_negatives and self.objective == "bce":
-            raise InputError("hard-negatives needs an in-batch objective (contrastive, both or margin), not bce")
+            in_batch = ", ".join(o for o in OBJECTIVES if o != "bce")
+            raise InputError(f"hard_negatives needs an in-batch objective ({in_batch}), not bce",
+                             argument="hard_negatives")
         if self.neighbours < 1:
-            raise InputError("neighbours must be at least 1")
+            raise InputError("neighbours must be at least 1", argument="neighbours")
         for name in ("learning_rate", "temperature", "teacher_temperature", "distill_weight"):
             if getattr(self, name) <= 0:
-                raise InputError(f"{name.replace('_', '-')} must be positive")
+                raise InputError(f"{name} must be positive", argument=name)
         for name in ("dropout", "char_mask", "average"):
             if not 0 <= getattr(self, name) < 1:
-                raise InputError(f"{name.replace('_', '-')} must be at least 0 and below 1")
+                raise InputError(f"{name} must be at least 0 and below 1", argument=name)
         if self.objective not in OBJECTIVES:
-            raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+            raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}",
+                             argument="objective")
         if self.monitor not in MONITORS:
-            raise InputError(f"monitor must be one of {', '.join(MONITORS)}, not {self.monitor!r}")
+            raise InputError(f"monitor must be one of {', '.join(MONITORS)}, not {self.monitor!r}", argument="monitor")
         if self.encoder_settings or self.architecture is not None:
             self.network()  # an unknown architecture or setting fails here, before any work
 

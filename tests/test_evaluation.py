@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from siamsearch import Encoder
 from siamsearch.cli import main
 from siamsearch.errors import ModelDirectoryError
-from siamsearch.evaluation import best_threshold, pair_metrics
+from siamsearch.metrics import best_threshold, pair_metrics
 
 from .conftest import evaluate_json
 

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from siamsearch.cli import main
 from siamsearch.demo import SAMPLE_PAIRS
-from siamsearch.evaluation import recall_curve
+from siamsearch.metrics import recall_curve
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from siamsearch.baselines import BM25Retriever, TfidfRetriever
 from siamsearch.cli import main
 from siamsearch.data import read_pairs
-from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator, RetrievalTask, retrieval_metrics
+from siamsearch.evaluation import EncoderRetriever, RetrievalEvaluator
 from siamsearch.lexical import terms
+from siamsearch.metrics import RetrievalTask, retrieval_metrics
 
 from .conftest import shared_file
 

@@ -109,7 +109,7 @@ def test_unlabelled_text_without_a_teacher_and_graded_training_labels_are_refuse
         train(read_pairs(tmp_path / "graded.tsv"))
     with pytest.raises(InputError, match="neighbours"):
         TrainConfig(neighbours=0)
-    with pytest.raises(InputError, match="distill-weight must be positive"):
+    with pytest.raises(InputError, match="distill_weight must be positive"):
         TrainConfig(distill_weight=0)
 
 
