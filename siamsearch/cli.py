@@ -38,6 +38,7 @@ FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "min_match", "architecture", "checkpoint_dir", "mode", "epochs", "batch_size", "max_length", "patience",
     "hard_negatives", "neighbours", "temperature", "teacher_temperature", "distill_weight", "dropout", "char_mask",
     "average", "objective", "encoder_settings", *(p.name for p in all_parameters()))}
+FLAGS["address"] = "--ray"
 """Library argument → the flag that sets it, for error messages (every kind's parameters included)."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",

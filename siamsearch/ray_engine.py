@@ -106,7 +106,8 @@ class RayEngine:
                          logging_level=logging.WARNING, include_dashboard=False)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise SiamsearchError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
-                                      "start one with 'ray start --head' or pass --ray auto") from None
+                                      "start one with 'ray start --head', or give address auto to start one "
+                                      "here", argument="address") from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise InputError(f"workers must be a whole number of at least 1, got {workers!r}", argument="workers")

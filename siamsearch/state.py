@@ -166,18 +166,22 @@ class IndexState:
             raise AssertionError("rebase of a state without a base")
         self.base = BaseFiles(directory, self.base.files)
 
-    def faiss_with_delta(self) -> faiss.Index:
-        """The FAISS index with the delta's rows added, leaving the state as it is (a copy when
-        there is a delta): what a save writes where it cannot link the base."""
+    def faiss_with_delta(self, in_place: bool = False) -> faiss.Index:
+        """The FAISS index with the delta's rows added: what a save writes where it cannot link
+        the base, leaving the state as it is (a copy when there is a delta); ``in_place``: add
+        them to the state's own index (in memory), as ``_fold_delta`` does."""
         if not len(self.delta):
             return self.faiss_index
-        index = self.kind.in_memory(self.faiss_index) if self.mapped else faiss.clone_index(self.faiss_index)
+        if in_place:
+            index = self.faiss_index
+        else:
+            index = self.kind.in_memory(self.faiss_index) if self.mapped else faiss.clone_index(self.faiss_index)
         self.kind.add(index, self.delta)
         return index
 
     def _fold_delta(self) -> None:
-        """Move the delta's rows into FAISS (already in memory) and the vectors."""
+        """Move the delta's rows into FAISS (already in memory) and the vectors: the one fold."""
         if len(self.delta):
-            self.kind.add(self.faiss_index, self.delta)
+            self.faiss_index = self.faiss_with_delta(in_place=True)
             self.vectors = np.concatenate([np.asarray(self.vectors, np.float32), self.delta])
             self.delta = self.delta[:0]
