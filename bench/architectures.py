@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from general_data import DATA, ROOT, afqmc_halves, oppo_split, require_data  # noqa: E402
+from general_data import ROOT, read_set, require_data  # noqa: E402
 from report import RESULTS, add_output_options, provenance, publish, render  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
@@ -53,15 +53,7 @@ SPEED_SENTENCES = 4000
 
 
 def read(name: str):
-    from siamsearch import read_pairs
-    from siamsearch.data import Pairs
-
-    held = {"afqmc dev half": lambda: afqmc_halves()[0], "oppo dev half": lambda: oppo_split()[1]}
-    if name in held:
-        rows = held[name]()
-        return Pairs([r[0] for r in rows], [r[1] for r in rows], np.array([float(r[2]) for r in rows], np.float32),
-                     name)
-    return read_pairs(DATA / name)
+    return read_set(name)
 
 
 def budget(args) -> tuple:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from general_data import DATA, afqmc_halves, oppo_split, require_data  # noqa: E402
+from general_data import read_set, require_data  # noqa: E402
 from report import add_output_options, provenance, publish, render  # noqa: E402
 
 STS_MATCH_AT = 3
@@ -40,16 +40,9 @@ TEST_FILES = ["bq/test.tsv", "afqmc test half", "pawsx_zh/test_2k.tsv", "chinese
 
 def read(name: str):
     """The pairs of ``name`` with 0/1 labels (STS-B: score ≥ 3 → 1)."""
-    from siamsearch import read_pairs
     from siamsearch.data import Pairs
 
-    held = {"afqmc dev half": lambda: afqmc_halves()[0], "afqmc test half": lambda: afqmc_halves()[1],
-            "oppo dev half": lambda: oppo_split()[1], "oppo test half": lambda: oppo_split()[2]}
-    if name in held:
-        rows = held[name]()
-        return Pairs([r[0] for r in rows], [r[1] for r in rows], np.array([float(r[2]) for r in rows], np.float32),
-                     name)
-    pairs = read_pairs(DATA / name)
+    pairs = read_set(name)
     if pairs.graded:
         return Pairs(pairs.left, pairs.right, (pairs.labels >= STS_MATCH_AT).astype(np.float32), name)
     return pairs

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from general_data import DATA, atec_split, require_data  # noqa: E402
+from general_data import read_set, require_data  # noqa: E402
 from report import add_output_options, provenance, publish, render  # noqa: E402
 
 SPEARMAN_FILES = {"test": ["bq/test.tsv", "chinese_sts_b/sts-b-test.txt", "afqmc/dev.txt", "pawsx_zh/test_2k.tsv",
@@ -47,14 +47,7 @@ TEXT2VEC = {"bq/test.tsv": 42.67, "chinese_sts_b/sts-b-test.txt": 79.30, "afqmc/
 
 
 def read(name: str):
-    from siamsearch import read_pairs
-    from siamsearch.data import Pairs
-
-    if name == "atec test part":
-        rows = atec_split()[1]
-        return Pairs([r[0] for r in rows], [r[1] for r in rows], np.array([float(r[2]) for r in rows], np.float32),
-                     name)
-    return read_pairs(DATA / name)
+    return read_set(name)
 
 
 class Jaccard:
