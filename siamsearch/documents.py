@@ -229,12 +229,20 @@ class Documents:
 
     def get(self, positions: Sequence[int]) -> dict[int, tuple[str, str, dict]]:
         """position → (id, text, metadata), for the positions that hold a live document."""
-        found = {}
+        return {p: (i, t, json.loads(m)) for p, i, t, m in self._at(positions, "id, text, metadata")}
+
+    def ids(self, positions: Sequence[int]) -> dict[int, str]:
+        """position → id, for the positions that hold a live document: ``get`` without reading
+        texts and decoding metadata, for candidates most of which will not be shown."""
+        return dict(self._at(positions, "id"))
+
+    def _at(self, positions: Sequence[int], columns: str) -> list[tuple]:
+        """(position, *columns) of the live documents at these positions."""
+        found = []
         with self._reading() as conn:
             for chunk in _chunks([int(p) for p in positions]):
-                rows = conn.execute(f"SELECT position, id, text, metadata FROM live WHERE position IN "
-                                    f"({','.join('?' * len(chunk))})", chunk)
-                found.update({p: (i, t, json.loads(m)) for p, i, t, m in rows})
+                found += conn.execute(f"SELECT position, {columns} FROM live WHERE position IN "
+                                      f"({','.join('?' * len(chunk))})", chunk).fetchall()
         return found
 
     def positions(self, ids: Sequence[str]) -> dict[str, int]:

@@ -398,14 +398,15 @@ class LexicalIndex:
             mine = rows[inside]
             order = np.argsort(mine, kind="stable")  # sorted needles: searchsorted reads each list in order
             mine = mine[order]
+            needles = mine.astype(part.rows.dtype)  # searchsorted would copy every postings list to int64
             norm = K1 * (1 - B + B * np.asarray(part.lengths)[mine - part.first_row] / mean_length)
             total = np.zeros(len(mine))
             for w, s, e in zip(idf, starts, ends):
                 if s == e:
                     continue
                 posting_rows = part.rows[s:e]
-                at = np.minimum(np.searchsorted(posting_rows, mine), e - s - 1)
-                hit = posting_rows[at] == mine
+                at = np.minimum(np.searchsorted(posting_rows, needles), e - s - 1)
+                hit = posting_rows[at] == needles
                 tf = np.where(hit, part.tfs[s:e][at], 0).astype(np.float64)
                 total += w * tf / (tf + norm)
             out[np.flatnonzero(inside)[order]] = total
