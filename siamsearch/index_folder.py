@@ -204,8 +204,9 @@ def commit(path: str | Path, encoder: Encoder, write: Callable[[Path], tuple[Con
     staging folder (``BASE_FILES``, and ``DELTA_FILES`` or none; the encoder is copied here,
     its large files linked from ``reuse_encoder`` when that holds the same model); returns its
     number, the ``Contents`` ``write`` returned and what it returned beside them (what the
-    write did, for its caller). The writer lock is held throughout, so a long write (a streamed build) keeps
-    other writers out, and nothing is visible until the manifest is replaced. See ``save``
+    write did, for its caller). The writer lock is held throughout, so a long write (a
+    streamed build) keeps other writers out, and nothing is visible until the manifest is
+    replaced. See ``save``
     for ``loaded_generation``. The caller has checked the path (``check_index_path``)."""
     path = Path(path)
     with writer_lock(path):

@@ -20,7 +20,6 @@ there is one, covers every row. ``mutations.py`` validates and encodes, then cal
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 from .documents import Documents
 from .kinds import IndexKind
 from .lexical import LexicalIndex
+from .progress import Advance
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class IndexState:
 
     # -- transitions -----------------------------------------------------------------------
     def append(self, vectors: np.ndarray, texts: list[str], ids: list[str], metadata: list[dict],
-               replaced: list[int], delta_max_rows: int, progress: Callable[[int], None] | None = None) -> None:
+               replaced: list[int], delta_max_rows: int, progress: Advance | None = None) -> None:
         """Add encoded documents as new rows, and tombstone the ``replaced`` positions. A state
         with a base takes them into its delta while the delta stays within ``delta_max_rows``
         and its base's size (a save then writes the delta alone); otherwise the delta is folded
