@@ -9,7 +9,6 @@ by ``train`` and ``demo``, so ``query`` starts in a fraction of a second.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -34,9 +33,13 @@ from .version import __version__
 if TYPE_CHECKING:  # the service imports FastAPI, which only 'serve' needs
     from .service import Settings
 
-FLAG_OF = {"init": "--init", "address": "--ray"}
-"""Library arguments set by an option of another name (``--init``'s value is ``init_from``);
-every other argument is set by the option of its name (``_flags``)."""
+FLAGS = {name: "--" + name.replace("_", "-") for name in (
+    "columns", "text_column", "id_column", "max_memory", "rerank_factor", "monitor", "unlabelled", "init", "where",
+    "min_match", "architecture", "checkpoint_dir", "mode", "epochs", "batch_size", "max_length", "patience",
+    "hard_negatives", "neighbours", "temperature", "teacher_temperature", "distill_weight", "dropout", "char_mask",
+    "average", "objective", "encoder_settings", *(p.name for p in all_parameters()))}
+FLAGS["address"] = "--ray"
+"""Library argument → the flag that sets it, for error messages (every kind's parameters included)."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
             TRAIN_MODEL: "train one with 'siamsearch train'",
@@ -49,19 +52,9 @@ def cli_message(error: SiamsearchError) -> str:
     text = str(error)
     for remedy, command in COMMANDS.items():
         text = text.replace(remedy, command)
-    flag = _flags().get(error.argument)
-    if flag:
-        text = re.sub(rf"\b{error.argument}\b", flag, text)
+    if error.argument in FLAGS:
+        text = re.sub(rf"\b{error.argument}\b", FLAGS[error.argument], text)
     return text
-
-
-@functools.cache
-def _flags() -> dict[str, str]:
-    """Library argument → the flag that sets it: each command's options by their names (so a
-    new option, or a kind's parameter, needs no entry here), then ``FLAG_OF``."""
-    found = {p.name: max(p.opts, key=len) for command in main.commands.values() for p in command.params
-             if isinstance(p, click.Option)}
-    return {**found, **FLAG_OF}
 
 _MODEL_OPTION = click.option(
     "--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
