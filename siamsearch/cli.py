@@ -37,8 +37,8 @@ FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "columns", "text_column", "id_column", "max_memory", "rerank_factor", "monitor", "unlabelled", "init", "where",
     "min_match", "architecture", "checkpoint_dir", "mode", "epochs", "batch_size", "max_length", "patience",
     "hard_negatives", "neighbours", "temperature", "teacher_temperature", "distill_weight", "dropout", "char_mask",
-    "average", "objective", "encoder_settings", *(p.name for p in all_parameters()))}
-FLAGS["address"] = "--ray"
+    "average", "objective", *(p.name for p in all_parameters()))}
+FLAGS.update(address="--ray", encoder_settings="--encoder-setting")  # options named otherwise
 """Library argument → the flag that sets it, for error messages (every kind's parameters included)."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
