@@ -17,6 +17,7 @@ from .version import __version__
 _LAZY = {
     "Encoder": "encoder",
     "SearchIndex": "search",
+    "ShardedIndex": "shards",
     "Hit": "search",
     "Document": "search",
     "LiveIndex": "live",

@@ -27,6 +27,7 @@ from .choice import DEFAULT_RERANK_FACTOR, auto_rule, parse_bytes
 from .errors import ADD_LEXICAL, BUILD_INDEX, REBUILD_INDEX, TRAIN_MODEL, SiamsearchError
 from .fusion import MODES, fusion_from_dict
 from .kinds import KINDS, all_parameters
+from .shard_map import MAX_SHARDS
 from .shipped import shipped_models
 from .version import __version__
 
@@ -249,7 +250,8 @@ class _StageBars:
 
     @staticmethod
     def _label(stage: str) -> str:
-        return {"encode": "encoding", "index": "indexing"}.get(stage, stage)
+        word, _, rest = stage.partition(" ")  # "encode 2/4": a sharded build's second shard
+        return " ".join(filter(None, [{"encode": "encoding", "index": "indexing"}.get(word, word), rest]))
 
     @staticmethod
     def _count(done: int, total: int, started: float) -> str:
@@ -473,9 +475,12 @@ def _train(pairs: Path, out: Path, checkpoint_dir: Path | None, resume: bool, va
               help="Build on a Ray cluster (pip install 'siamsearch[ray]'): auto joins a running one or starts "
                    "one here; or give its address.")
 @click.option("--workers", type=click.IntRange(min=1), help="With --ray: encoding actors; default one per CPU.")
+@click.option("--shards", type=click.IntRange(min=1, max=MAX_SHARDS),
+              help="Write a sharded index: this many index folders behind one shard map, documents placed by a "
+                   "hash of their id, searched as one index.")
 def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | None, kind: str,
                 max_memory: int | None, text_column: str | None, id_column: str | None, rerank_factor: int,
-                ray_address: str | None, workers: int | None, **params: int | None) -> None:
+                ray_address: str | None, workers: int | None, shards: int | None, **params: int | None) -> None:
     """Encode CORPUS with a trained model and write a searchable index, streamed: memory
     holds a chunk of documents, not the corpus.
 
@@ -483,16 +488,19 @@ def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | No
     id is the line number), CSV/TSV/JSONL with a header (other columns are kept as
     metadata), or Parquet. With several files, line-number ids get the file's name
     (a.txt:7). With --ray, reading, encoding and list assignment run on a Ray cluster; the
-    index is the same, byte for byte.
+    index is the same, byte for byte. With --shards, every command opens the folder as one
+    index, and each shard-NNN folder in it as an index of its own.
 
     \b
     Example:
       siamsearch build-index faq.tsv --model models/faq --text-column question --out indexes/faq
       siamsearch build-index corpus/ --out indexes/all --ray auto
+      siamsearch build-index corpus/ --out indexes/all --shards 4
     """
     from .build import build_index as build
     from .build import make_engine
     from .encoder import Encoder
+    from .shards import build_sharded
 
     if workers is not None and ray_address is None:
         raise click.UsageError("--workers applies to a build on Ray: add --ray")
@@ -502,13 +510,16 @@ def build_index(corpus: tuple[Path, ...], model_dir: Path | None, out: Path | No
         engine = make_engine("ray", address=ray_address, workers=workers) if ray_address else "local"
         if not isinstance(engine, str):
             stack.callback(engine.close)  # also when the build fails
-        built = build(list(corpus), out, encoder, kind=kind, max_memory=max_memory, rerank_factor=rerank_factor,
-                      text_column=text_column, id_column=id_column, engine=engine, progress=_StageBars(stack),
-                      **{name: value for name, value in params.items() if value is not None})
+        options = dict(kind=kind, max_memory=max_memory, rerank_factor=rerank_factor, text_column=text_column,
+                       id_column=id_column, engine=engine, progress=_StageBars(stack),
+                       **{name: value for name, value in params.items() if value is not None})
+        built = build(list(corpus), out, encoder, **options) if shards is None else \
+            build_sharded(list(corpus), out, encoder, shards, **options)
     if built.skipped:
         click.echo(f"skipped {_n(built.skipped)} blank documents", err=True)
     took = _took(built.documents, built.seconds, "docs")
-    click.echo(f"indexed {_n(built.documents)} documents {took} → {built.path} ({built.kind.name})")
+    placed = "" if shards is None else f", {shards} shards of {', '.join(_n(n) for n in built.per_shard)}"
+    click.echo(f"indexed {_n(built.documents)} documents {took} → {built.path} ({built.kind.name}{placed})")
 
 
 @main.command()
@@ -962,6 +973,18 @@ def info(path: Path | None, as_json: bool) -> None:
         click.echo("\n".join(_model_lines(found)))
         return
     params = ", ".join(f"{k} {v}" for k, v in found["index"].items() if k != "kind")
+    if found["what"] == "sharded index":
+        click.echo(f"{path}: siamsearch sharded index, {found['shards']} shards (created {found['created']}), "
+                   f"{_size(found['bytes'])}\n"
+                   f"  kind         {found['index']['kind']}{f' ({params})' if params else ''}\n"
+                   f"  documents    {_n(found['documents'])}, placed by {found['placement']}\n"
+                   f"  modes        dense only (lexical statistics are each shard's own)")
+        for shard in found["per_shard"]:
+            click.echo(f"  {Path(shard['path']).name}    {_n(shard['documents'])} documents (tombstones "
+                       f"{_n(shard['tombstones'])}), generation {shard['generation']}, {_size(shard['bytes'])}")
+        click.echo(f"  model        fingerprint {found['encoder']['fingerprint'][:12]}")
+        click.echo("\n".join(_model_lines(found["encoder"], indent="    ")))
+        return
     modes = ", ".join(MODES) if found["lexical"] else f"dense only ({COMMANDS[ADD_LEXICAL]})"
     click.echo(f"{path}: siamsearch index, generation {found['generation']} (committed {found['created']}), "
                f"{_size(found['bytes'])}\n"

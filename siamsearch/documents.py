@@ -28,6 +28,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,15 @@ def _insert(conn: sqlite3.Connection, start: int, ids: Sequence[str], texts: Seq
     conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
                      ((start + n, i, t, json.dumps(m, ensure_ascii=False))
                       for n, (i, t, m) in enumerate(zip(ids, texts, metadata))))
+
+
+@dataclass(frozen=True)
+class Document:
+    """One stored document. Example: ``doc = idx.get("faq-001"); doc.text, doc.metadata``."""
+
+    id: str
+    text: str
+    metadata: dict = field(default_factory=dict)
 
 
 class DocumentsFile:

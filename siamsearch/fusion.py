@@ -32,12 +32,17 @@ MODES = ("dense", "lexical", "hybrid")
 """What a search ranks by: the model's score, BM25 (``lexical.py``), or a fusion of both (``fusion.py``)."""
 
 
-def check_mode(mode: str, has_lexical: bool) -> None:
+NO_LEXICAL_PART = ("needs a lexical part, and this index was written without one (by an older siamsearch); "
+                   f"{ADD_LEXICAL}")
+"""Why an index written before lexical parts existed answers dense searches only."""
+
+
+def check_mode(mode: str, dense_only: str | None) -> None:
+    """``dense_only``: why the index answers dense searches only (``SearchIndex.dense_only``; None: every mode)."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", argument="mode")
-    if mode != "dense" and not has_lexical:
-        raise InputError(f"a {mode} search needs a lexical part, and this index was written without one (by an "
-                         f"older siamsearch); {ADD_LEXICAL}", argument="mode")
+    if mode != "dense" and dense_only:
+        raise InputError(f"a {mode} search {dense_only}", argument="mode")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
+import faiss
 import jsonschema
 import numpy as np
 
@@ -374,6 +375,15 @@ def _read_manifest(path: Path) -> dict:
         where = "/".join(map(str, e.absolute_path)) or "top level"
         raise IndexDirectoryError.damaged(path, f"{MANIFEST} is invalid at {where}: {e.message[:200]}") from None
     return found
+
+
+def trained_faiss(path: str | Path) -> faiss.Index:
+    """An empty FAISS index with the committed generation's training (IVF's centroids): what
+    the other shards of a sharded index are built around (``shards.build_sharded``)."""
+    path = Path(path)
+    found = _read_manifest(path)
+    kind = _kind_of(found, path)
+    return kind.emptied(kind.read(str(path / f"gen-{found['generation']:06d}" / FAISS_FILE), mmap=True))
 
 
 def committed_generation(path: str | Path) -> int | None:

@@ -78,6 +78,29 @@ def describe_index(path: str | Path) -> dict:
     }
 
 
+def describe_sharded(path: str | Path) -> dict:
+    """A sharded index (``shards.py``): its map, and each shard as ``describe_index`` says it."""
+    from .shard_map import read_map
+
+    path = Path(path)
+    found = read_map(path)
+    shards = [describe_index(path / folder) for folder in found["folders"]]
+    return {
+        "what": "sharded index",
+        "path": str(path),
+        "created": found["created"],
+        "siamsearch_version": found["siamsearch_version"],
+        "shards": found["shards"],
+        "placement": found["placement"],
+        "index": shards[0]["index"],
+        "documents": sum(s["documents"] for s in shards),
+        "bytes": _bytes(path),
+        "per_shard": [{k: s[k] for k in ("path", "generation", "documents", "rows", "tombstones", "bytes")}
+                      for s in shards],
+        "encoder": shards[0]["encoder"],
+    }
+
+
 def describe_shipped() -> list[dict]:
     """Every shipped model as ``describe_model`` says it, with its name and its card's headline
     (the card's ``**Headline**:`` line: what it was trained on and its figures).
@@ -92,13 +115,16 @@ def describe_shipped() -> list[dict]:
 
 
 def describe(path: str | Path) -> dict:
-    """``describe_index`` or ``describe_model``, whichever ``path`` is (a shipped model's name
-    too); an InputError if neither."""
+    """``describe_index``, ``describe_sharded`` or ``describe_model``, whichever ``path`` is (a
+    shipped model's name too); an InputError if none."""
     from .index_folder import is_index
+    from .shard_map import is_sharded
 
     path = model_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory", path=path)
+    if path.is_dir() and is_sharded(path):
+        return describe_sharded(path)
     if path.is_dir() and is_index(path):
         return describe_index(path)
     if path.is_dir() and is_model_dir(path):

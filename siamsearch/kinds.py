@@ -150,13 +150,19 @@ class IndexKind:
         """The sorted rows ``create`` trains on when given ``rows`` vectors (None: all, or no training)."""
         return None
 
-    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign) -> None:
+    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign,
+                       trained: faiss.Index | None = None) -> None:
         """Write the FAISS file of every row of ``vectors``, read a block at a time. This default
         builds the index in memory, as kinds whose structure lives in memory must (HNSW's graph);
-        ``Flat`` and ``IVF`` write their file directly, holding one block."""
-        positions = self.training_positions(vectors.rows)
-        training = np.empty((0, vectors.dim), np.float32) if positions is None else vectors.take(positions)
-        index = self.create(vectors.dim, training)
+        ``Flat`` and ``IVF`` write their file directly, holding one block. ``trained``: an empty
+        index of this kind whose training (IVF's centroids) is used instead of training on
+        ``vectors``, so that the shards of one index share one quantiser (``shards.py``)."""
+        if trained is None:
+            positions = self.training_positions(vectors.rows)
+            training = np.empty((0, vectors.dim), np.float32) if positions is None else vectors.take(positions)
+            index = self.create(vectors.dim, training)
+        else:
+            index = self.emptied(trained)
         for _, block in vectors.blocks(STREAM_BLOCK_ROWS):
             self.add(index, block)
         self.write(index, path)
@@ -216,7 +222,8 @@ class Flat(IndexKind):
     def create(self, dim: int, training: np.ndarray) -> faiss.Index:
         return faiss.IndexFlat(dim, faiss.METRIC_L1)
 
-    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign) -> None:
+    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign,
+                       trained: faiss.Index | None = None) -> None:
         """FAISS's flat file is its header and then the vectors as one length-prefixed array:
         the header of an empty index that says ``rows``, then the blocks as they are read."""
         with open(path, "wb") as f:
@@ -296,7 +303,8 @@ class IVF(IndexKind):
             return None
         return np.sort(np.random.default_rng(IVF_SEED).choice(rows, self.nlist * IVF_TRAIN_PER_LIST, replace=False))
 
-    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign) -> None:
+    def write_streamed(self, path: str, vectors: VectorSource, assign: Assign,
+                       trained: faiss.Index | None = None) -> None:
         """The same file as ``create`` + ``add`` + ``write`` (byte for byte; tests/test_build.py),
         holding one block of vectors: trained on the same sample, every row's list from
         ``assign`` (the part of adding that costs, and that an engine can spread), then
@@ -305,8 +313,13 @@ class IVF(IndexKind):
         every list lies in the file, so one pass over the vectors in position order writes
         each block's share of every list where it belongs (``os.pwrite``): the time grows
         with the corpus, not with the corpus times its blocks."""
-        positions = self.training_positions(vectors.rows)
-        index = self.create(vectors.dim, vectors.take(np.arange(vectors.rows) if positions is None else positions))
+        if trained is None:
+            positions = self.training_positions(vectors.rows)
+            index = self.create(vectors.dim, vectors.take(np.arange(vectors.rows) if positions is None else positions))
+        elif trained.nlist != self.nlist:
+            raise ValueError(f"the shared quantiser has {trained.nlist} lists, this index {self.nlist}")
+        else:
+            index = self.emptied(trained)
         lists = assign(index.quantizer.reconstruct_n(0, self.nlist))
         sizes = np.bincount(lists, minlength=self.nlist).astype(np.uint64)
         code_size = 4 * vectors.dim

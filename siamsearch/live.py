@@ -104,7 +104,7 @@ class Coalescer:
     def search(self, index: SearchIndex, queries: list[str], k: int, where: Where | None = None,
                observe: Observe | None = None, min_match: float | None = None,
                mode: str = "dense") -> list[list[Hit]]:
-        mine = _Waiting(index, Request.checked(queries, k, where, min_match, mode, index.encoder, index.has_lexical))
+        mine = _Waiting(index, Request.checked(queries, k, where, min_match, mode, index.encoder, index.dense_only))
         with self._turn:
             self._waiting.append(mine)
             while not mine.done:

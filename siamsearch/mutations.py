@@ -13,13 +13,22 @@ then touches the state.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
+from . import frames
+from .data import read_corpus
 from .encoder import Encoder
 from .errors import InputError, NotFoundError
 from .progress import Progress
 from .state import IndexState
 from .text import is_blank, normalize
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger("siamsearch")
 
 DELTA_MAX_ROWS = 10_000
 """Rows a loaded index keeps in its delta (written by every save, searched exactly) before
@@ -29,6 +38,24 @@ a 300k-document IVF index that takes 1.4 ms; 2026-12-03, Xeon, 2 cores); a fold 
 rewrite of the index once per that many added rows. A delta also never outgrows its base, so
 a small index folds often and cheaply."""
 
+
+
+def documents_from(texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None, metadata: Sequence[dict] | None,
+               text_column: str | None, id_column: str | None) -> tuple[Sequence[str], Sequence[str] | None,
+                                                                      Sequence[dict] | None]:
+    """Texts, ids and metadata from a list or a DataFrame (whose columns carry all three)."""
+    if not frames.is_frame(texts):
+        if text_column or id_column:
+            raise InputError("text_column and id_column choose a DataFrame's columns; texts is not a DataFrame",
+                             argument="text_column" if text_column else "id_column")
+        return texts, ids, metadata
+    if ids is not None or metadata is not None:
+        raise InputError("a DataFrame carries its ids and metadata in its columns: choose them with id_column, "
+                         "and leave ids and metadata out", argument="ids" if ids is not None else "metadata")
+    corpus = read_corpus(texts, text_column, id_column)
+    if corpus.skipped:
+        logger.warning("skipped %d blank documents of the DataFrame", corpus.skipped)
+    return corpus.texts, corpus.ids if corpus.ids_given else None, corpus.metadata
 
 
 def check_id(doc_id: object) -> str:

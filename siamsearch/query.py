@@ -28,7 +28,7 @@ from .documents import Documents
 from .encoder import Encoder
 from .errors import InputError, UnknownFieldError
 from .filters import Where, cache_key, check_where
-from .fusion import DEFAULT_FUSION, Fusion, check_mode
+from .fusion import DEFAULT_FUSION, NO_LEXICAL_PART, Fusion, check_mode
 from .kinds import exact_search
 from .scoring import exp_neg_l1
 from .state import IndexState
@@ -165,13 +165,14 @@ class Request:
 
     @classmethod
     def checked(cls, queries: Sequence[str], k: int, where: Where | None, min_match: float | None, mode: str,
-                encoder: Encoder, has_lexical: bool) -> Request:
-        """The request, or an ``InputError`` naming the first argument at fault."""
+                encoder: Encoder, dense_only: str | None) -> Request:
+        """The request, or an ``InputError`` naming the first argument at fault (``dense_only``:
+        the index's, why it answers dense searches only)."""
         k = check_k(k)
         texts = checked_queries(queries)
         checked = None if where is None else check_where(where)
         check_min_match(min_match, encoder)
-        check_mode(mode, has_lexical)
+        check_mode(mode, dense_only)
         return cls(texts, k, checked, min_match, mode)
 
     def key(self) -> tuple:
@@ -185,17 +186,19 @@ class Request:
 
 
 def search(state: IndexState, encoder: Encoder, request: Request, observe: Observe | None = None,
-           fusion: Fusion | None = None) -> list[list[Hit]]:
+           fusion: Fusion | None = None, encoded: np.ndarray | None = None) -> list[list[Hit]]:
     """Top-k hits for each query, ranked by exact exp(-L1), ties by id; with ``where``, among
     the documents whose metadata match it; with ``min_match``, only hits at least that likely
     to mean the same (so fewer than k may come back). ``mode`` "lexical" ranks by BM25,
-    "hybrid" by ``fusion`` of both (``pool``)."""
+    "hybrid" by ``fusion`` of both (``pool``). ``encoded``: the queries' vectors, where the
+    caller has them (a sharded index encodes once for all its shards)."""
     texts, k, checked, min_match, mode = request.queries, request.k, request.where, request.min_match, request.mode
     if not texts or not len(state):
         return [[] for _ in texts]
     stages = _Stages(observe)
-    encoded = encoder.encode(texts)
-    stages.done("encode")
+    if encoded is None:
+        encoded = encoder.encode(texts)
+        stages.done("encode")
     selected = None if checked is None else state.documents.select(checked)  # timed with the candidates
     if selected is not None and not len(selected):
         check_fields(state, checked)
@@ -244,7 +247,7 @@ def pools(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int) -
     """Each query's hybrid candidates, scored by both sides, as ``search(mode="hybrid")`` would
     order them for ``k`` hits: what ``fusion_fit`` ranks by every fusion it tries."""
     texts = checked_queries(queries)
-    check_mode("hybrid", state.lexical is not None)
+    check_mode("hybrid", None if state.lexical is not None else NO_LEXICAL_PART)
     if not texts or not len(state):
         return [Pool.empty() for _ in texts]
     encoded = encoder.encode(texts)

@@ -15,10 +15,8 @@ process's commit is seen through ``is_stale`` and ``reload``.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,51 +24,25 @@ import numpy as np
 
 from . import frames, index_folder, mutations, query
 from .choice import DEFAULT_RERANK_FACTOR, check_options, resolve
-from .data import read_corpus
-from .documents import Documents
+from .documents import Document, Documents
 from .encoder import Encoder
-from .errors import InputError
+from .errors import IndexDirectoryError, InputError
 from .filters import Where
-from .fusion import Fusion
+from .fusion import NO_LEXICAL_PART, Fusion
 from .kinds import IndexKind
 from .lexical import LexicalIndex
+from .mutations import documents_from
 from .progress import Progress
 from .query import Hit, Observe
 from .rwlock import ReadWriteLock
+from .shard_map import SHARD_MAP, read_map
+from .shards import ShardedIndex
 from .state import IndexState
 
 if TYPE_CHECKING:
     import pandas as pd
 
-logger = logging.getLogger("siamsearch")
 __all__ = ["Document", "Hit", "SearchIndex"]
-
-
-@dataclass(frozen=True)
-class Document:
-    """One stored document. Example: ``doc = idx.get("faq-001"); doc.text, doc.metadata``."""
-
-    id: str
-    text: str
-    metadata: dict = field(default_factory=dict)
-
-
-def _documents(texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None, metadata: Sequence[dict] | None,
-               text_column: str | None, id_column: str | None) -> tuple[Sequence[str], Sequence[str] | None,
-                                                                      Sequence[dict] | None]:
-    """Texts, ids and metadata from a list or a DataFrame (whose columns carry all three)."""
-    if not frames.is_frame(texts):
-        if text_column or id_column:
-            raise InputError("text_column and id_column choose a DataFrame's columns; texts is not a DataFrame",
-                             argument="text_column" if text_column else "id_column")
-        return texts, ids, metadata
-    if ids is not None or metadata is not None:
-        raise InputError("a DataFrame carries its ids and metadata in its columns: choose them with id_column, "
-                         "and leave ids and metadata out", argument="ids" if ids is not None else "metadata")
-    corpus = read_corpus(texts, text_column, id_column)
-    if corpus.skipped:
-        logger.warning("skipped %d blank documents of the DataFrame", corpus.skipped)
-    return corpus.texts, corpus.ids if corpus.ids_given else None, corpus.metadata
 
 
 class SearchIndex:
@@ -180,7 +152,7 @@ class SearchIndex:
         present) and every other column as metadata, read as a CSV file is (blank texts skipped).
         Example: ``SearchIndex.build(["怎么退货", "运费谁出"], Encoder.load())``,
         ``SearchIndex.build(df, enc, text_column="question", id_column="faq_id")``."""
-        texts, ids, metadata = _documents(texts, ids, metadata, text_column, id_column)
+        texts, ids, metadata = documents_from(texts, ids, metadata, text_column, id_column)
         if isinstance(texts, str):
             raise InputError("texts must be a list of documents, not one string", argument="texts")
         if not texts:
@@ -198,7 +170,7 @@ class SearchIndex:
             text_column: str | None = None, id_column: str | None = None) -> list[str]:
         """Add new documents (a list, or a DataFrame as in ``build``); an id that already exists
         is an error (see ``upsert``). Returns the ids. Example: ``idx.add(["新问题"], ids=["q-201"])``."""
-        texts, ids, metadata = _documents(texts, ids, metadata, text_column, id_column)
+        texts, ids, metadata = documents_from(texts, ids, metadata, text_column, id_column)
         with self._lock.writing():
             return mutations.add(self._state, self.encoder, texts, ids, metadata, progress)
 
@@ -207,7 +179,7 @@ class SearchIndex:
                text_column: str | None = None, id_column: str | None = None) -> int:
         """Add documents (a list, or a DataFrame with an id column), replacing those whose id
         exists. Returns how many were replaced. Example: ``idx.upsert(["改过的问题"], ids=["q-17"])``."""
-        texts, ids, metadata = _documents(texts, ids, metadata, text_column, id_column)
+        texts, ids, metadata = documents_from(texts, ids, metadata, text_column, id_column)
         with self._lock.writing():
             return mutations.upsert(self._state, self.encoder, texts, ids, metadata, progress)
 
@@ -231,6 +203,11 @@ class SearchIndex:
         """Whether lexical and hybrid searches are possible (an index written before they
         existed has no lexical part until ``compact(lexical=True)``)."""
         return self._state.lexical is not None
+
+    @property
+    def dense_only(self) -> str | None:
+        """Why this index answers dense searches only (None: every mode), for error messages."""
+        return None if self.has_lexical else NO_LEXICAL_PART
 
     # -- search ------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, where: Where | None = None, min_match: float | None = None,
@@ -258,17 +235,18 @@ class SearchIndex:
         Example: ``idx.search_batch(["退款多久到账", "怎么开发票"], k=5)``.
 
         """
-        request = query.Request.checked(queries, k, where, min_match, mode, self.encoder, self.has_lexical)
+        request = query.Request.checked(queries, k, where, min_match, mode, self.encoder, self.dense_only)
         return self.answer(request, observe, fusion)
 
     def answer(self, request: query.Request, observe: Observe | None = None,
-               fusion: Fusion | None = None) -> list[list[Hit]]:
+               fusion: Fusion | None = None, encoded: np.ndarray | None = None) -> list[list[Hit]]:
         """``search_batch``'s hits for a request it has checked already (``query.Request.checked``),
         so that a caller who checks each request before batching them (a service's coalescer)
-        does not check them twice. Example: ``idx.answer(Request.checked(["退款"], 5, None, None,
-        "dense", idx.encoder, idx.has_lexical))``."""
+        does not check them twice; ``encoded``: the queries' vectors if the caller has them
+        (``shards.ShardedIndex`` encodes once for its shards). Example: ``idx.answer(
+        Request.checked(["退款"], 5, None, None, "dense", idx.encoder, idx.dense_only))``."""
         with self._lock.reading():
-            return query.search(self._state, self.encoder, request, observe, fusion)
+            return query.search(self._state, self.encoder, request, observe, fusion, encoded)
 
     def hybrid_pools(self, queries: Sequence[str], k: int = 10) -> list[query.Pool]:
         """Each query's hybrid candidates with both exact scores, before any fusion orders them
@@ -309,13 +287,29 @@ class SearchIndex:
             self._origin = (path.resolve(), generation)
 
     @classmethod
-    def load(cls, path: str | Path, encoder: Encoder | None = None, mmap: bool = False) -> SearchIndex:
+    def _load_sharded(cls, path: Path, encoder: Encoder | None, mmap: bool) -> ShardedIndex:
+        """The shard map, then every shard with one encoder, each checked against the map's."""
+        found = read_map(path)
+        shards: list[SearchIndex] = []
+        for folder in found["folders"]:
+            shard = cls.load(path / folder, encoder or (shards[0].encoder if shards else None), mmap)
+            if shard.encoder.fingerprint != found["encoder_fingerprint"]:
+                raise IndexDirectoryError.damaged(path, f"{folder} was built with another encoder than {SHARD_MAP} "
+                                                        "names")
+            shards.append(shard)
+        return ShardedIndex(shards, found, path)
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None, mmap: bool = False) -> SearchIndex | ShardedIndex:
         """Open an index folder. If ``encoder`` is given it must be the one the index was built with.
+        A sharded folder (``shards.py``) opens as a ``ShardedIndex``, searched as one index.
 
         ``mmap`` leaves the FAISS data on disk, paged in as searches touch it, so a large index
         opens in milliseconds (and is hashed only up to ``index_folder.VERIFY_ALL_MAX_BYTES``).
         A mapped index can still be changed; it is copied into memory first.
         Example: ``SearchIndex.load("indexes/faq", mmap=True)``.
         """
+        if (Path(path) / SHARD_MAP).is_file():
+            return cls._load_sharded(Path(path).resolve(), encoder, mmap)
         state, encoder, generation = index_folder.load(path, encoder, mmap)
         return cls(encoder, state, (Path(path).resolve(), generation))

@@ -29,6 +29,8 @@ from siamsearch.data import read_corpus, stream_corpus
 from siamsearch.demo import SAMPLE_FAQ
 from siamsearch.fusion import MODES
 from siamsearch.lexical import LEXICAL_FILES
+from siamsearch.shard_map import QUANTISER_FILE
+from siamsearch.shards import build_sharded
 
 QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办"]
 
@@ -274,6 +276,17 @@ def test_ray_build_equals_the_one_process_build(ray_cluster, encoder, corpus_fil
     assert index.compact() == 2
     index.save(tmp_path / "ray-ivf")
     assert SearchIndex.load(tmp_path / "ray-ivf").search("怎么注销账号", k=1)[0].id == "new"
+
+
+def test_ray_sharded_build_equals_the_one_process_sharded_build(ray_cluster, encoder, corpus_file, tmp_path):
+    local = build_sharded(corpus_file, tmp_path / "local", encoder, 2, kind="ivf", chunk_size=450, nlist=8)
+    remote = build_sharded(corpus_file, tmp_path / "ray", encoder, 2, kind="ivf", chunk_size=450, nlist=8,
+                           engine=make_engine("ray", workers=2))
+    assert (remote.documents, remote.skipped, remote.per_shard) == (local.documents, local.skipped, local.per_shard)
+    assert (local.documents, local.skipped) == (2999, 1)
+    for shard in ("shard-000", "shard-001"):
+        assert_same_index(tmp_path / "local" / shard, tmp_path / "ray" / shard)
+    assert (tmp_path / "local" / QUANTISER_FILE).read_bytes() == (tmp_path / "ray" / QUANTISER_FILE).read_bytes()
 
 
 def _encoding_actors() -> list[int]:

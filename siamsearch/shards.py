@@ -1,0 +1,372 @@
+"""A sharded index: N ordinary index folders behind one shard map, searched as one index.
+
+Layout (``indexes/README.md`` documents the shard map field by field)::
+
+    NAME/
+      shards.json        the shard map: how many shards, their folders, how documents are
+                         placed, one encoder fingerprint, the index kind, its own checksum
+      quantiser.npy      IVF only: the centroids every shard's lists are built around
+      shard-000/         an ordinary index folder (``index_folder.py``): every command opens it
+      shard-001/
+      …
+
+A document lives in the shard ``shard_of(id)`` names, a stable hash of its id, so every
+writer agrees where an id belongs without asking anyone. The build (``build_sharded``)
+builds shard 0 as any streamed build does, then the others with shard 0's kind, parameters
+and, for IVF, its trained quantiser: the shards are copies of one trained index holding
+different documents (autofaiss's distributed build), and a query probes the same lists in
+each. The whole folder is staged and appears at once, so a failed build leaves nothing.
+
+A search encodes the query once, asks every shard for its ``k`` best by the exact score,
+and merges them by that score, ties by id: each shard re-ranks its own candidates exactly
+and the score is the model's exp(-L1) for the pair, so the scores of different shards are
+comparable as they are, and the answer is one index's (where each shard's FAISS search finds
+what one index's would; tested for every kind). Lexical and hybrid searches are refused:
+BM25's statistics are each shard's own, so their order would not be one index's.
+
+Each shard commits its own generations (a write goes to the shard that owns the id); the
+sharded index's ``generation`` is their sum, which grows with every commit to any shard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from . import index_folder
+from .build import build_index
+from .choice import DEFAULT_RERANK_FACTOR
+from .documents import Document
+from .errors import InputError, NotFoundError, UnknownFieldError
+from .filters import Where
+from .fusion import Fusion
+from .kinds import IVF, IndexKind
+from .mutations import checked, documents_from
+from .progress import Progress
+from .query import Hit, Observe, Request
+from .shard_map import check_shards, folder_name, shard_of, write_map
+from .storage import check_output_dir, staged_directory
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .encoder import Encoder
+    from .state import IndexState
+
+__all__ = ["BuiltShards", "ShardedIndex", "build_sharded", "merge"]
+
+SHARDED_DENSE_ONLY = ("is not offered by a sharded index: BM25's statistics are each shard's own, so a merged "
+                      "order would not be one index's; search dense")
+
+
+class Shard(Protocol):
+    """What a sharded index needs of each shard: ``SearchIndex``'s API (in one process a
+    ``SearchIndex`` is the shard; a shard served elsewhere is whatever answers these)."""
+
+    encoder: Encoder
+    _state: IndexState
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Document]: ...
+    @property
+    def spec(self) -> IndexKind: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def tombstones(self) -> int: ...
+    @property
+    def rerank_factor(self) -> int: ...
+    @property
+    def generation(self) -> int | None: ...
+    def is_stale(self) -> bool: ...
+    def get(self, doc_id: str) -> Document | None: ...
+    def add(self, texts: list[str], ids: list[str], metadata: list[dict], progress: Progress | None) -> list[str]: ...
+    def upsert(self, texts: list[str], ids: list[str], metadata: list[dict], progress: Progress | None) -> int: ...
+    def remove(self, ids: list[str]) -> int: ...
+    def compact(self) -> int: ...
+    def save(self, path: Path) -> None: ...
+    def count(self, where: Where | None) -> int: ...
+    def answer(self, request: Request, observe: Observe | None, encoded: np.ndarray | None) -> list[list[Hit]]: ...
+
+
+def _of_shard(progress: Progress | None, shard: int, shards: int) -> Progress | None:
+    """Each shard's stages under their own names ("encode 2/4"), so their counts are not summed."""
+    if progress is None or shards == 1:
+        return progress
+    return lambda stage, done, total: progress(f"{stage} {shard + 1}/{shards}", done, total)
+
+
+@dataclass(frozen=True)
+class BuiltShards:
+    """What ``build_sharded`` wrote."""
+
+    path: Path
+    shards: int
+    documents: int
+    skipped: int
+    kind: IndexKind
+    seconds: float
+    per_shard: list[int]
+    """Documents in each shard."""
+
+
+def build_sharded(corpus: str | Path | Sequence[str | Path], out: str | Path, encoder: Encoder, shards: int,
+                  kind: str = "auto", max_memory: int | None = None, rerank_factor: int = DEFAULT_RERANK_FACTOR,
+                  text_column: str | None = None, id_column: str | None = None, engine: object = "local",
+                  progress: Progress | None = None, **params: int) -> BuiltShards:
+    """Encode corpus files into a new sharded index of ``shards`` shards at ``out`` (see the
+    module docstring); the options are ``build.build_index``'s, ``kind="auto"`` chooses from
+    shard 0's size. Each shard's build reads the corpus and keeps its own documents, so the
+    corpus is read ``shards`` times and each document encoded once. Example:
+    ``build_sharded("corpus/", "indexes/all", Encoder.load(), shards=4)``."""
+    check_shards(shards)
+    out = Path(out)
+    check_output_dir(out, lambda _: False, "an empty folder (a sharded build writes a new one)")
+    started, done, skipped, sizes = time.perf_counter(), 0, 0, []
+    with staged_directory(out) as stage:
+        spec, trained = None, None
+        for shard in range(shards):
+            options = params if spec is None else {k: v for k, v in spec.to_dict().items() if k != "kind"}
+            built = build_index(corpus, stage / folder_name(shard), encoder, kind=kind if spec is None else spec.name,
+                                max_memory=max_memory, rerank_factor=rerank_factor, text_column=text_column,
+                                id_column=id_column, engine=engine, shard=(shard, shards),
+                                progress=_of_shard(progress, shard, shards),
+                                trained=trained, **options)
+            if not built.documents:
+                raise InputError(f"shard {shard} of {shards} holds no documents: the corpus has too few for "
+                                 f"{shards} shards; use fewer", argument="shards")
+            if spec is None:
+                spec, trained = built.kind, index_folder.trained_faiss(built.path)
+            done, skipped = done + built.documents, skipped + built.skipped
+            sizes.append(built.documents)
+        quantiser = trained.quantizer.reconstruct_n(0, trained.nlist) if isinstance(spec, IVF) else None
+        write_map(stage, shards, encoder, spec, done, quantiser)
+    return BuiltShards(out, shards, done, skipped, spec, time.perf_counter() - started, sizes)
+
+
+class ShardedIndex:
+    """Several index folders searched as one (see the module docstring); what ``SearchIndex.load``
+    returns for a sharded folder, with ``SearchIndex``'s API for dense searches and changes.
+
+    Example: ``idx = SearchIndex.load("indexes/all"); idx.search("退款多久到账")``."""
+
+    def __init__(self, shards: list[Shard], found: dict, path: Path):
+        """``SearchIndex.load`` makes one from the folder's map (``shard_map.read_map``) and its
+        shards, each checked against the map's encoder."""
+        self.shards = shards
+        """The shards, each an ordinary ``SearchIndex`` (shard ``i`` holds the ids ``shard_of`` gives ``i``)."""
+        self.encoder = shards[0].encoder
+        self.path = path
+        self._map = found
+        self._changed: set[int] = set()
+
+    def __len__(self) -> int:
+        return sum(len(shard) for shard in self.shards)
+
+    def __repr__(self) -> str:
+        return (f"ShardedIndex(documents={len(self):,}, shards={len(self.shards)}, kind={self.kind!r}, "
+                f"path={str(self.path)!r})")
+
+    @property
+    def spec(self) -> IndexKind:
+        return self.shards[0].spec
+
+    @property
+    def kind(self) -> str:
+        return self.shards[0].kind
+
+    @property
+    def rerank_factor(self) -> int:
+        return self.shards[0].rerank_factor
+
+    @property
+    def rows(self) -> int:
+        return sum(shard.rows for shard in self.shards)
+
+    @property
+    def tombstones(self) -> int:
+        return sum(shard.tombstones for shard in self.shards)
+
+    @property
+    def generation(self) -> int:
+        """The sum of the shards' committed generations: it grows by one with each commit to any shard."""
+        return sum(shard.generation or 0 for shard in self.shards)
+
+    @property
+    def has_lexical(self) -> bool:
+        return False  # lexical statistics are each shard's own (module docstring)
+
+    @property
+    def dense_only(self) -> str | None:
+        return SHARDED_DENSE_ONLY
+
+    def is_stale(self) -> bool:
+        """Whether any shard has a newer committed generation. Example: ``if idx.is_stale(): idx = idx.reload()``."""
+        return any(shard.is_stale() for shard in self.shards)
+
+    def reload(self, mmap: bool = False) -> ShardedIndex:
+        """Every shard's committed generation, as a new index. Example: ``idx = idx.reload()``."""
+        return type(self.shards[0]).load(self.path, self.encoder, mmap)  # SearchIndex.load opens sharded folders
+
+    def owner(self, doc_id: str) -> Shard:
+        """The shard that holds (or would hold) ``doc_id``. Example: ``idx.owner("faq-001").path``."""
+        return self.shards[shard_of(str(doc_id), len(self.shards))]
+
+    # -- documents ---------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Document]:
+        """Every live document, shard by shard."""
+        for shard in self.shards:
+            yield from shard
+
+    def get(self, doc_id: str) -> Document | None:
+        """The document with this id, or None, from its shard. Example: ``idx.get("faq-001").text``."""
+        return self.owner(doc_id).get(doc_id)
+
+    # -- changing ------------------------------------------------------------------------
+    def _by_shard(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        """Positions in ``ids`` grouped by the shard that owns each id."""
+        groups: dict[int, list[int]] = {}
+        for i, doc_id in enumerate(ids):
+            groups.setdefault(shard_of(doc_id, len(self.shards)), []).append(i)
+        return groups
+
+    def _checked(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None,
+                 metadata: Sequence[dict] | None, text_column: str | None,
+                 id_column: str | None) -> tuple[list[str], list[str], list[dict]]:
+        """Every document checked before any shard changes, so that a bad one changes nothing;
+        new ids continue after the largest numeric id of all shards, as one index's would."""
+        texts, ids, metadata = documents_from(texts, ids, metadata, text_column, id_column)
+        largest = max(shard._state.documents.max_numeric_id() for shard in self.shards)
+        if ids is None and not isinstance(texts, str):
+            ids = [str(largest + 1 + i) for i in range(len(texts))]
+        return checked(self.shards[0]._state, texts, ids, metadata)
+
+    def _apply(self, method: str, texts: list[str], ids: list[str], metadata: list[dict],
+               progress: Progress | None) -> int:
+        replaced = 0
+        for shard, rows in sorted(self._by_shard(ids).items()):
+            result = getattr(self.shards[shard], method)([texts[i] for i in rows], [ids[i] for i in rows],
+                                                         [metadata[i] for i in rows], progress)
+            replaced += result if method == "upsert" else 0
+            self._changed.add(shard)
+        return replaced
+
+    def add(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None = None,
+            metadata: Sequence[dict] | None = None, progress: Progress | None = None,
+            text_column: str | None = None, id_column: str | None = None) -> list[str]:
+        """``SearchIndex.add``, each document to the shard that owns its id.
+        Example: ``idx.add(["新问题"], ids=["q-201"])``."""
+        texts, ids, metadata = self._checked(texts, ids, metadata, text_column, id_column)
+        taken = next((i for i in ids if self.owner(i).get(i) is not None), None)
+        if taken is not None:
+            raise InputError(f"document id {taken!r} already exists; use upsert to replace it", argument="ids")
+        self._apply("add", texts, ids, metadata, progress)
+        return ids
+
+    def upsert(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None = None,
+               metadata: Sequence[dict] | None = None, progress: Progress | None = None,
+               text_column: str | None = None, id_column: str | None = None) -> int:
+        """``SearchIndex.upsert``, each document to the shard that owns its id.
+        Example: ``idx.upsert(["改过的问题"], ids=["q-17"])``."""
+        if ids is None and id_column is None:
+            raise InputError("upsert needs ids: they say which documents to replace", argument="ids")
+        texts, ids, metadata = self._checked(texts, ids, metadata, text_column, id_column)
+        return self._apply("upsert", texts, ids, metadata, progress)
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """``SearchIndex.remove``: all or nothing across the shards. Example: ``idx.remove(["faq-001"])``."""
+        if isinstance(ids, str):
+            raise InputError("remove takes a list of ids", argument="ids")
+        ids = [str(i) for i in ids]
+        missing = next((i for i in ids if self.owner(i).get(i) is None), None)
+        if missing is not None:
+            raise NotFoundError(f"no document with id {missing!r}; nothing was removed", argument="ids")
+        removed = 0
+        for shard, rows in sorted(self._by_shard(list(dict.fromkeys(ids))).items()):
+            removed += self.shards[shard].remove([ids[i] for i in rows])
+            self._changed.add(shard)
+        return removed
+
+    def compact(self, lexical: bool = False) -> int:
+        """``SearchIndex.compact`` of every shard (IVF shards keep the shared quantiser).
+        Example: ``idx.compact(); idx.save(idx.path)``."""
+        if lexical:
+            raise InputError("a sharded index keeps no lexical part to add", argument="lexical")
+        dropped = [shard.compact() for shard in self.shards]
+        self._changed.update(i for i, n in enumerate(dropped) if n)
+        return sum(dropped)
+
+    def save(self, path: str | Path) -> None:
+        """Commit every shard changed since loading as its next generation (each shard on its
+        own, as a write on a cluster commits on the shard that owns the id). Saving elsewhere
+        than the folder it was loaded from is not offered: copy the folder instead.
+        Example: ``idx.save("indexes/all")``."""
+        if Path(path).resolve() != self.path:
+            raise InputError(f"{path}: a sharded index is saved into the folder it was loaded from ({self.path})",
+                             path=Path(path))
+        for shard in sorted(self._changed):
+            self.shards[shard].save(self.path / self._map["folders"][shard])
+        self._changed.clear()
+
+    # -- search ------------------------------------------------------------------------
+    def search(self, query_text: str, k: int = 10, where: Where | None = None, min_match: float | None = None,
+               mode: str = "dense", fusion: Fusion | None = None) -> list[Hit]:
+        """``SearchIndex.search`` over every shard. Example: ``idx.search("退款多久到账", k=5)``."""
+        return self.search_batch([query_text], k, where, min_match=min_match, mode=mode, fusion=fusion)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
+                     observe: Observe | None = None, min_match: float | None = None, mode: str = "dense",
+                     fusion: Fusion | None = None) -> list[list[Hit]]:
+        """``SearchIndex.search_batch`` over every shard: one index's hits (module docstring).
+        Example: ``idx.search_batch(["退款多久到账", "怎么开发票"], k=5, where={"topic": "退款"})``."""
+        request = Request.checked(queries, k, where, min_match, mode, self.encoder, self.dense_only)
+        return self.answer(request, observe, fusion)
+
+    def answer(self, request: Request, observe: Observe | None = None,
+               fusion: Fusion | None = None) -> list[list[Hit]]:
+        """The query encoded once, each shard's best ``k``, merged by the exact score, ties by id.
+        Example: ``idx.answer(Request.checked(["退款"], 5, None, None, "dense", idx.encoder, idx.dense_only))``."""
+        started = time.perf_counter()
+        encoded = self.encoder.encode(request.queries)
+        if observe is not None:
+            observe("encode", time.perf_counter() - started)
+        answers, unknown = [], None
+        for shard in self.shards:
+            try:
+                answers.append(shard.answer(request, observe, encoded=encoded))
+            except UnknownFieldError as e:  # a field other shards' documents may have
+                unknown = e
+        if not answers and unknown is not None:
+            raise unknown
+        return [merge([found[q] for found in answers], request.k) for q in range(len(request.queries))]
+
+    def count(self, where: Where | None = None) -> int:
+        """``SearchIndex.count`` summed over the shards; a field is unknown only if no shard's
+        documents have it. Example: ``idx.count({"topic": "退款"})``."""
+        counts, unknown = [], None
+        for shard in self.shards:
+            try:
+                counts.append(shard.count(where))
+            except UnknownFieldError as e:
+                unknown = e
+        if not counts and unknown is not None:
+            raise unknown
+        return sum(counts)
+
+    def search_frame(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
+                     min_match: float | None = None, mode: str = "dense") -> pd.DataFrame:
+        """``SearchIndex.search_frame`` over every shard. Example: ``idx.search_frame(["退款多久到账"], k=3)``."""
+        from . import frames
+
+        return frames.hits_frame(queries, self.search_batch(queries, k, where, min_match=min_match, mode=mode))
+
+
+def merge(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
+    """The best ``k`` of several shards' hits by exact score, ties by id, ranked afresh."""
+    best = sorted((hit for hits in lists for hit in hits), key=lambda hit: (-hit.score, hit.id))[:k]
+    return [replace(hit, rank=rank) for rank, hit in enumerate(best, 1)]

@@ -1,0 +1,151 @@
+"""Sharded indexes (shards.py): N index folders behind one shard map answer exactly as one
+index of the same documents would, for every kind, through changes; the map is checked;
+every shard is an ordinary index; and the CLI builds, describes and queries one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from siamsearch import IndexDirectoryError, InputError, SearchIndex, ShardedIndex
+from siamsearch.build import build_index
+from siamsearch.cli import main
+from siamsearch.demo import SAMPLE_FAQ
+from siamsearch.shard_map import QUANTISER_FILE, SHARD_MAP, shard_of
+from siamsearch.shards import build_sharded
+
+QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办", "会员", "怎么退货退款"]
+KINDS = {"flat": {}, "hnsw": {}, "ivf": {"nlist": 8, "nprobe": 8}}  # every list probed: one index's candidates
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from siamsearch import Encoder
+
+    return Encoder.load()
+
+
+def answers(index, **options) -> list[list[tuple[str, float, float | None]]]:
+    return [[(h.id, h.score, h.match) for h in hits] for hits in index.search_batch(QUERIES, **options)]
+
+
+def assert_same(one, sharded, **options) -> None:
+    a, b = answers(one, **options), answers(sharded, **options)
+    assert [[i for i, _, _ in q] for q in a] == [[i for i, _, _ in q] for q in b], options
+    for qa, qb in zip(a, b):
+        np.testing.assert_allclose([s for _, s, _ in qa], [s for _, s, _ in qb], rtol=0, atol=1e-6)
+        np.testing.assert_allclose([m for _, _, m in qa], [m for _, _, m in qb], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sharded_answers_as_one_index_through_changes(kind, encoder, tmp_path):
+    one_path, sharded_path = tmp_path / "one", tmp_path / "sharded"
+    build_index(SAMPLE_FAQ, one_path, encoder, kind=kind, text_column="question", **KINDS[kind])
+    built = build_sharded(SAMPLE_FAQ, sharded_path, encoder, 3, kind=kind, text_column="question", **KINDS[kind])
+    assert built.documents == 200 and sum(built.per_shard) == 200 and min(built.per_shard) > 0
+    one, sharded = SearchIndex.load(one_path), SearchIndex.load(sharded_path)
+    assert isinstance(sharded, ShardedIndex) and len(sharded) == len(one) == 200
+    for options in ({"k": 10}, {"k": 1}, {"k": 200}, {"k": 5, "where": {"topic": "退款"}},
+                    {"k": 5, "where": {"topic": ["账户", "发票"]}}, {"k": 10, "min_match": 0.4}):
+        assert_same(one, sharded, **options)
+    assert sharded.count({"topic": "退款"}) == one.count({"topic": "退款"}) > 0
+    assert sharded.get("faq-007") == one.get("faq-007")
+
+    # the same changes to both, saved and loaded again
+    for index, path in ((one, one_path), (sharded, sharded_path)):
+        index.add(["退款到账要几天", "发票能不能重开"], metadata=[{"topic": "退款"}, {"topic": "发票"}])
+        index.upsert(["会员怎么续费才便宜"], ids=["faq-010"], metadata=[{"topic": "会员"}])
+        index.remove(["faq-001", "faq-150", "faq-151"])
+        index.save(path)
+    one, sharded = SearchIndex.load(one_path), SearchIndex.load(sharded_path)
+    assert len(sharded) == len(one) == 199 and sharded.get("1") == one.get("1") is not None
+    assert_same(one, sharded, k=10)
+    assert_same(one, sharded, k=5, where={"topic": "退款"})
+    assert one.compact() == sharded.compact() == 4  # three removed, one replaced
+    assert_same(one, sharded, k=10)
+
+
+def test_every_shard_is_an_ordinary_index_holding_its_ids(encoder, tmp_path):
+    build_sharded(SAMPLE_FAQ, tmp_path / "s", encoder, 4, kind="ivf", text_column="question", nlist=4)
+    found = json.loads((tmp_path / "s" / SHARD_MAP).read_text(encoding="utf-8"))
+    assert found["shards"] == 4 and found["folders"] == [f"shard-{i:03d}" for i in range(4)]
+    centroids = np.load(tmp_path / "s" / QUANTISER_FILE)
+    for i, folder in enumerate(found["folders"]):
+        shard = SearchIndex.load(tmp_path / "s" / folder)
+        assert type(shard) is SearchIndex and shard.spec == SearchIndex.load(tmp_path / "s").spec
+        assert {doc.id for doc in shard} and all(shard_of(doc.id, 4) == i for doc in shard)
+        assert shard.search("退款多久到账", k=3)  # searchable on its own
+        faiss_index = shard._state.faiss_index  # the one quantiser every shard's lists are built around
+        np.testing.assert_array_equal(faiss_index.quantizer.reconstruct_n(0, faiss_index.nlist), centroids)
+
+
+def test_placement_never_changes():
+    """Ids already placed must stay where they are: a new hash would misplace every one."""
+    assert [shard_of(i, 4) for i in ("faq-001", "faq-002", "0", "文档-7", "a" * 300)] == [2, 3, 0, 3, 3]
+    counts = np.bincount([shard_of(str(i), 8) for i in range(8000)], minlength=8)
+    assert counts.min() > 900  # spread evenly
+
+
+def test_changes_are_all_or_nothing_across_shards(encoder, tmp_path):
+    build_sharded(SAMPLE_FAQ, tmp_path / "s", encoder, 3, text_column="question")
+    sharded = SearchIndex.load(tmp_path / "s")
+    with pytest.raises(InputError, match="'faq-003' already exists"):
+        sharded.add(["新问题一", "新问题二"], ids=["new-1", "faq-003"])
+    with pytest.raises(InputError, match="no document with id 'nope'"):
+        sharded.remove(["faq-001", "nope"])
+    with pytest.raises(InputError, match="empty or whitespace"):
+        sharded.add(["新问题一", "  "], ids=["new-1", "new-2"])
+    assert len(sharded) == 200 and sharded.get("new-1") is None and sharded.get("faq-001") is not None
+    with pytest.raises(InputError, match="hybrid search is not offered by a sharded index"):
+        sharded.search("退款", mode="hybrid")
+    with pytest.raises(InputError, match="no document has the metadata field 'colour'"):
+        sharded.search("退款", where={"colour": "red"})
+
+
+def test_a_damaged_shard_map_is_one_line(encoder, tmp_path):
+    build_sharded(SAMPLE_FAQ, tmp_path / "s", encoder, 2, text_column="question")
+    path = tmp_path / "s" / SHARD_MAP
+    found = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**found, "shards": 3}), encoding="utf-8")
+    with pytest.raises(IndexDirectoryError, match="does not match its checksum"):
+        SearchIndex.load(tmp_path / "s")
+    path.write_text("{", encoding="utf-8")
+    result = CliRunner().invoke(main, ["query", "--index", str(tmp_path / "s"), "退款"])
+    assert result.exit_code == 1 and "shards.json is unreadable" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_damaged_quantiser_or_shard_is_one_line(encoder, tmp_path):
+    build_sharded(SAMPLE_FAQ, tmp_path / "s", encoder, 2, kind="ivf", text_column="question", nlist=2)
+    np.save(tmp_path / "s" / QUANTISER_FILE, np.zeros((2, encoder.dim), np.float32))
+    with pytest.raises(IndexDirectoryError, match="quantiser.npy is missing or does not match shards.json"):
+        SearchIndex.load(tmp_path / "s")
+    (tmp_path / "s" / QUANTISER_FILE).unlink()
+    with pytest.raises(IndexDirectoryError, match="quantiser.npy is missing"):
+        SearchIndex.load(tmp_path / "s")
+
+
+def test_cli_builds_describes_and_queries_a_sharded_index(tmp_path):
+    runner = CliRunner()
+    one, sharded = str(tmp_path / "one"), str(tmp_path / "sharded")
+    built = runner.invoke(main, ["build-index", str(SAMPLE_FAQ), "--text-column", "question", "--out", one])
+    assert built.exit_code == 0
+    result = runner.invoke(main, ["build-index", str(SAMPLE_FAQ), "--text-column", "question", "--out", sharded,
+                                  "--shards", "2"])
+    assert result.exit_code == 0 and "200 documents" in result.output and "2 shards of" in result.output
+    result = runner.invoke(main, ["info", sharded])
+    assert result.exit_code == 0 and "sharded index, 2 shards" in result.output and "shard-001" in result.output
+    queried = [runner.invoke(main, ["query", "--index", path, "--json", "-k", "5", *QUERIES[:3]]).output
+               for path in (one, sharded)]
+    hits = [[json.loads(line) for line in output.splitlines()] for output in queried]
+    assert len(hits[0]) == 3 and hits[0] == hits[1]
+    result = runner.invoke(main, ["build-index", str(SAMPLE_FAQ), "--text-column", "question", "--out", sharded,
+                                  "--shards", "2"])
+    assert result.exit_code == 1 and "exists and is not an empty folder" in result.output
+    result = runner.invoke(main, ["build-index", str(SAMPLE_FAQ), "--text-column", "question",
+                                  "--out", str(tmp_path / "many"), "--shards", "300"])
+    assert result.exit_code == 1 and "holds no documents" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "many").exists() and not list(tmp_path.glob(".many*"))
