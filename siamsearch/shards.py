@@ -237,10 +237,12 @@ class ShardedIndex:
 
     def _checked(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None,
                  metadata: Sequence[dict] | None, text_column: str | None,
-                 id_column: str | None) -> tuple[list[str], list[str], list[dict]]:
+                 id_column: str | None, upsert: bool = False) -> tuple[list[str], list[str], list[dict]]:
         """Every document checked before any shard changes, so that a bad one changes nothing;
         new ids continue after the largest numeric id of all shards, as one index's would."""
         texts, ids, metadata = documents_from(texts, ids, metadata, text_column, id_column)
+        if ids is None and upsert:
+            raise InputError("upsert needs ids: they say which documents to replace", argument="ids")
         largest = max(shard._state.documents.max_numeric_id() for shard in self.shards)
         if ids is None and not isinstance(texts, str):
             ids = [str(largest + 1 + i) for i in range(len(texts))]
@@ -273,9 +275,7 @@ class ShardedIndex:
                text_column: str | None = None, id_column: str | None = None) -> int:
         """``SearchIndex.upsert``, each document to the shard that owns its id.
         Example: ``idx.upsert(["改过的问题"], ids=["q-17"])``."""
-        if ids is None and id_column is None:
-            raise InputError("upsert needs ids: they say which documents to replace", argument="ids")
-        texts, ids, metadata = self._checked(texts, ids, metadata, text_column, id_column)
+        texts, ids, metadata = self._checked(texts, ids, metadata, text_column, id_column, upsert=True)
         return self._apply("upsert", texts, ids, metadata, progress)
 
     def remove(self, ids: Sequence[str]) -> int:

@@ -96,9 +96,17 @@ def test_changes_are_all_or_nothing_across_shards(encoder, tmp_path):
         sharded.add(["新问题一", "新问题二"], ids=["new-1", "faq-003"])
     with pytest.raises(InputError, match="no document with id 'nope'"):
         sharded.remove(["faq-001", "nope"])
+    with pytest.raises(InputError, match="upsert needs ids"):
+        sharded.upsert(["新问题一"])
     with pytest.raises(InputError, match="empty or whitespace"):
         sharded.add(["新问题一", "  "], ids=["new-1", "new-2"])
     assert len(sharded) == 200 and sharded.get("new-1") is None and sharded.get("faq-001") is not None
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": ["faq-001", "new-9"], "text": ["改过的注册问题", "新的问题"],
+                          "topic": ["账户", "其他"]})
+    assert sharded.upsert(frame) == 1 and sharded.get("new-9").metadata == {"topic": "其他"}
+    assert sharded.get("faq-001").text == "改过的注册问题" and len(sharded) == 201
     with pytest.raises(InputError, match="hybrid search is not offered by a sharded index"):
         sharded.search("退款", mode="hybrid")
     with pytest.raises(InputError, match="no document has the metadata field 'colour'"):
