@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from . import index_folder
-from .build import build_index
+from .build import Engine, build_index
 from .choice import DEFAULT_RERANK_FACTOR
 from .documents import Document
 from .errors import InputError, NotFoundError, UnknownFieldError
@@ -117,7 +117,7 @@ class BuiltShards:
 
 def build_sharded(corpus: str | Path | Sequence[str | Path], out: str | Path, encoder: Encoder, shards: int,
                   kind: str = "auto", max_memory: int | None = None, rerank_factor: int = DEFAULT_RERANK_FACTOR,
-                  text_column: str | None = None, id_column: str | None = None, engine: object = "local",
+                  text_column: str | None = None, id_column: str | None = None, engine: str | Engine = "local",
                   progress: Progress | None = None, **params: int) -> BuiltShards:
     """Encode corpus files into a new sharded index of ``shards`` shards at ``out`` (see the
     module docstring); the options are ``build.build_index``'s, ``kind="auto"`` chooses from
