@@ -300,7 +300,7 @@ def main() -> None:
               help="Starting settings, which the options below override. recipe: the MaLSTM recipe "
                    "(bce, dropout 0.5, 20 epochs); search: margin, temperature 0.5, dropout 0.2, char-mask 0.3, "
                    "patience 3 on val_auc, average 0.998; classify: bce, dropout 0.2, fine-tuned vectors, up to 40 "
-                   "epochs, patience 3; general: the shipped model's (search for 6 epochs, all kept; train it with "
+                   "epochs, patience 3; general: the shipped model's (search for 8 epochs, all kept; train it with "
                    "--teacher use-m3 on general text).")
 @click.option("--epochs", type=click.IntRange(min=1), help="[preset: 20]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[preset: 512]")

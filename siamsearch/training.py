@@ -208,7 +208,7 @@ PRESETS: dict[str, TrainConfig] = {
                           monitor="val_auc", average=0.998),
     "classify": TrainConfig(dropout=0.2, fine_tune_vectors=True, patience=3, epochs=40),
     "general": TrainConfig(objective="margin", temperature=0.5, dropout=0.2, char_mask=0.3, monitor="val_auc",
-                           average=0.998, epochs=6),
+                           average=0.998, epochs=8),
 }
 """Named configurations (docs/benchmarks.md has their numbers). ``recipe``: the MaLSTM recipe
 as published (also ``TrainConfig()``). ``search``: the BQ model's settings (shipped until 2026-12-01), chosen on
@@ -217,7 +217,7 @@ weights); the best pair classifier for sentences unlike the training ones, and w
 MRR@10 of the best variant on dev for retrieval.
 ``classify``: the recipe's pair loss with more capacity (fine-tuned vectors, dropout 0.2),
 the best pair classifier when the sentences to judge resemble the training sentences (BQ's
-seed split). ``general``: the shipped model's settings: ``search`` for 6 epochs, every one
+seed split). ``general``: the shipped model's settings: ``search`` for 8 epochs, every one
 kept (early stopping on one domain's validation pairs would choose for that domain), trained
 with ``teacher="use-m3"`` on general text (``bench/general_data.py``). Early stopping needs
 validation pairs; without them every epoch runs."""

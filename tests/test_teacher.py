@@ -139,7 +139,9 @@ def test_init_default_fine_tunes_on_text_with_spaces_and_full_width_punctuation(
     removes on their own; fine-tuning on text holding them (and new characters beside them)
     used to end in an IndexError while mapping the new characters' vectors."""
     base = Encoder.load()
-    assert {" ", "\u3000"} <= set(base.vocab.chars)
+    # a model shipped before the fix (the default of 2026-12-02 held U+0020 and U+3000): its two
+    # rarest characters' rows stand in for them, so the weights still fit the vocabulary
+    base.vocab = Vocabulary([*base.vocab.chars[:-2], " ", "\u3000"])
     rows = [("我 的 退款　什么时候到账？", "退款多久能到账！", 1), ("怎么 开发票（电子）", "如何开具发票：纸质", 1),
             ("明天 天气　怎么样", "退款多久能到账", 0), ("龘 怎么退货", "龘如何退货", 1)] * 8
     pairs = Pairs([a for a, _, _ in rows], [b for _, b, _ in rows], np.array([y for _, _, y in rows], float), "x")
