@@ -41,8 +41,8 @@ a small index folds often and cheaply."""
 
 
 def documents_from(texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None, metadata: Sequence[dict] | None,
-               text_column: str | None, id_column: str | None) -> tuple[Sequence[str], Sequence[str] | None,
-                                                                      Sequence[dict] | None]:
+                   text_column: str | None, id_column: str | None) -> tuple[Sequence[str], Sequence[str] | None,
+                                                                          Sequence[dict] | None]:
     """Texts, ids and metadata from a list or a DataFrame (whose columns carry all three)."""
     if not frames.is_frame(texts):
         if text_column or id_column:

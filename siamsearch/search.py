@@ -35,7 +35,7 @@ from .mutations import documents_from
 from .progress import Progress
 from .query import Hit, Observe
 from .rwlock import ReadWriteLock
-from .shard_map import SHARD_MAP, read_map
+from .shard_map import SHARD_MAP, is_sharded, read_map
 from .shards import ShardedIndex
 from .state import IndexState
 
@@ -309,7 +309,7 @@ class SearchIndex:
         A mapped index can still be changed; it is copied into memory first.
         Example: ``SearchIndex.load("indexes/faq", mmap=True)``.
         """
-        if (Path(path) / SHARD_MAP).is_file():
+        if is_sharded(path):
             return cls._load_sharded(Path(path).resolve(), encoder, mmap)
         state, encoder, generation = index_folder.load(path, encoder, mmap)
         return cls(encoder, state, (Path(path).resolve(), generation))

@@ -235,6 +235,13 @@ class ShardedIndex:
             groups.setdefault(shard_of(doc_id, len(self.shards)), []).append(i)
         return groups
 
+    def _existing(self, ids: list[str]) -> set[str]:
+        """Those of ``ids`` that are held, one lookup per shard (not one per id)."""
+        found: set[str] = set()
+        for shard, rows in self._by_shard(ids).items():
+            found.update(self.shards[shard]._state.documents.positions([ids[i] for i in rows]))
+        return found
+
     def _checked(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None,
                  metadata: Sequence[dict] | None, text_column: str | None,
                  id_column: str | None, upsert: bool = False) -> tuple[list[str], list[str], list[dict]]:
@@ -264,7 +271,8 @@ class ShardedIndex:
         """``SearchIndex.add``, each document to the shard that owns its id.
         Example: ``idx.add(["新问题"], ids=["q-201"])``."""
         texts, ids, metadata = self._checked(texts, ids, metadata, text_column, id_column)
-        taken = next((i for i in ids if self.owner(i).get(i) is not None), None)
+        existing = self._existing(ids)
+        taken = next((i for i in ids if i in existing), None)
         if taken is not None:
             raise InputError(f"document id {taken!r} already exists; use upsert to replace it", argument="ids")
         self._apply("add", texts, ids, metadata, progress)
@@ -282,12 +290,13 @@ class ShardedIndex:
         """``SearchIndex.remove``: all or nothing across the shards. Example: ``idx.remove(["faq-001"])``."""
         if isinstance(ids, str):
             raise InputError("remove takes a list of ids", argument="ids")
-        ids = [str(i) for i in ids]
-        missing = next((i for i in ids if self.owner(i).get(i) is None), None)
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        existing = self._existing(ids)
+        missing = next((i for i in ids if i not in existing), None)
         if missing is not None:
             raise NotFoundError(f"no document with id {missing!r}; nothing was removed", argument="ids")
         removed = 0
-        for shard, rows in sorted(self._by_shard(list(dict.fromkeys(ids))).items()):
+        for shard, rows in sorted(self._by_shard(ids).items()):
             removed += self.shards[shard].remove([ids[i] for i in rows])
             self._changed.add(shard)
         return removed

@@ -96,6 +96,9 @@ def test_changes_are_all_or_nothing_across_shards(encoder, tmp_path):
         sharded.add(["新问题一", "新问题二"], ids=["new-1", "faq-003"])
     with pytest.raises(InputError, match="no document with id 'nope'"):
         sharded.remove(["faq-001", "nope"])
+    assert sharded.remove(["faq-005", "faq-005", "faq-006"]) == 2  # a repeated id counts once, as in one index
+    assert sharded.get("faq-005") is None and sharded.get("faq-006") is None and len(sharded) == 198
+    sharded = SearchIndex.load(tmp_path / "s")
     with pytest.raises(InputError, match="upsert needs ids"):
         sharded.upsert(["新问题一"])
     with pytest.raises(InputError, match="empty or whitespace"):
