@@ -38,8 +38,8 @@ FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "columns", "text_column", "id_column", "max_memory", "rerank_factor", "monitor", "unlabelled", "init", "where",
     "min_match", "architecture", "checkpoint_dir", "mode", "epochs", "batch_size", "max_length", "patience",
     "hard_negatives", "neighbours", "temperature", "teacher_temperature", "distill_weight", "dropout", "char_mask",
-    "average", "objective", *(p.name for p in all_parameters()))}
-FLAGS.update(address="--ray", encoder_settings="--encoder-setting")  # options named otherwise
+    "average", "objective", "replicas", "replica_cpus", *(p.name for p in all_parameters()))}
+FLAGS.update(address="--ray", encoder_settings="--encoder-setting", coordinators="--workers")  # named otherwise
 """Library argument → the flag that sets it, for error messages (every kind's parameters included)."""
 COMMANDS = {BUILD_INDEX: "build one with 'siamsearch build-index'",
             REBUILD_INDEX: "rebuild it with 'siamsearch build-index'",
@@ -1010,9 +1010,17 @@ def info(path: Path | None, as_json: bool) -> None:
 @click.option("--read-token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="File holding a bearer token for reads; without it reads are open.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Processes answering requests, each with the index loaded; writes queue across them.")
+              help="Processes answering requests, each with the index loaded; writes queue across them. With "
+                   "--ray: coordinator replicas.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
+              help="Serve a sharded index on Ray Serve (pip install 'siamsearch[ray]'): a deployment per shard "
+                   "behind a coordinator; auto joins a running cluster or starts one here.")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1),
+              help="With --ray: replicas of each shard.")
+@click.option("--replica-cpus", default=1.0, show_default=True, type=click.FloatRange(0, 64),
+              help="With --ray: CPUs Ray reserves for each replica.")
 def serve(index_dir: Path, host: str, port: int, token_file: Path | None, read_token_file: Path | None,
-          workers: int) -> None:
+          workers: int, ray_address: str | None, replicas: int, replica_cpus: float) -> None:
     """Serve an index over HTTP: a search page at /, the API under /v1, OpenAPI docs at /docs.
 
     \b
@@ -1020,12 +1028,28 @@ def serve(index_dir: Path, host: str, port: int, token_file: Path | None, read_t
       siamsearch serve --index indexes/demo
       openssl rand -hex 32 > write.token
       siamsearch serve --index indexes/faq --token-file write.token --workers 2
+      siamsearch serve --index indexes/all --ray auto --replicas 2   # a sharded index on Ray Serve
     """
     from .service import Settings, token_digest
 
     settings = Settings(str(index_dir), token_digest(token_file) if token_file else None,
                         token_digest(read_token_file) if read_token_file else None)
-    _serve(settings, host, port, workers)
+    if ray_address is None:
+        if replicas != 1 or replica_cpus != 1.0:
+            raise click.UsageError("--replicas and --replica-cpus apply to serving on Ray: add --ray")
+        _serve(settings, host, port, workers)
+        return
+    from .cluster import serve_on_ray
+
+    writes = "need the token" if settings.write_token else "off"
+
+    def banner(served) -> None:
+        click.echo(f"serving {settings.index} on Ray Serve ({served.shards} shards × {served.replicas} "
+                   f"replica{'s' if served.replicas > 1 else ''}, {served.coordinators} coordinator"
+                   f"{'s' if served.coordinators > 1 else ''}) at {served.url}  (API docs: /docs; writes {writes}; "
+                   "Ctrl-C stops)", err=True)
+
+    serve_on_ray(settings, ray_address, replicas, workers, host, port, replica_cpus, on_ready=banner)
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:

@@ -66,10 +66,10 @@ def check_id(doc_id: object) -> str:
     return doc_id
 
 
-def checked(state: IndexState, texts: Sequence[str], ids: Sequence[str] | None,
+def checked(state: IndexState | None, texts: Sequence[str], ids: Sequence[str] | None,
             metadata: Sequence[dict] | None) -> tuple[list[str], list[str], list[dict]]:
-    """Texts normalized, ids (new numeric ones after the largest if none are given) and
-    metadata, or an InputError naming the first document at fault."""
+    """Texts normalized, ids (new numeric ones after the state's largest if none are given;
+    without a state they must be) and metadata, or an InputError naming the first document at fault."""
     if isinstance(texts, str):
         raise InputError("texts must be a list of documents, not one string", argument="texts")
     texts = [normalize(t) if isinstance(t, str) else t for t in texts]

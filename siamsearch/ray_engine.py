@@ -92,22 +92,30 @@ def _reraise(e: Exception) -> None:
                           "the index was not changed") from None
 
 
+def connect(address: str = "auto") -> bool:
+    """Join the Ray cluster at ``address`` (``"auto"``: ``RAY_ADDRESS`` or a running local
+    cluster, else a new one on this machine) unless Ray is initialised already; whether this
+    call started Ray (and so should shut it down)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=None if address == "auto" else address, log_to_driver=False,
+                 logging_level=logging.WARNING, include_dashboard=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise SiamsearchError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
+                              "start one with 'ray start --head', or give address auto to start one "
+                              "here", argument="address") from None
+    return True
+
+
 class RayEngine:
-    """Connects to the cluster at ``address`` (``"auto"``: ``RAY_ADDRESS`` or a running local
-    cluster, else a new one on this machine) unless Ray is initialised already; ``workers``
-    encoding actors (default: one per CPU of the cluster)."""
+    """Connects to the cluster at ``address`` (``connect``); ``workers`` encoding actors
+    (default: one per CPU of the cluster)."""
 
     def __init__(self, address: str = "auto", workers: int | None = None):
         ray = _import_ray()
-        self._started = not ray.is_initialized()
-        if self._started:
-            try:
-                ray.init(address=None if address == "auto" else address, log_to_driver=False,
-                         logging_level=logging.WARNING, include_dashboard=False)
-            except (ConnectionError, ValueError, RuntimeError) as e:
-                raise SiamsearchError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
-                                      "start one with 'ray start --head', or give address auto to start one "
-                                      "here", argument="address") from None
+        self._started = connect(address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise InputError(f"workers must be a whole number of at least 1, got {workers!r}", argument="workers")

@@ -139,6 +139,16 @@ class SearchIndex:
             found = None if position is None else documents.get([position]).get(position)
         return None if found is None else Document(*found)
 
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` this index holds, in one lookup. Example: ``"faq-001" in idx.existing(["faq-001"])``."""
+        with self._lock.reading():
+            return set(self._state.documents.positions([str(i) for i in ids]))
+
+    def max_numeric_id(self) -> int:
+        """The largest id that is a whole number (-1 if none): ``add`` without ids continues after it."""
+        with self._lock.reading():
+            return self._state.documents.max_numeric_id()
+
     # -- building and changing ---------------------------------------------------------
     @classmethod
     def build(cls, texts: Sequence[str] | pd.DataFrame, encoder: Encoder, ids: Sequence[str] | None = None,

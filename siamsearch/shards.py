@@ -31,10 +31,12 @@ sharded index's ``generation`` is their sum, which grows with every commit to an
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -56,9 +58,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .encoder import Encoder
-    from .state import IndexState
 
 __all__ = ["BuiltShards", "ShardedIndex", "build_sharded", "merge"]
+T = TypeVar("T")
 
 SHARDED_DENSE_ONLY = ("is not offered by a sharded index: BM25's statistics are each shard's own, so a merged "
                       "order would not be one index's; search dense")
@@ -69,10 +71,9 @@ class Shard(Protocol):
     ``SearchIndex`` is the shard; a shard served elsewhere is whatever answers these)."""
 
     encoder: Encoder
-    _state: IndexState
 
     def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[Document]: ...
+    def __iter__(self) -> Iterator[Document]: ...  # in one process only, as is save
     @property
     def spec(self) -> IndexKind: ...
     @property
@@ -85,11 +86,13 @@ class Shard(Protocol):
     def generation(self) -> int | None: ...
     def is_stale(self) -> bool: ...
     def get(self, doc_id: str) -> Document | None: ...
+    def existing(self, ids: list[str]) -> set[str]: ...
+    def max_numeric_id(self) -> int: ...
     def add(self, texts: list[str], ids: list[str], metadata: list[dict], progress: Progress | None) -> list[str]: ...
     def upsert(self, texts: list[str], ids: list[str], metadata: list[dict], progress: Progress | None) -> int: ...
     def remove(self, ids: list[str]) -> int: ...
     def compact(self) -> int: ...
-    def save(self, path: Path) -> None: ...
+    def save(self, path: Path) -> None: ...  # a shard served elsewhere commits each change itself
     def count(self, where: Where | None) -> int: ...
     def answer(self, request: Request, observe: Observe | None, encoded: np.ndarray | None) -> list[list[Hit]]: ...
 
@@ -155,15 +158,18 @@ class ShardedIndex:
 
     Example: ``idx = SearchIndex.load("indexes/all"); idx.search("退款多久到账")``."""
 
-    def __init__(self, shards: list[Shard], found: dict, path: Path):
+    def __init__(self, shards: list[Shard], found: dict, path: Path, parallel: bool = False):
         """``SearchIndex.load`` makes one from the folder's map (``shard_map.read_map``) and its
-        shards, each checked against the map's encoder."""
+        shards, each checked against the map's encoder. ``parallel``: ask the shards at once,
+        each on a thread, for shards served elsewhere (``cluster.py``), whose waits then overlap;
+        in one process the shards are asked in turn, as FAISS already uses every core."""
         self.shards = shards
         """The shards, each an ordinary ``SearchIndex`` (shard ``i`` holds the ids ``shard_of`` gives ``i``)."""
         self.encoder = shards[0].encoder
         self.path = path
         self._map = found
         self._changed: set[int] = set()
+        self._pool = ThreadPoolExecutor(len(shards), thread_name_prefix="siamsearch-shards") if parallel else None
 
     def __len__(self) -> int:
         return sum(len(shard) for shard in self.shards)
@@ -219,7 +225,7 @@ class ShardedIndex:
 
     # -- documents ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Document]:
-        """Every live document, shard by shard."""
+        """Every live document, shard by shard (of shards in this process)."""
         for shard in self.shards:
             yield from shard
 
@@ -237,10 +243,9 @@ class ShardedIndex:
 
     def _existing(self, ids: list[str]) -> set[str]:
         """Those of ``ids`` that are held, one lookup per shard (not one per id)."""
-        found: set[str] = set()
-        for shard, rows in self._by_shard(ids).items():
-            found.update(self.shards[shard]._state.documents.positions([ids[i] for i in rows]))
-        return found
+        calls = [partial(self.shards[shard].existing, [ids[i] for i in rows])
+                 for shard, rows in self._by_shard(ids).items()]
+        return set().union(*self._each(calls))
 
     def _checked(self, texts: Sequence[str] | pd.DataFrame, ids: Sequence[str] | None,
                  metadata: Sequence[dict] | None, text_column: str | None,
@@ -250,10 +255,10 @@ class ShardedIndex:
         texts, ids, metadata = documents_from(texts, ids, metadata, text_column, id_column)
         if ids is None and upsert:
             raise InputError("upsert needs ids: they say which documents to replace", argument="ids")
-        largest = max(shard._state.documents.max_numeric_id() for shard in self.shards)
         if ids is None and not isinstance(texts, str):
+            largest = max(self._each([shard.max_numeric_id for shard in self.shards]))
             ids = [str(largest + 1 + i) for i in range(len(texts))]
-        return checked(self.shards[0]._state, texts, ids, metadata)
+        return checked(None, texts, ids, metadata)
 
     def _apply(self, method: str, texts: list[str], ids: list[str], metadata: list[dict],
                progress: Progress | None) -> int:
@@ -344,28 +349,26 @@ class ShardedIndex:
         encoded = self.encoder.encode(request.queries)
         if observe is not None:
             observe("encode", time.perf_counter() - started)
-        answers, unknown = [], None
-        for shard in self.shards:
-            try:
-                answers.append(shard.answer(request, observe, encoded=encoded))
-            except UnknownFieldError as e:  # a field other shards' documents may have
-                unknown = e
-        if not answers and unknown is not None:
-            raise unknown
+        answers = _known(self._each([partial(shard.answer, request, observe, encoded=encoded)
+                                     for shard in self.shards]))
         return [merge([found[q] for found in answers], request.k) for q in range(len(request.queries))]
 
     def count(self, where: Where | None = None) -> int:
         """``SearchIndex.count`` summed over the shards; a field is unknown only if no shard's
         documents have it. Example: ``idx.count({"topic": "退款"})``."""
-        counts, unknown = [], None
-        for shard in self.shards:
+        return sum(_known(self._each([partial(shard.count, where) for shard in self.shards])))
+
+    def _each(self, calls: list[Callable[[], T]]) -> list[T | UnknownFieldError]:
+        """Each call's result, at once on the pool when ``parallel``, else in turn; an
+        ``UnknownFieldError`` is kept in its place (``_known``), any other error raised."""
+        def run(call: Callable[[], T]) -> T | UnknownFieldError:
             try:
-                counts.append(shard.count(where))
-            except UnknownFieldError as e:
-                unknown = e
-        if not counts and unknown is not None:
-            raise unknown
-        return sum(counts)
+                return call()
+            except UnknownFieldError as e:  # a field other shards' documents may have
+                return e
+
+        return list(self._pool.map(run, calls)) if self._pool is not None and len(calls) > 1 else [
+            run(call) for call in calls]
 
     def search_frame(self, queries: Sequence[str], k: int = 10, where: Where | None = None,
                      min_match: float | None = None, mode: str = "dense") -> pd.DataFrame:
@@ -373,6 +376,15 @@ class ShardedIndex:
         from . import frames
 
         return frames.hits_frame(queries, self.search_batch(queries, k, where, min_match=min_match, mode=mode))
+
+
+def _known(results: list[T | UnknownFieldError]) -> list[T]:
+    """The results of the shards whose documents have the filter's fields; a field is unknown
+    only where no shard's documents have it."""
+    known = [r for r in results if not isinstance(r, UnknownFieldError)]
+    if not known and results:
+        raise results[0]
+    return known
 
 
 def merge(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:

@@ -32,6 +32,8 @@ from siamsearch.lexical import LEXICAL_FILES
 from siamsearch.shard_map import QUANTISER_FILE
 from siamsearch.shards import build_sharded
 
+from .processes import LOOPBACK, descendants, listening_addresses
+
 QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办"]
 
 
@@ -196,46 +198,10 @@ def ray_cluster():
     del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
 
 
-def descendants(root: int) -> set[int]:
-    """The processes descended from ``root`` (its children, theirs, ...), from /proc."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    tree, grew = {root}, True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= more
-        grew = bool(more)
-    return tree - {root}
-
-
-def listening_addresses(root: int) -> set[str]:
-    """Local addresses of the listening TCP sockets of ``root``'s descendants, from /proc."""
-    inodes = set()
-    for pid in descendants(root):
-        try:
-            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:
-            continue
-        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state, inode = line.split()[1], line.split()[3], line.split()[9]
-            if state == "0A" and inode in inodes:  # LISTEN
-                found.add(local.split(":")[0])
-    return found
-
-
 def test_the_test_cluster_listens_on_loopback_only(ray_cluster):
     ray_cluster.get(ray_cluster.remote(lambda: 1).remote())  # a worker is up too
     addresses = listening_addresses(os.getpid())
-    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
-    assert addresses and addresses <= loopback, addresses
+    assert addresses and addresses <= LOOPBACK, addresses
 
 
 def in_thread(fn):
