@@ -17,9 +17,10 @@ Faults (the documented choice): a shard call that meets a dead replica is sent o
 (Ray Serve routes it to a live one); a shard with no replica answering within
 ``SHARD_TIMEOUT_S`` makes the request fail with a ``ShardUnavailableError`` naming the shard
 (HTTP 503), never a silently partial answer. A write is acknowledged only after every shard
-it touches has committed; a shard that dies during a write gets a 503 saying the write may
-or may not have committed there, and it is not retried (PUT replaces, so sending it again
-is safe). A killed coordinator loses nothing: it holds no state; Serve starts another.
+it touches has committed, one shard after another; a shard that dies during a write gets a
+503 saying the write may or may not have committed there (the shards before it keep their
+part: a write across shards is not one transaction), and it is not retried (PUT replaces,
+so sending it again is safe). A killed coordinator loses nothing: it holds no state; Serve starts another.
 
 Every node must see the index folder at the same path (one machine, or a shared file
 system) and have siamsearch installed.

@@ -145,7 +145,9 @@ class SearchIndex:
             return set(self._state.documents.positions([str(i) for i in ids]))
 
     def max_numeric_id(self) -> int:
-        """The largest id that is a whole number (-1 if none): ``add`` without ids continues after it."""
+        """The largest id that is a whole number (-1 if none): ``add`` without ids continues after it.
+
+        Example: ``idx.max_numeric_id() + 1`` (the id ``idx.add(["新问题"])`` gives)."""
         with self._lock.reading():
             return self._state.documents.max_numeric_id()
 

@@ -451,6 +451,18 @@ def test_fuzz_search(small_index, sample_encoder, query, k):
         assert abs(h.score - sample_encoder.similarity(query, h.text)) < 1e-5
 
 
+@case("serve-ray-on-an-unsharded-folder")
+def test_serve_ray_on_an_unsharded_folder(index_dir):
+    from siamsearch.cluster import serve_on_ray
+    from siamsearch.service import Settings
+
+    one_line_error(InputError, serve_on_ray, Settings(str(index_dir)), match="not a sharded index")
+    result = CliRunner().invoke(main, ["serve", "--index", str(index_dir), "--ray", "auto"])
+    assert result.exit_code == 1 and "not a sharded index" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["serve", "--index", str(index_dir), "--replicas", "2"])
+    assert result.exit_code == 2 and "add --ray" in result.output
+
+
 def test_catalogue_matches_the_docs():
     documented = re.findall(r"^\| `([a-z0-9-]+)` \|", CATALOGUE.read_text(encoding="utf-8"), flags=re.M)
     assert sorted(documented) == sorted(CASES), "docs/hostile-inputs.md and tests/test_hostile.py differ"

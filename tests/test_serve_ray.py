@@ -18,11 +18,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from siamsearch import Encoder, SearchIndex
 from siamsearch.build import build_index
-from siamsearch.cli import main
 from siamsearch.demo import SAMPLE_FAQ
 from siamsearch.service import Settings, token_digest
 from siamsearch.shards import build_sharded
@@ -76,7 +74,8 @@ def token_file(tmp_path_factory):
 def serving(cluster, path, token_file, **options):
     from siamsearch.cluster import deploy
 
-    return deploy(Settings(str(path), token_digest(token_file)), port=cluster.serve_port, replica_cpus=0.5, **options)
+    options = {"replica_cpus": 0.5, **options}
+    return deploy(Settings(str(path), token_digest(token_file)), port=cluster.serve_port, **options)
 
 
 def search(url: str, queries: list[str], **body) -> list[list[tuple[str, float, float | None]]]:
@@ -101,6 +100,15 @@ def test_the_cluster_has_two_nodes_on_loopback_only(cluster):
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     addresses = listening_addresses(os.getpid())
     assert addresses and addresses <= LOOPBACK, addresses
+
+
+def test_a_deployment_the_cluster_has_no_cpus_for_is_refused_in_one_line(cluster, encoder, token_file, tmp_path):
+    from siamsearch import InputError
+
+    build_sharded(SAMPLE_FAQ, tmp_path / "sharded", encoder, 2, text_column="question")
+    with pytest.raises(InputError, match=r"^3 replicas .* need 30 CPUs, the cluster has 5: give each less") as e:
+        serving(cluster, tmp_path / "sharded", token_file, replica_cpus=10)
+    assert e.value.argument == "replica_cpus"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -297,21 +305,24 @@ class Writing:
 
 
 def test_a_killed_coordinator_loses_no_acknowledged_write(cluster, encoder, token_file, tmp_path):
-    """Five trials: three clients write while the coordinator is killed; every write answered
-    200 is in the index afterwards (0 lost); writes cut off may or may not have committed."""
+    """Five trials: three clients write while one of the two coordinator replicas is killed
+    (trials 1 and 3: both); every write answered 200 is in the index afterwards (0 lost);
+    writes cut off may or may not have committed."""
     from siamsearch.cluster import undeploy
 
     build_sharded(SAMPLE_FAQ, tmp_path / "sharded", encoder, 2, kind="flat", text_column="question")
-    url = serving(cluster, tmp_path / "sharded", token_file).url
+    url = serving(cluster, tmp_path / "sharded", token_file, coordinators=2).url
     trials = []
     try:
         for trial in range(5):
             writing = Writing(url, f"w{trial}")
             time.sleep(0.5)
-            [killed] = replica_pids("coordinator")
-            os.kill(killed, signal.SIGKILL)
-            wait_running("coordinator", 1)
-            assert replica_pids("coordinator") != [killed]
+            before = replica_pids("coordinator")
+            killed = before if trial % 2 else before[:1]
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            wait_running("coordinator", 2)
+            assert not set(killed) & set(replica_pids("coordinator"))
             time.sleep(0.5)
             writing.stop()
             trials.append(writing)
@@ -327,14 +338,6 @@ def test_a_killed_coordinator_loses_no_acknowledged_write(cluster, encoder, toke
 
 
 # -- the command -------------------------------------------------------------------------------
-def test_serve_ray_refuses_a_folder_that_is_not_sharded_in_one_line(encoder, tmp_path):
-    build_index(SAMPLE_FAQ, tmp_path / "one", encoder, text_column="question")
-    result = CliRunner().invoke(main, ["serve", "--index", str(tmp_path / "one"), "--ray", "auto"])
-    assert result.exit_code == 1 and "not a sharded index" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["serve", "--index", str(tmp_path / "one"), "--replicas", "2"])
-    assert result.exit_code == 2 and "add --ray" in result.output
-
-
 def test_serve_ray_command_serves_a_sharded_index_until_interrupted(cluster, encoder, token_file, tmp_path):
     from ray import serve
 
@@ -344,7 +347,8 @@ def test_serve_ray_command_serves_a_sharded_index_until_interrupted(cluster, enc
     process = subprocess.Popen([sys.executable, "-m", "siamsearch", "serve", "--index", str(tmp_path / "sharded"),
                                 "--ray", cluster.address, "--port", str(port), "--replica-cpus", "0.5",
                                 "--token-file", str(token_file)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               env=os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})  # its node on loopback
     try:
         deadline, banner = time.monotonic() + 180, b""
         while time.monotonic() < deadline and b"on Ray Serve" not in banner:
