@@ -383,22 +383,26 @@ def serve_on_ray(settings: Settings, address: str = "auto", replicas: int = 1, c
                  host: str = "127.0.0.1", port: int = 8000, replica_cpus: float = 1.0,
                  on_ready: Callable[[Served], None] | None = None) -> None:
     """Join the cluster at ``address`` (``ray_engine.connect``), ``deploy``, and serve until
-    interrupted; then stop serving, and Ray too if this call started it."""
+    interrupted; then stop serving: this application on a cluster it joined (whose Serve may
+    run others), Serve and Ray too if this call started them."""
     import ray
 
     _sharded_map(Path(settings.index))
     started = connect(address)
+    deployed = False
     try:
         served = deploy(settings, replicas, coordinators, host, port, replica_cpus)
+        deployed = True
         if on_ready is not None:
             on_ready(served)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
-        if ray.is_initialized():
+        if started:
             from ray import serve
 
             serve.shutdown()
-        if started:
             ray.shutdown()
+        elif deployed and ray.is_initialized():
+            undeploy()
