@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -109,13 +110,17 @@ def scale(size: int) -> dict:
 
     from siamsearch import Encoder, SearchIndex
     from siamsearch.build import build_index
-    from siamsearch.lexical import LEXICAL_FILES, terms
+    from siamsearch.index_folder import INDEX_FORMAT_VERSION, MANIFEST
+    from siamsearch.lexical import FORWARD_FILES, LEXICAL_FILES, terms
 
     path = corpus_file(size)
     out = HERE / ".work" / "hybrid" / f"index-{size}"
     encoder = Encoder.load()
     build_seconds = None  # None: the folder an earlier run built is reused
-    if not (out / "manifest.json").exists():
+    if (out / MANIFEST).exists() and \
+            json.loads((out / MANIFEST).read_text(encoding="utf-8"))["format_version"] != INDEX_FORMAT_VERSION:
+        shutil.rmtree(out)  # written by an older siamsearch: measure what this one writes
+    if not (out / MANIFEST).exists():
         started = time.perf_counter()
         build_index(path, out, encoder)
         build_seconds = time.perf_counter() - started
@@ -145,7 +150,8 @@ def scale(size: int) -> dict:
         best = set(np.argsort(-scores, kind="stable")[:10].tolist())
         got = {int(h.id) - 1 for h in index.search(q, 10, mode="lexical")}  # ids are line numbers from 1
         recall.append(len(best & got) / max(1, len(best)))
-    size_of = {name: (generation / name).stat().st_size for name in ("index.faiss", "vectors.npy", *LEXICAL_FILES)}
+    size_of = {name: (generation / name).stat().st_size
+               for name in ("index.faiss", "vectors.npy", *LEXICAL_FILES, *FORWARD_FILES)}
     return {"size": size, "kind": index.spec.to_dict(), "build_seconds": build_seconds,
             **{mode: percentiles(taken) for mode, taken in seconds.items()},
             "rss_after": memory, "bytes": size_of, "lexical_recall@10": float(np.mean(recall))}

@@ -10,7 +10,8 @@ Layout (``indexes/README.md`` documents it field by field)::
         index.faiss        FAISS index, METRIC_L1                                          ┐ the base:
         vectors.npy        (base rows, 64) float32 encodings, the exact re-rank source     │ hard links to an
         documents.sqlite   position, id, text, metadata (JSON) of the base's documents     │ older generation's
-        lexical_*.npy      BM25 over the base's rows: terms, postings, lengths, heads     ┘ (lexical.py)
+        lexical_*.npy      BM25 over the base's rows: terms, postings, lengths, heads,    ┘ (lexical.py)
+                           and the postings by row (forward, forward_starts)
         delta.npy          (rows added since the base, 64) float32, searched exactly       ┐ optional: the
         delta.sqlite       documents added since the base; base positions removed since    ┘ change since the base
         encoder/           a copy of the model directory the index was built with
@@ -47,7 +48,7 @@ from . import kinds, model_folder
 from .documents import Documents
 from .encoder import Encoder
 from .errors import BUILD_INDEX, ConflictError, IndexDirectoryError, InputError, ModelDirectoryError, SiamsearchError
-from .lexical import LEXICAL_FILES, LexicalIndex, Postings
+from .lexical import FORWARD_FILE, FORWARD_FILES, LEXICAL_FILES, LexicalIndex, Postings
 from .state import BaseFiles, IndexState
 from .storage import (
     check_output_dir,
@@ -63,10 +64,11 @@ from .version import __version__
 T = TypeVar("T")
 
 INDEX_FORMAT = "siamsearch-index"
-INDEX_FORMAT_VERSION = 5
-READABLE_FORMAT_VERSIONS = (2, 3, 4, 5)
+INDEX_FORMAT_VERSION = 6
+READABLE_FORMAT_VERSIONS = (2, 3, 4, 5, 6)
 """Version 2 recorded every kind's parameters for every kind; 3 only the kind's own; 4 added the delta
-files; 5 the lexical files (older versions open for dense search only)."""
+files; 5 the lexical files (older versions open for dense search only); 6 the lexical forward files
+(a base written before derives them in memory when loaded; ``compact`` writes them)."""
 MANIFEST = "manifest.json"
 FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE, ENCODER_DIR = "index.faiss", "vectors.npy", "documents.sqlite", "encoder"
 DELTA_VECTORS_FILE, DELTA_DOCUMENTS_FILE = "delta.npy", "delta.sqlite"
@@ -79,7 +81,7 @@ _COUNT = {"type": "integer", "minimum": 0}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 BASE_FILES = (FAISS_FILE, VECTORS_FILE, DOCUMENTS_FILE)
 DELTA_FILES = (DELTA_VECTORS_FILE, DELTA_DOCUMENTS_FILE)
-HASHED_FILES = BASE_FILES + LEXICAL_FILES + DELTA_FILES
+HASHED_FILES = BASE_FILES + LEXICAL_FILES + FORWARD_FILES + DELTA_FILES
 MANIFEST_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -102,7 +104,8 @@ MANIFEST_SCHEMA = {
         "files": {"type": "object", "additionalProperties": False, "required": list(BASE_FILES),
                   "dependentRequired": {DELTA_VECTORS_FILE: [DELTA_DOCUMENTS_FILE],
                                         DELTA_DOCUMENTS_FILE: [DELTA_VECTORS_FILE],
-                                        **{name: list(LEXICAL_FILES) for name in LEXICAL_FILES}},
+                                        **{name: list(LEXICAL_FILES) for name in LEXICAL_FILES},
+                                        **{name: [*LEXICAL_FILES, *FORWARD_FILES] for name in FORWARD_FILES}},
                   "properties": {name: {"type": "object", "additionalProperties": False,
                                         "required": ["sha256", "bytes"],
                                         "properties": {"sha256": _SHA256, "bytes": _COUNT}}
@@ -274,7 +277,7 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
             f"({encoder.fingerprint[:12]}); rebuild the index with this model, or leave the model out",
             path=path, argument="encoder")
     files = found["files"]
-    for name in (*BASE_FILES, *(n for n in (*LEXICAL_FILES, *DELTA_FILES) if n in files), ENCODER_DIR):
+    for name in (*BASE_FILES, *(n for n in (*LEXICAL_FILES, *FORWARD_FILES, *DELTA_FILES) if n in files), ENCODER_DIR):
         if not (data / name).exists():
             raise damaged(f"incomplete index, {data.name}/{name} is missing")
     for name, expected in files.items():
@@ -330,10 +333,12 @@ def _open(path: Path, found: dict, encoder: Encoder | None, mmap: bool) -> tuple
                 alive = np.zeros(len(vectors), bool)
                 alive[[p for p in documents.live_positions() if p < len(vectors)]] = True
                 dead = np.flatnonzero(~alive)
-            lexical = LexicalIndex.loaded(Postings.read(data, len(vectors)), delta_rows, delta_texts, rows, dead)
+            lexical = LexicalIndex.loaded(Postings.read(data, len(vectors), FORWARD_FILE in files), delta_rows,
+                                          delta_texts, rows, dead)
         except (OSError, ValueError, sqlite3.Error) as e:
             raise damaged(f"its lexical index cannot be read ({_first_line(e)})") from None
-    base = BaseFiles(data, {name: files[name] for name in (*BASE_FILES, *LEXICAL_FILES) if name in files})
+    base = BaseFiles(data, {name: files[name] for name in (*BASE_FILES, *LEXICAL_FILES, *FORWARD_FILES)
+                            if name in files})
     state = IndexState(kind, built, vectors, documents, found["rerank_factor"], mapped=mmap, delta=delta, base=base,
                        lexical=lexical)
     return state, encoder, generation

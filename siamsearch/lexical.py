@@ -6,7 +6,10 @@ non-whitespace ("开通 VIP" → 开, 通, 开通, v, i, p, vi, ip). A term is a
 (``key``), so the index is plain arrays: sorted keys, each key's postings (row, term
 frequency) sorted by row, and each row's length in terms. The arrays are ``.npy`` files,
 memory-mapped when loaded, written into the generation and checksummed in its manifest
-like the FAISS index (``index_folder.py``).
+like the FAISS index (``index_folder.py``). Beside the postings lies their transpose, each
+row's keys and counts (the **forward** files): the exact BM25 of a candidate then reads its own
+~20 terms instead of searching every query key's postings for it, which was most of a lexical
+query's time at 1M documents.
 
 BM25 is Lucene's: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), k1 = 1.2, b = 0.75, a query
 term counted once however often it occurs. N, df and the mean length are those of the live
@@ -24,6 +27,7 @@ its row is **dead**, and its postings are subtracted from the statistics.
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,6 +39,11 @@ K1, B = 1.2, 0.75
 TERMS_FILE, POSTINGS_FILE = "lexical_terms.npy", "lexical_postings.npy"
 LENGTHS_FILE, HEADS_FILE = "lexical_lengths.npy", "lexical_heads.npy"
 LEXICAL_FILES = (TERMS_FILE, POSTINGS_FILE, LENGTHS_FILE, HEADS_FILE)
+FORWARD_FILE, FORWARD_STARTS_FILE = "lexical_forward.npy", "lexical_forward_starts.npy"
+FORWARD_FILES = (FORWARD_FILE, FORWARD_STARTS_FILE)
+"""Optional: a base written before index format 6 lacks them, and derives them when loaded."""
+FORWARD_DTYPE = np.dtype([("term", "<i4"), ("tf", "<u2")])
+"""A forward entry: the index of its key in ``Postings.keys`` and its count (6 bytes, packed)."""
 HEAD = 4096
 """Postings of a key that candidate generation reads at most: a key in more documents is read
 by its ``HEAD`` best (``Postings.heads``). Every candidate is then scored exactly."""
@@ -98,6 +107,11 @@ class Postings:
     (the shortest rows, the most repeats), as (row, weight at this part's mean length), rows
     ascending: ``heads[head_starts[i]:head_starts[i + 1]]``; computed on creation."""
     head_starts: np.ndarray | None = None
+    forward_starts: np.ndarray | None = None
+    """``forward[forward_starts[r]:forward_starts[r + 1]]``: the keys of row ``first_row + r``
+    (their indices in ``keys``, ascending) and their counts, ``FORWARD_DTYPE``; derived from
+    the postings when first needed where not given (``by_row``)."""
+    forward: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.heads is None:
@@ -138,10 +152,13 @@ class Postings:
     def total_length(self) -> int:
         return int(np.asarray(self.lengths).sum(dtype=np.int64))
 
-    @property
-    def bytes(self) -> int:
-        return sum(a.nbytes for a in (self.keys, self.starts, self.rows, self.tfs, self.lengths, self.heads,
-                                      self.head_starts))
+    @cached_property
+    def by_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(forward_starts, forward)``: as given, or transposed from the postings."""
+        if self.forward is not None:
+            return self.forward_starts, self.forward
+        terms_ = np.repeat(np.arange(len(self.keys), dtype=np.int32), np.diff(self.starts))
+        return _forward(terms_, np.asarray(self.rows, np.int64) - self.first_row, self.tfs, len(self.lengths))
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each key, the start and end of its postings (equal where it has none)."""
@@ -188,15 +205,19 @@ class Postings:
     def write(self, folder: Path) -> None:
         """The ``LEXICAL_FILES``: (terms + 1, 3) int64 key, postings start, heads start (the last
         row: -1, the ends); (postings, 2) int32 row, count; (rows,) int32 lengths; (heads,)
-        ``HEAD_DTYPE``."""
+        ``HEAD_DTYPE``; and the ``FORWARD_FILES``: (postings,) ``FORWARD_DTYPE``, (rows + 1,) int64."""
         np.save(folder / TERMS_FILE, _terms_table(self))
         np.save(folder / POSTINGS_FILE, np.stack([self.rows, np.asarray(self.tfs, np.int32)], axis=1).astype(np.int32))
         np.save(folder / LENGTHS_FILE, np.asarray(self.lengths, np.int32))
         np.save(folder / HEADS_FILE, np.asarray(self.heads, HEAD_DTYPE))
+        forward_starts, forward = self.by_row
+        np.save(folder / FORWARD_STARTS_FILE, forward_starts)
+        np.save(folder / FORWARD_FILE, forward)
 
     @classmethod
-    def read(cls, folder: Path, rows: int) -> Postings:
-        """The base part of a generation folder, memory-mapped; ValueError if it is malformed."""
+    def read(cls, folder: Path, rows: int, forward: bool) -> Postings:
+        """The base part of a generation folder, memory-mapped (``forward``: with the
+        ``FORWARD_FILES``, which a base written before format 6 lacks); ValueError if it is malformed."""
         terms_, postings, lengths, heads = (np.load(folder / name, mmap_mode="r", allow_pickle=False)
                                             for name in LEXICAL_FILES)
         shapes = (terms_.dtype, terms_.ndim, terms_.shape[-1], postings.dtype, postings.shape[1:], lengths.dtype,
@@ -210,7 +231,20 @@ class Postings:
         if starts[0] != 0 or starts[-1] != len(postings) or np.any(np.diff(starts) <= 0) \
                 or head_starts[0] != 0 or head_starts[-1] != len(heads) or np.any(np.diff(head_starts) < 0):
             raise ValueError("the lexical term offsets are not increasing to the ends of their files")
-        return cls(np.asarray(terms_[:-1, 0]), starts, postings[:, 0], postings[:, 1], lengths, 0, heads, head_starts)
+        if not forward:
+            return cls(np.asarray(terms_[:-1, 0]), starts, postings[:, 0], postings[:, 1], lengths, 0, heads,
+                       head_starts)
+        by_row, forward_starts = (np.load(folder / name, mmap_mode="r", allow_pickle=False) for name in FORWARD_FILES)
+        if by_row.dtype != FORWARD_DTYPE or by_row.shape != (len(postings),) \
+                or forward_starts.dtype != np.int64 or forward_starts.shape != (rows + 1,):
+            raise ValueError(f"the forward files hold {by_row.shape} {by_row.dtype} and {forward_starts.shape} "
+                             f"{forward_starts.dtype}; expected ({len(postings)},) {FORWARD_DTYPE} and "
+                             f"({rows + 1},) int64")
+        forward_starts = np.asarray(forward_starts)
+        if forward_starts[0] != 0 or forward_starts[-1] != len(by_row) or np.any(np.diff(forward_starts) < 0):
+            raise ValueError("the lexical forward offsets are not increasing to the end of their file")
+        return cls(np.asarray(terms_[:-1, 0]), starts, postings[:, 0], postings[:, 1], lengths, 0, heads, head_starts,
+                   forward_starts, by_row)
 
 
 class LexicalWriter:
@@ -248,13 +282,34 @@ class LexicalWriter:
             postings[offsets + np.arange(len(offsets))] = np.load(self.scratch / f"{n}.postings.npy")
             cursor[mine] += counts[:, 1]
         postings.flush()
+        forward_starts = self._write_forward(int(starts[-1]))
         lengths = np.concatenate(self.lengths) if self.lengths else np.empty(0, np.int32)
         part = Postings(self.keys, starts, postings[:, 0], postings[:, 1], lengths)  # picks the heads
         np.save(self.folder / TERMS_FILE, _terms_table(part))
         np.save(self.folder / LENGTHS_FILE, lengths)
         np.save(self.folder / HEADS_FILE, np.asarray(part.heads, HEAD_DTYPE))
+        np.save(self.folder / FORWARD_STARTS_FILE, forward_starts)
         del postings, part
         shutil.rmtree(self.scratch)
+
+    def _write_forward(self, total: int) -> np.ndarray:
+        """Each chunk's postings transposed into ``FORWARD_FILE``, chunk after chunk (their rows
+        follow each other); returns the forward starts."""
+        forward = np.lib.format.open_memmap(self.folder / FORWARD_FILE, "w+", FORWARD_DTYPE, (total,))
+        starts, written, first_row = [np.zeros(1, np.int64)], 0, 0
+        for n, lengths in enumerate(self.lengths):
+            counts = np.load(self.scratch / f"{n}.keys.npy")
+            chunk = np.load(self.scratch / f"{n}.postings.npy")
+            terms_ = np.repeat(np.searchsorted(self.keys, counts[:, 0]).astype(np.int32), counts[:, 1])
+            chunk_starts, entries = _forward(terms_, chunk[:, 0].astype(np.int64) - first_row, chunk[:, 1],
+                                             len(lengths))
+            forward[written : written + len(entries)] = entries
+            starts.append(chunk_starts[1:] + written)
+            written += len(entries)
+            first_row += len(lengths)
+        forward.flush()
+        del forward
+        return np.concatenate(starts)
 
 
 def _terms_table(part: Postings) -> np.ndarray:
@@ -282,6 +337,17 @@ def _heads(part: Postings) -> tuple[np.ndarray, np.ndarray]:
         heads["row"][n * HEAD : (n + 1) * HEAD] = part.rows[s:e][best]
         heads["weight"][n * HEAD : (n + 1) * HEAD] = weight[best]
     return heads, head_starts
+
+
+def _forward(terms_: np.ndarray, rows: np.ndarray, tfs: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Postings (each one's key index, row from 0, count; by key, then row) transposed: by row,
+    then key. Returns the starts of each row's entries and the ``FORWARD_DTYPE`` entries."""
+    order = np.argsort(rows, kind="stable")  # within a row, the keys stay ascending
+    entries = np.empty(len(order), FORWARD_DTYPE)
+    entries["term"], entries["tf"] = terms_[order], np.asarray(tfs)[order]
+    starts = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=starts[1:])
+    return starts, entries
 
 
 def concatenated(parts: Sequence[Postings]) -> Postings:
@@ -339,10 +405,6 @@ class LexicalIndex:
     def rows(self) -> int:
         return len(self.base.lengths) + len(self.delta.lengths)
 
-    @property
-    def bytes(self) -> int:
-        return self.base.bytes + self.delta.bytes
-
     def added(self, texts: Sequence[str], first_row: int, into_delta: bool) -> LexicalIndex:
         """With ``texts`` as the rows from ``first_row``: into the delta (a loaded base stays as its
         files hold it), or folded into the base with the delta (a new base)."""
@@ -390,26 +452,28 @@ class LexicalIndex:
 
     @staticmethod
     def _scores(keys: np.ndarray, idf: np.ndarray, mean_length: float, parts: list, rows: np.ndarray) -> np.ndarray:
+        """Each row's BM25 from its own forward entries: a row's terms are few, the postings of a
+        common query key are hundreds of thousands."""
         out = np.zeros(len(rows))
         for part, starts, ends in parts:
-            inside = (rows >= part.first_row) & (rows < part.first_row + len(part.lengths))
-            if not inside.any():
+            inside = np.flatnonzero((rows >= part.first_row) & (rows < part.first_row + len(part.lengths)))
+            held = ends > starts
+            if not len(inside) or not held.any():
                 continue
-            mine = rows[inside]
-            order = np.argsort(mine, kind="stable")  # sorted needles: searchsorted reads each list in order
-            mine = mine[order]
-            needles = mine.astype(part.rows.dtype)  # searchsorted would copy every postings list to int64
-            norm = K1 * (1 - B + B * np.asarray(part.lengths)[mine - part.first_row] / mean_length)
-            total = np.zeros(len(mine))
-            for w, s, e in zip(idf, starts, ends):
-                if s == e:
-                    continue
-                posting_rows = part.rows[s:e]
-                at = np.minimum(np.searchsorted(posting_rows, needles), e - s - 1)
-                hit = posting_rows[at] == needles
-                tf = np.where(hit, part.tfs[s:e][at], 0).astype(np.float64)
-                total += w * tf / (tf + norm)
-            out[np.flatnonzero(inside)[order]] = total
+            mine = rows[inside] - part.first_row
+            weight = np.zeros(len(part.keys) + 1)  # each key's idf if the query holds it, else 0
+            weight[np.searchsorted(part.keys, keys[held])] = idf[held]
+            forward_starts, forward = part.by_row
+            first, end = forward_starts[mine], forward_starts[mine + 1]
+            at = _ranges(first, end)
+            # a take of the packed entries as three uint16 is ~6× faster than indexing the records
+            entries = np.take(np.asarray(forward).view("<u2").reshape(-1, 3), at, axis=0)
+            w = weight[entries[:, 0].astype(np.int64) | (entries[:, 1].astype(np.int64) << 16)]
+            hit = np.flatnonzero(w)
+            owner = np.repeat(np.arange(len(mine)), end - first)[hit]
+            tf = entries[hit, 2].astype(np.float64)
+            norm = K1 * (1 - B + B * np.asarray(part.lengths)[mine] / mean_length)
+            out[inside] = np.bincount(owner, w[hit] * tf / (tf + norm[owner]), len(mine))
         return out
 
     def top(self, text: str, n: int, selected: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -430,33 +494,76 @@ class LexicalIndex:
             rows = np.asarray(selected, np.int64)
             exact = self._scores(keys, idf, mean_length, parts, rows)
             return _ranked(rows[exact > 0], exact[exact > 0], n)
-        read = np.zeros(self.rows)  # what the postings read give each row; > 0: a candidate
-        touched = []
-        partial = False  # whether a long key was read by its head only
-        for part, starts, ends in parts:
-            lengths = np.asarray(part.lengths)
-            for t in np.flatnonzero(ends > starts):
-                i = np.searchsorted(part.keys, keys[t])
-                if part.head_starts[i] < part.head_starts[i + 1]:  # a long key: its best postings
-                    head = part.heads[part.head_starts[i] : part.head_starts[i + 1]]
-                    r, w = np.asarray(head["row"], np.int64), idf[t] * np.asarray(head["weight"], np.float64)
-                    partial = True
-                else:
-                    r = np.asarray(part.rows[starts[t] : ends[t]], np.int64)  # distinct within a key
-                    tf = np.asarray(part.tfs[starts[t] : ends[t]], np.float64)
-                    w = idf[t] * tf / (tf + K1 * (1 - B + B * lengths[r - part.first_row] / mean_length))
-                touched.append(r[read[r] == 0])
-                read[r] += w
-        rows = np.concatenate(touched) if touched else np.empty(0, np.int64)
+        read = _accumulator(self.rows)  # what the postings read give each row; > 0: a candidate
+        try:
+            rows, partial = self._read(keys, idf, mean_length, parts, read)
+            weights = read[rows]
+        except BaseException:
+            read[:] = 0  # never leave a query's sums to the next
+            raise
+        read[rows] = 0
         if selected is not None:
-            rows = rows[np.isin(rows, selected)]
-        if partial:
-            if len(rows) > RESCORED * n:
-                rows = rows[np.argpartition(-read[rows], RESCORED * n - 1)[: RESCORED * n]]
-            exact = self._scores(keys, idf, mean_length, parts, rows)
-        else:  # every posting of every key was read: what was read is the exact BM25 (the same sums)
-            exact = read[rows]
+            inside = np.isin(rows, selected)
+            rows, weights = rows[inside], weights[inside]
+        if not partial:  # every posting of every key was read: what was read is the exact BM25 (the same sums)
+            return _ranked(rows, weights, n)
+        if len(rows) > RESCORED * n:
+            rows = rows[np.argpartition(-weights, RESCORED * n - 1)[: RESCORED * n]]
+        exact = self._scores(keys, idf, mean_length, parts, rows)
         return _ranked(rows, exact, n)
+
+
+    @staticmethod
+    def _read(keys: np.ndarray, idf: np.ndarray, mean_length: float, parts: list,
+              read: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Adds each key's postings (a long key's ``HEAD`` best) into ``read``; returns the rows
+        touched, ascending, and whether a long key was read by its head only. Every key's
+        postings are gathered at once, added with one scatter and made distinct with one sort:
+        a few numpy calls a key cost more than the reading itself."""
+        touched, weights = [], []
+        partial = False
+        for part, starts, ends in parts:
+            present = np.flatnonzero(ends > starts)
+            i = np.searchsorted(part.keys, keys[present])
+            head_first, head_end = np.asarray(part.head_starts)[i], np.asarray(part.head_starts)[i + 1]
+            long = head_end > head_first  # a long key: its best postings
+            if long.any():
+                partial = True
+                heads = np.take(np.asarray(part.heads).view("<i4").reshape(-1, 2),
+                                _ranges(head_first[long], head_end[long]), axis=0)
+                touched.append(heads[:, 0].astype(np.int64))
+                weights.append(np.repeat(idf[present[long]], (head_end - head_first)[long])
+                               * heads[:, 1].copy().view("<f4"))
+            short = present[~long]
+            at = _ranges(starts[short], ends[short])
+            r = part.rows[at].astype(np.int64)  # distinct within a key (indexing: a take would copy strided columns)
+            tf = part.tfs[at].astype(np.float64)
+            norm = K1 * (1 - B + B * np.asarray(part.lengths)[r - part.first_row] / mean_length)
+            touched.append(r)
+            weights.append(np.repeat(idf[short], ends[short] - starts[short]) * tf / (tf + norm))
+        rows = np.concatenate(touched)
+        np.add.at(read, rows, np.concatenate(weights))
+        rows.sort()
+        return rows[np.append(True, rows[1:] != rows[:-1])] if len(rows) else rows, partial
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The positions ``starts[0]:ends[0]``, then ``starts[1]:ends[1]``, … as one array."""
+    count = ends - starts
+    return np.repeat(starts - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+
+
+_scratch = threading.local()
+
+
+def _accumulator(rows: int) -> np.ndarray:
+    """A zeroed float64 array of ``rows`` for this thread, kept between queries: a fresh one per
+    query costs a page fault for every 512 rows it touches (~2 ms at 1M documents). Its user
+    zeroes what it touched."""
+    read = getattr(_scratch, "read", None)
+    if read is None or len(read) < rows:
+        read = _scratch.read = np.zeros(rows)
+    return read[:rows]
 
 
 def _ranked(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from siamsearch.cli import main
 from siamsearch.data import read_corpus, stream_corpus
 from siamsearch.demo import SAMPLE_FAQ
 from siamsearch.fusion import MODES
-from siamsearch.lexical import LEXICAL_FILES
+from siamsearch.lexical import FORWARD_FILES, LEXICAL_FILES
 from siamsearch.shard_map import QUANTISER_FILE
 from siamsearch.shards import build_sharded
 
@@ -72,7 +72,7 @@ def documents(path: Path) -> list[tuple]:
 def assert_same_index(a: Path, b: Path) -> None:
     """The same FAISS file, vectors and lexical part byte for byte, the same documents, the
     same answers in every mode."""
-    for name in ("index.faiss", "vectors.npy", *LEXICAL_FILES):
+    for name in ("index.faiss", "vectors.npy", *LEXICAL_FILES, *FORWARD_FILES):
         assert (generation(a) / name).read_bytes() == (generation(b) / name).read_bytes(), name
     assert documents(a) == documents(b)
     first, second = SearchIndex.load(a), SearchIndex.load(b)
@@ -97,7 +97,7 @@ def test_streamed_build_writes_the_in_memory_build_byte_for_byte(encoder, corpus
     built = build_index(corpus_file, tmp_path / "streamed", encoder, kind=kind, chunk_size=450, **params)
     assert (built.documents, built.skipped, built.kind.name) == (2999, 1, kind)
     if kind == "hnsw":  # the graph depends on thread timing; the vectors and the answers do not
-        for name in ("vectors.npy", *LEXICAL_FILES):
+        for name in ("vectors.npy", *LEXICAL_FILES, *FORWARD_FILES):
             assert (generation(tmp_path / "memory") / name).read_bytes() == \
                 (generation(tmp_path / "streamed") / name).read_bytes()
         return

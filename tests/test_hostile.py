@@ -295,7 +295,7 @@ def test_index_directory_missing_truncated_or_swapped_file(index_dir, tmp_path, 
 
 @case("lexical-index-damaged-on-disk")
 def test_lexical_index_damaged_on_disk(index_dir, tmp_path):
-    from siamsearch.lexical import LEXICAL_FILES, POSTINGS_FILE, TERMS_FILE
+    from siamsearch.lexical import FORWARD_FILES, FORWARD_STARTS_FILE, LEXICAL_FILES, POSTINGS_FILE, TERMS_FILE
     from siamsearch.storage import sha256_file
 
     gen = index_dir / "gen-000001"
@@ -316,9 +316,17 @@ def test_lexical_index_damaged_on_disk(index_dir, tmp_path):
         np.save(d / "gen-000001" / POSTINGS_FILE, np.load(gen / POSTINGS_FILE)[:-3])
         fixed_checksum(d, POSTINGS_FILE)
 
+    def forward_overrun(d):
+        starts = np.load(gen / FORWARD_STARTS_FILE)
+        starts[1:-1] += 3  # rows whose entries run past the next row's
+        starts[1] = starts[-1] + 1
+        np.save(d / "gen-000001" / FORWARD_STARTS_FILE, starts)
+        fixed_checksum(d, FORWARD_STARTS_FILE)
+
     cases = {"overrun": (overrun, "its lexical index cannot be read"),
-             "shorter": (shorter_postings, "its lexical index cannot be read")}
-    for name in LEXICAL_FILES:
+             "shorter": (shorter_postings, "its lexical index cannot be read"),
+             "forward-overrun": (forward_overrun, "its lexical index cannot be read")}
+    for name in (*LEXICAL_FILES, *FORWARD_FILES):
         data = (gen / name).read_bytes()
         cases[f"missing-{name}"] = (lambda d, n=name: (d / "gen-000001" / n).unlink(), f"{name} is missing")
         cases[f"cut-{name}"] = (lambda d, n=name, b=data: write(d / "gen-000001" / n, b[:-5]),
@@ -332,7 +340,7 @@ def test_lexical_index_damaged_on_disk(index_dir, tmp_path):
     def format_4(d):  # as written before the lexical part
         m = json.loads((d / "manifest.json").read_text())
         m["format_version"] = 4
-        for n in LEXICAL_FILES:
+        for n in (*LEXICAL_FILES, *FORWARD_FILES):
             del m["files"][n]
             (d / "gen-000001" / n).unlink()
         (d / "manifest.json").write_text(json.dumps(m))

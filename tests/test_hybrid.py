@@ -17,7 +17,7 @@ from siamsearch.errors import InputError
 from siamsearch.fusion import FUSIONS, MODES, Reciprocal, Weighted, fusion_from_dict
 from siamsearch.fusion_fit import CANDIDATES, MIN_QUERIES, fit_fusion
 from siamsearch.index_folder import MANIFEST
-from siamsearch.lexical import LEXICAL_FILES, terms
+from siamsearch.lexical import FORWARD_FILES, LEXICAL_FILES, terms
 
 QUERIES = ["退款多久到账", "怎么开发票", "会员积分", "iPhone 15 退货", "快递 丢了"]
 
@@ -113,7 +113,7 @@ def as_written_before_lexical(path) -> None:
     """The folder as siamsearch wrote it before it kept a lexical part (index format 4)."""
     manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     manifest["format_version"] = 4
-    for name in LEXICAL_FILES:
+    for name in (*LEXICAL_FILES, *FORWARD_FILES):
         del manifest["files"][name]
         (path / f"gen-{manifest['generation']:06d}" / name).unlink()
     (path / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
@@ -214,3 +214,29 @@ def test_fitting_picks_the_best_fusion_and_the_model_keeps_it(sample_encoder, tm
     assert Encoder.load(tmp_path / "m").fusion == fusion
     index = SearchIndex.build(["发票怎么开", "退款多久到账"], Encoder.load(tmp_path / "m"))
     assert index.search("发票", 2, mode="hybrid") == index.search("发票", 2, mode="hybrid", fusion=fusion)
+
+
+def test_a_format_5_index_derives_its_forward_files_and_compact_writes_them(sample_encoder, sample_faq, tmp_path):
+    """An index written before the forward files answers lexical and hybrid searches as one
+    written with them; a save that only adds a delta keeps linking the old base, compact writes them."""
+    built = SearchIndex.build(sample_faq.texts, sample_encoder, ids=sample_faq.ids)
+    built.save(tmp_path / "old")
+    manifest = json.loads((tmp_path / "old" / MANIFEST).read_text(encoding="utf-8"))
+    manifest["format_version"] = 5
+    for name in FORWARD_FILES:
+        del manifest["files"][name]
+        (tmp_path / "old" / "gen-000001" / name).unlink()
+    (tmp_path / "old" / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    old = SearchIndex.load(tmp_path / "old", mmap=True)
+    for mode in ("lexical", "hybrid"):
+        assert old.search_batch(QUERIES, 10, mode=mode) == built.search_batch(QUERIES, 10, mode=mode)
+    old.add(["发票抬头写错了"], ids=["new"])
+    old.save(tmp_path / "old")
+    files = json.loads((tmp_path / "old" / MANIFEST).read_text(encoding="utf-8"))["files"]
+    assert not set(FORWARD_FILES) & set(files)
+    old = SearchIndex.load(tmp_path / "old")
+    old.compact()
+    old.save(tmp_path / "old")
+    assert set(FORWARD_FILES) <= set(json.loads((tmp_path / "old" / MANIFEST).read_text(encoding="utf-8"))["files"])
+    reopened = SearchIndex.load(tmp_path / "old", mmap=True)
+    assert reopened.search_batch(QUERIES, 10, mode="hybrid") == old.search_batch(QUERIES, 10, mode="hybrid")

@@ -9,7 +9,7 @@ from siamsearch import SearchIndex
 from siamsearch.cli import main
 from siamsearch.errors import IndexDirectoryError, InputError
 from siamsearch.info import describe
-from siamsearch.lexical import LEXICAL_FILES
+from siamsearch.lexical import FORWARD_FILES, LEXICAL_FILES
 
 
 def test_a_model_directory_is_described_from_its_own_record(sample_encoder, tmp_path):
@@ -39,7 +39,7 @@ def test_an_index_reports_kind_counts_tombstones_and_generations(sample_encoder,
     assert (found["documents"], found["rows"], found["tombstones"]) == (len(sample_faq) - 3, len(sample_faq), 3)
     assert 2 in found["generations_on_disk"]
     assert found["encoder"]["fingerprint"] == sample_encoder.fingerprint
-    assert set(found["files"]) == {"index.faiss", "vectors.npy", "documents.sqlite", *LEXICAL_FILES}
+    assert set(found["files"]) == {"index.faiss", "vectors.npy", "documents.sqlite", *LEXICAL_FILES, *FORWARD_FILES}
     assert found["lexical"] is True
     text = CliRunner().invoke(main, ["info", str(tmp_path / "idx")])
     assert "tombstones 3" in text.output and "generation 2" in text.output
