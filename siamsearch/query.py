@@ -298,21 +298,28 @@ def pool(state: IndexState, query: np.ndarray, text: str, dense: np.ndarray, lex
     rows, bm25 = lexical
     docs = state.documents.ids(np.union1d(dense, rows))
     dense = np.asarray([p for p in dense.tolist() if p in docs], np.int64)
-    dense = _best(dense, exp_neg_l1(query, state.vectors_at(dense)), n)
+    dense = dense[_kept(exp_neg_l1(query, state.vectors_at(dense)), n)]
     alive = np.asarray([p in docs for p in rows.tolist()], bool)
-    rows = _best(rows[alive], bm25[alive], n)
+    rows, bm25 = rows[alive], bm25[alive]
+    best = _kept(bm25, n)
+    rows, bm25 = rows[best], bm25[best]
     positions = np.union1d(dense, rows)
     if not len(positions):
         return Pool.empty()
+    lexical_scores = np.zeros(len(positions))
+    lexical_scores[np.searchsorted(positions, rows)] = bm25  # BM25's own candidates come with their exact BM25
+    only_dense = ~np.isin(positions, rows)
+    if only_dense.any():
+        lexical_scores[only_dense] = state.lexical.scores(text, positions[only_dense])
     return Pool(positions, [docs[int(p)] for p in positions], exp_neg_l1(query, state.vectors_at(positions)),
-                state.lexical.scores(text, positions), state.documents)
+                lexical_scores, state.documents)
 
 
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
-    """The rows of the ``n`` highest scores and every row tied with the ``n``-th."""
-    if len(rows) <= n:
-        return rows
-    return rows[scores >= np.partition(scores, len(scores) - n)[len(scores) - n]]
+def _kept(scores: np.ndarray, n: int) -> np.ndarray:
+    """Which of ``scores`` are the ``n`` highest or tied with the ``n``-th."""
+    if len(scores) <= n:
+        return np.ones(len(scores), bool)
+    return scores >= np.partition(scores, len(scores) - n)[len(scores) - n]
 
 
 def likely(hits: list[Hit], min_match: float) -> list[Hit]:
