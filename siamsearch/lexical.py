@@ -461,14 +461,18 @@ class LexicalIndex:
             if not len(inside) or not held.any():
                 continue
             mine = rows[inside] - part.first_row
-            weight = np.zeros(len(part.keys) + 1)  # each key's idf if the query holds it, else 0
-            weight[np.searchsorted(part.keys, keys[held])] = idf[held]
             forward_starts, forward = part.by_row
             first, end = forward_starts[mine], forward_starts[mine + 1]
-            at = _ranges(first, end)
             # a take of the packed entries as three uint16 is ~6× faster than indexing the records
-            entries = np.take(np.asarray(forward).view("<u2").reshape(-1, 3), at, axis=0)
-            w = weight[entries[:, 0].astype(np.int64) | (entries[:, 1].astype(np.int64) << 16)]
+            entries = np.take(np.asarray(forward).view("<u2").reshape(-1, 3), _ranges(first, end), axis=0)
+            terms_ = entries[:, 0].astype(np.int64) | (entries[:, 1].astype(np.int64) << 16)
+            weight = _scratch("idf", len(part.keys))  # each key's idf where the query holds it, else 0
+            held_at = np.searchsorted(part.keys, keys[held])
+            weight[held_at] = idf[held]
+            try:
+                w = weight[np.minimum(terms_, len(weight) - 1)]  # a damaged entry must not raise here
+            finally:
+                weight[held_at] = 0
             hit = np.flatnonzero(w)
             owner = np.repeat(np.arange(len(mine)), end - first)[hit]
             tf = entries[hit, 2].astype(np.float64)
@@ -494,7 +498,7 @@ class LexicalIndex:
             rows = np.asarray(selected, np.int64)
             exact = self._scores(keys, idf, mean_length, parts, rows)
             return _ranked(rows[exact > 0], exact[exact > 0], n)
-        read = _accumulator(self.rows)  # what the postings read give each row; > 0: a candidate
+        read = _scratch("read", self.rows)  # what the postings read give each row; > 0: a candidate
         try:
             rows, partial = self._read(keys, idf, mean_length, parts, read)
             weights = read[rows]
@@ -553,17 +557,17 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.repeat(starts - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
 
 
-_scratch = threading.local()
+_thread = threading.local()
 
 
-def _accumulator(rows: int) -> np.ndarray:
-    """A zeroed float64 array of ``rows`` for this thread, kept between queries: a fresh one per
-    query costs a page fault for every 512 rows it touches (~2 ms at 1M documents). Its user
-    zeroes what it touched."""
-    read = getattr(_scratch, "read", None)
-    if read is None or len(read) < rows:
-        read = _scratch.read = np.zeros(rows)
-    return read[:rows]
+def _scratch(name: str, size: int) -> np.ndarray:
+    """A zeroed float64 array of ``size`` for this thread, kept between queries: a fresh one per
+    query costs a page fault for every 512 entries it touches (~2 ms for the rows of 1M
+    documents), and its size follows the index, not the query. Its user zeroes what it set."""
+    arrays = _thread.__dict__.setdefault("arrays", {})
+    if name not in arrays or len(arrays[name]) < size:
+        arrays[name] = np.zeros(size)
+    return arrays[name][:size]
 
 
 def _ranked(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
