@@ -338,6 +338,13 @@ def test_a_killed_coordinator_loses_no_acknowledged_write(cluster, encoder, toke
 
 
 # -- the command -------------------------------------------------------------------------------
+def _ctrl_c_as_from_a_shell() -> None:
+    """A child inherits its parent's ignored and blocked signals; in the full suite the command
+    never ended on the SIGINT below (it did when run alone), so the child takes it as from a shell."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_ray_command_serves_a_sharded_index_until_interrupted(cluster, encoder, token_file, tmp_path):
     from ray import serve
 
@@ -348,6 +355,7 @@ def test_serve_ray_command_serves_a_sharded_index_until_interrupted(cluster, enc
                                 "--ray", cluster.address, "--port", str(port), "--replica-cpus", "0.5",
                                 "--token-file", str(token_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=_ctrl_c_as_from_a_shell,
                                env=os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})  # its node on loopback
     try:
         deadline, banner = time.monotonic() + 180, b""
