@@ -42,6 +42,7 @@ import numpy as np
 from .documents import Document
 from .errors import IndexDirectoryError, InputError, SiamsearchError
 from .filters import Where
+from .lexical import Statistics
 from .live import Coalescer, Commit, LiveIndex
 from .query import Hit, Observe, Request
 from .ray_engine import connect
@@ -90,10 +91,10 @@ class ShardServer:
         """The shard's encoder (it pickles as its ONNX graph and vocabulary), for the coordinator."""
         return self.live.index.encoder
 
-    def describe(self) -> tuple[str, IndexKind, int]:
-        """The encoder's fingerprint, the kind and the rerank factor."""
+    def describe(self) -> tuple[str, IndexKind, int, bool]:
+        """The encoder's fingerprint, the kind, the rerank factor and whether it has a lexical part."""
         index = self.live.index
-        return index.encoder.fingerprint, index.spec, index.rerank_factor
+        return index.encoder.fingerprint, index.spec, index.rerank_factor, index.has_lexical
 
     def status(self) -> ShardStatus:
         return _status(self.live.index)
@@ -101,6 +102,14 @@ class ShardServer:
     def answer(self, request: Request, encoded: np.ndarray) -> tuple[ShardStatus, list[list[Hit]]]:
         index = self.live.index  # one generation for the status and the hits
         return _status(index), index.answer(request, None, encoded=encoded)
+
+    def lexical_statistics(self, queries: list[str]) -> list[Statistics]:
+        return self.live.index.lexical_statistics(queries)
+
+    def candidate_hits(self, request: Request, encoded: np.ndarray,
+                       statistics: list[Statistics]) -> tuple[ShardStatus, list[list[Hit]]]:
+        index = self.live.index
+        return _status(index), index.candidate_hits(request, None, encoded, statistics)
 
     def count(self, where: Where | None) -> int:
         return self.live.index.count(where)
@@ -138,7 +147,7 @@ class RemoteShard:
     def __init__(self, number: int, handle: Any, encoder: Encoder | None = None,
                  timeout_s: float = SHARD_TIMEOUT_S):
         self.number, self.name, self._handle, self.timeout_s = number, folder_name(number), handle, timeout_s
-        self.fingerprint, self.spec, self.rerank_factor = self._call("describe")
+        self.fingerprint, self.spec, self.rerank_factor, self.has_lexical = self._call("describe")
         self.encoder: Encoder = encoder or self._call("encoder")
         self.status: ShardStatus = self._call("status")
 
@@ -167,8 +176,19 @@ class RemoteShard:
     def answer(self, request: Request, observe: Observe | None, encoded: np.ndarray) -> list[list[Hit]]:
         """The shard's hits; ``observe`` sees the whole call as the stage "shard" (its own
         stages are timed where it runs)."""
+        return self._timed(observe, "answer", request, encoded)
+
+    def lexical_statistics(self, queries: list[str]) -> list[Statistics]:
+        return self._call("lexical_statistics", queries)
+
+    def candidate_hits(self, request: Request, observe: Observe | None, encoded: np.ndarray,
+                       statistics: list[Statistics]) -> list[list[Hit]]:
+        """As ``answer``, for a lexical or hybrid search's candidates (``shards.py``)."""
+        return self._timed(observe, "candidate_hits", request, encoded, statistics)
+
+    def _timed(self, observe: Observe | None, method: str, *args: Any) -> list[list[Hit]]:
         started = time.perf_counter()
-        self.status, found = self._call("answer", request, encoded)
+        self.status, found = self._call(method, *args)
         if observe is not None:
             observe("shard", time.perf_counter() - started)
         return found

@@ -371,6 +371,37 @@ def _from_sorted(keys: np.ndarray, rows: np.ndarray, tfs: np.ndarray, lengths: n
 
 
 @dataclass(frozen=True)
+class Statistics:
+    """BM25's counts for one query's terms over a set of documents: how many hold each key,
+    how many there are, and their total length. Counts of disjoint sets add up to those of
+    their union, so shards that score by their summed counts give one index's BM25."""
+
+    keys: np.ndarray
+    """The query's distinct keys, sorted (``query_keys``)."""
+    df: np.ndarray
+    documents: int
+    length: int
+
+    def __add__(self, other: Statistics) -> Statistics:
+        other = other.checked(self.keys)
+        return Statistics(self.keys, self.df + other.df, self.documents + other.documents, self.length + other.length)
+
+    def checked(self, keys: np.ndarray) -> Statistics:
+        """These counts, if they are for ``keys`` (another query's would score wrongly)."""
+        if not np.array_equal(self.keys, keys):
+            raise ValueError("BM25 statistics of another query's terms")
+        return self
+
+    @property
+    def idf(self) -> np.ndarray:
+        return np.log1p((self.documents - self.df + 0.5) / (self.df + 0.5))
+
+    @property
+    def mean_length(self) -> float:
+        return max(1.0, self.length / max(self.documents, 1))
+
+
+@dataclass(frozen=True)
 class LexicalIndex:
     """BM25 over a base part and a delta part (the rows after the base's)."""
 
@@ -394,7 +425,7 @@ class LexicalIndex:
     @cached_property
     def _dead_statistics(self) -> tuple[np.ndarray, int, int]:
         """Each base key's postings in dead rows, the dead documents and their total length:
-        what ``_statistics`` subtracts (worked out once per state, on its first search)."""
+        what ``_counts`` subtracts (worked out once per state, on its first search)."""
         if not len(self.dead) or not len(self.base.keys):
             return np.zeros(len(self.base.keys), np.int64), 0, 0
         per_key = np.add.reduceat(self.base.dead_postings(self.dead).astype(np.int64), self.base.starts[:-1])
@@ -431,24 +462,38 @@ class LexicalIndex:
         base = self.folded().kept(np.asarray(live, np.int64))
         return LexicalIndex(base, Postings.empty(len(base.lengths)))
 
-    def _statistics(self, keys: np.ndarray) -> tuple[np.ndarray, float, list[tuple[Postings, np.ndarray, np.ndarray]]]:
-        """Each key's idf and the mean length over the live documents, and where each part
-        holds each key's postings."""
-        parts = [(p, *p.find(keys)) for p in (self.base, self.delta)]
+    def statistics(self, text: str) -> Statistics:
+        """What BM25 counts over this index's live documents for ``text``'s terms: several
+        indexes' counts summed (``Statistics.__add__``) score each one's documents as one index
+        of them all would (``shards.py``)."""
+        keys = query_keys(text)
+        return self._counts(keys, self._parts(keys))
+
+    def _parts(self, keys: np.ndarray) -> list[tuple[Postings, np.ndarray, np.ndarray]]:
+        """Where each part holds each key's postings."""
+        return [(p, *p.find(keys)) for p in (self.base, self.delta)]
+
+    def _counts(self, keys: np.ndarray, parts: list[tuple[Postings, np.ndarray, np.ndarray]]) -> Statistics:
         df = sum(end - start for _, start, end in parts)
         dead_df, dead_documents, dead_length = self._dead_statistics
         if dead_documents:
             at = np.minimum(np.searchsorted(self.base.keys, keys), len(self.base.keys) - 1)
             df = df - np.where(self.base.keys[at] == keys, dead_df[at], 0)
-        n = self.base.documents + self.delta.documents - dead_documents
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))
-        mean_length = max(1.0, (self.base.total_length + self.delta.total_length - dead_length) / max(n, 1))
-        return idf, mean_length, parts
+        return Statistics(keys, np.asarray(df, np.int64), self.base.documents + self.delta.documents - dead_documents,
+                          self.base.total_length + self.delta.total_length - dead_length)
 
-    def scores(self, text: str, rows: np.ndarray) -> np.ndarray:
-        """The exact BM25 of ``text`` for each of ``rows``."""
+    def _statistics(self, keys: np.ndarray, given: Statistics | None
+                    ) -> tuple[np.ndarray, float, list[tuple[Postings, np.ndarray, np.ndarray]]]:
+        """Each key's idf and the mean length, over the live documents (or ``given``'s counts,
+        for ``keys``), and where each part holds each key's postings."""
+        parts = self._parts(keys)
+        counts = self._counts(keys, parts) if given is None else given.checked(keys)
+        return counts.idf, counts.mean_length, parts
+
+    def scores(self, text: str, rows: np.ndarray, statistics: Statistics | None = None) -> np.ndarray:
+        """The exact BM25 of ``text`` for each of ``rows`` (with ``statistics``' counts if given)."""
         keys = query_keys(text)
-        return self._scores(keys, *self._statistics(keys), np.asarray(rows, np.int64))
+        return self._scores(keys, *self._statistics(keys, statistics), np.asarray(rows, np.int64))
 
     @staticmethod
     def _scores(keys: np.ndarray, idf: np.ndarray, mean_length: float, parts: list, rows: np.ndarray) -> np.ndarray:
@@ -480,10 +525,12 @@ class LexicalIndex:
             out[inside] = np.bincount(owner, w[hit] * tf / (tf + norm[owner]), len(mine))
         return out
 
-    def top(self, text: str, n: int, selected: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, text: str, n: int, selected: np.ndarray | None = None,
+            statistics: Statistics | None = None) -> tuple[np.ndarray, np.ndarray]:
         """About the ``n`` rows with the highest BM25 for ``text`` and every row tied with the
         ``n``-th (only rows in ``selected``, sorted, if given; only rows with a term in common),
-        best first by their exact BM25, equal scores by row; and those scores.
+        best first by their exact BM25, equal scores by row; and those scores. ``statistics``:
+        the counts to score by (several indexes' summed), else this index's own.
 
         Like FAISS's candidates, approximate where it must be to stay fast: a key held by more
         than ``HEAD`` documents is read by its ``HEAD`` best postings only, and the best
@@ -493,7 +540,7 @@ class LexicalIndex:
         keys = query_keys(text)
         if not len(keys) or n <= 0:
             return np.empty(0, np.int64), np.empty(0)
-        idf, mean_length, parts = self._statistics(keys)
+        idf, mean_length, parts = self._statistics(keys, statistics)
         if selected is not None and len(selected) <= EXACT_ROWS:
             rows = np.asarray(selected, np.int64)
             exact = self._scores(keys, idf, mean_length, parts, rows)

@@ -30,6 +30,7 @@ from .errors import InputError, UnknownFieldError
 from .filters import Where, cache_key, check_where
 from .fusion import DEFAULT_FUSION, NO_LEXICAL_PART, Fusion, check_mode
 from .kinds import exact_search
+from .lexical import Statistics
 from .scoring import exp_neg_l1
 from .state import IndexState
 from .text import first_blank, normalize
@@ -192,36 +193,61 @@ def search(state: IndexState, encoder: Encoder, request: Request, observe: Obser
     to mean the same (so fewer than k may come back). ``mode`` "lexical" ranks by BM25,
     "hybrid" by ``fusion`` of both (``pool``). ``encoded``: the queries' vectors, where the
     caller has them (a sharded index encodes once for all its shards)."""
-    texts, k, checked, min_match, mode = request.queries, request.k, request.where, request.min_match, request.mode
-    if not texts or not len(state):
-        return [[] for _ in texts]
     stages = _Stages(observe)
+    found = _gathered(state, encoder, request, stages, encoded, None)
+    if found is None:
+        return [[] for _ in request.queries]
+    encoded, candidates = found
+    if request.mode == "dense":
+        hits = [rerank(state, q, pos, request.k, encoder.calibration) for q, pos in zip(encoded, candidates)]
+    else:
+        fusion = None if request.mode == "lexical" else fusion or encoder.fusion or DEFAULT_FUSION
+        hits = [each.ranked(fusion, request.k, encoder.calibration) for each in candidates]
+    if request.min_match is not None:
+        hits = [likely(ranked, request.min_match) for ranked in hits]
+    stages.done("rerank")
+    return hits
+
+
+def candidate_hits(state: IndexState, encoder: Encoder, request: Request, encoded: np.ndarray | None = None,
+                   statistics: Sequence[Statistics] | None = None) -> list[list[Hit]]:
+    """Each query's lexical or hybrid candidates as ``search`` would gather them, every one a
+    hit scored exactly by both sides (rank 0, unordered, ``min_match`` not applied), BM25 by
+    ``statistics`` (each query's counts over several indexes) if given: what ``fused`` ranks
+    when the candidates of several indexes of one corpus are merged (``shards.py``)."""
+    found = _gathered(state, encoder, request, _Stages(None), encoded, statistics)
+    return [[] for _ in request.queries] if found is None else [p.hits(encoder.calibration) for p in found[1]]
+
+
+def _gathered(state: IndexState, encoder: Encoder, request: Request, stages: _Stages, encoded: np.ndarray | None,
+              statistics: Sequence[Statistics] | None) -> tuple[np.ndarray, list] | None:
+    """The queries' vectors and each one's candidates: positions in dense mode, else its
+    ``Pool``; None where no document can be found (an empty index, a filter keeping none)."""
+    texts, k, checked, mode = request.queries, request.k, request.where, request.mode
+    if not texts or not len(state):
+        return None
     if encoded is None:
         encoded = encoder.encode(texts)
         stages.done("encode")
     selected = None if checked is None else state.documents.select(checked)  # timed with the candidates
     if selected is not None and not len(selected):
         check_fields(state, checked)
-        return [[] for _ in texts]
-    candidates, found = _candidates(state, encoded, texts, k, selected, mode)
+        return None
+    each = [None] * len(texts) if statistics is None else list(statistics)
+    candidates, found = _candidates(state, encoded, texts, k, selected, mode, each)
     stages.done("candidates")
-    if mode == "dense":
-        hits = [rerank(state, q, pos, k, encoder.calibration) for q, pos in zip(encoded, candidates)]
-    else:
-        fusion = None if mode == "lexical" else fusion or encoder.fusion or DEFAULT_FUSION
-        hits = [pool(state, q, text, pos, lexical, k * state.rerank_factor).ranked(fusion, k, encoder.calibration)
-                for q, text, pos, lexical in zip(encoded, texts, candidates, found)]
-    if min_match is not None:
-        hits = [likely(ranked, min_match) for ranked in hits]
-    stages.done("rerank")
-    return hits
+    if mode != "dense":
+        candidates = [pool(state, q, text, pos, lexical, k * state.rerank_factor, counts)
+                      for q, text, pos, lexical, counts in zip(encoded, texts, candidates, found, each)]
+    return encoded, candidates
 
 
 def _candidates(state: IndexState, encoded: np.ndarray, texts: list[str], k: int, selected: np.ndarray | None,
-                mode: str) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+                mode: str, statistics: list[Statistics | None]
+                ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """Each query's dense candidates (positions; none in lexical mode) and, in lexical and
-    hybrid mode, its BM25 candidates (rows and their BM25), ``k × rerank_factor`` a side plus
-    the tombstones."""
+    hybrid mode, its BM25 candidates (rows and their BM25, by the query's ``statistics``),
+    ``k × rerank_factor`` a side plus the tombstones."""
     n = k * state.rerank_factor
     if mode == "lexical":
         candidates = [np.empty(0, np.int64)] * len(encoded)
@@ -239,7 +265,8 @@ def _candidates(state: IndexState, encoded: np.ndarray, texts: list[str], k: int
         found = state.kind.search(state.faiss_index, encoded, max(1, min(len(in_base), n)), selector)
         candidates = [np.union1d(pos[pos >= 0], in_delta) for pos in found]
         candidates = [pos if len(pos) >= k else selected for pos in candidates]
-    lexical = [state.lexical.top(text, n + state.tombstones, selected) for text in texts] if mode != "dense" else []
+    lexical = [state.lexical.top(text, n + state.tombstones, selected, counts)
+               for text, counts in zip(texts, statistics)] if mode != "dense" else []
     return candidates, lexical
 
 
@@ -251,7 +278,7 @@ def pools(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int) -
     if not texts or not len(state):
         return [Pool.empty() for _ in texts]
     encoded = encoder.encode(texts)
-    candidates, found = _candidates(state, encoded, texts, k, None, "hybrid")
+    candidates, found = _candidates(state, encoded, texts, k, None, "hybrid", [None] * len(texts))
     return [pool(state, q, text, pos, lexical, k * state.rerank_factor)
             for q, text, pos, lexical in zip(encoded, texts, candidates, found)]
 
@@ -280,21 +307,46 @@ class Pool:
 
     def ranked(self, fusion: Fusion | None, k: int, calibration: Calibration | None) -> list[Hit]:
         best, ranks = self.order(fusion)
-        best = best[:k]
-        found = self.documents.get(self.positions[best]) if best else {}
-        matches = [None] * len(best) if calibration is None else calibration(self.scores[best]).tolist()
-        return [Hit(rank, self.ids[i], found[int(self.positions[i])][1], float(self.scores[i]),
-                    found[int(self.positions[i])][2], match, float(self.lexical[i]), float(ranks[i]))
-                for rank, (i, match) in enumerate(zip(best, matches), 1)]
+        return self._hits(best[:k], calibration, ranks)
+
+    def hits(self, calibration: Calibration | None) -> list[Hit]:
+        """Every candidate as a hit, unordered (rank 0, no ``rank_score``), for ``fused``."""
+        return self._hits(list(range(len(self.ids))), calibration, None)
+
+    def _hits(self, chosen: list[int], calibration: Calibration | None, ranks: np.ndarray | None) -> list[Hit]:
+        """The ``chosen`` candidates as hits, ranked 1, 2, … (0 each without ``ranks``)."""
+        found = self.documents.get(self.positions[chosen]) if chosen else {}
+        matches = [None] * len(chosen) if calibration is None else calibration(self.scores[chosen]).tolist()
+        return [Hit(0 if ranks is None else rank, self.ids[i], found[int(self.positions[i])][1], float(self.scores[i]),
+                    found[int(self.positions[i])][2], match, float(self.lexical[i]),
+                    None if ranks is None else float(ranks[i]))
+                for rank, (i, match) in enumerate(zip(chosen, matches), 1)]
+
+
+def fused(found: Sequence[Hit], n: int, fusion: Fusion | None, k: int) -> list[Hit]:
+    """The ``k`` hits a lexical (``fusion`` None) or hybrid search gives from candidates
+    gathered by several indexes of one corpus (``candidate_hits``, BM25 by their summed
+    counts): each side's best ``n`` of them all (ties with the ``n``-th kept), as ``pool``
+    keeps of one index's, ordered by the fusion, ties by id. Where each index's candidates hold
+    its best ``n`` a side, this is the one index's pool, so the same hits and ``rank_score``."""
+    scores = np.array([h.score for h in found], np.float64)
+    bm25 = np.array([h.lexical for h in found], np.float64)
+    side = np.zeros(len(found), bool) if fusion is None else _kept(scores, n)
+    has_term = np.flatnonzero(bm25 > 0)  # BM25's side holds only documents with a term in common
+    side[has_term[_kept(bm25[has_term], n)]] = True
+    chosen = [h for h, kept in zip(found, side) if kept]
+    merged = Pool(np.arange(len(chosen)), [h.id for h in chosen], scores[side], bm25[side])
+    best, ranks = merged.order(fusion)
+    return [replace(chosen[i], rank=rank, rank_score=float(ranks[i])) for rank, i in enumerate(best[:k], 1)]
 
 
 def pool(state: IndexState, query: np.ndarray, text: str, dense: np.ndarray, lexical: tuple[np.ndarray, np.ndarray],
-         n: int) -> Pool:
+         n: int, statistics: Statistics | None = None) -> Pool:
     """The best ``n`` live documents by the model (of the ``dense`` candidates) and the best
     ``n`` by BM25 (``lexical``: rows and their BM25, best first), each side's cut taking every
     document tied with its ``n``-th, all scored exactly by both. Counting only live documents
     on each side keeps the answers those of a fresh build of the same documents, however
-    many were removed."""
+    many were removed. ``statistics``: the BM25 counts to score by (``lexical.Statistics``)."""
     rows, bm25 = lexical
     docs = state.documents.ids(np.union1d(dense, rows))
     dense = np.asarray([p for p in dense.tolist() if p in docs], np.int64)
@@ -310,7 +362,7 @@ def pool(state: IndexState, query: np.ndarray, text: str, dense: np.ndarray, lex
     lexical_scores[np.searchsorted(positions, rows)] = bm25  # BM25's own candidates come with their exact BM25
     only_dense = ~np.isin(positions, rows)
     if only_dense.any():
-        lexical_scores[only_dense] = state.lexical.scores(text, positions[only_dense])
+        lexical_scores[only_dense] = state.lexical.scores(text, positions[only_dense], statistics)
     return Pool(positions, [docs[int(p)] for p in positions], exp_neg_l1(query, state.vectors_at(positions)),
                 lexical_scores, state.documents)
 

@@ -28,9 +28,9 @@ from .documents import Document, Documents
 from .encoder import Encoder
 from .errors import IndexDirectoryError, InputError
 from .filters import Where
-from .fusion import NO_LEXICAL_PART, Fusion
+from .fusion import NO_LEXICAL_PART, Fusion, check_mode
 from .kinds import IndexKind
-from .lexical import LexicalIndex
+from .lexical import LexicalIndex, Statistics
 from .mutations import documents_from
 from .progress import Progress
 from .query import Hit, Observe
@@ -259,6 +259,26 @@ class SearchIndex:
         Request.checked(["退款"], 5, None, None, "dense", idx.encoder, idx.dense_only))``."""
         with self._lock.reading():
             return query.search(self._state, self.encoder, request, observe, fusion, encoded)
+
+    def lexical_statistics(self, queries: Sequence[str]) -> list[Statistics]:
+        """Each query's BM25 counts over this index's live documents: summed over the shards of
+        one corpus, they make each shard score BM25 as one index would (``shards.py``).
+        Example: ``idx.lexical_statistics(["退款"])[0].documents == len(idx)``."""
+        texts = query.checked_queries(queries)
+        check_mode("lexical", self.dense_only)
+        with self._lock.reading():
+            return [self._state.lexical.statistics(text) for text in texts]
+
+    def candidate_hits(self, request: query.Request, observe: Observe | None = None,
+                       encoded: np.ndarray | None = None,
+                       statistics: Sequence[Statistics] | None = None) -> list[list[Hit]]:
+        """Each query's lexical or hybrid candidates, every one a hit scored exactly by both
+        sides, unordered, BM25 by ``statistics`` if given (``query.candidate_hits``): what a
+        sharded index merges with ``query.fused``. ``observe`` is not told stages (the caller
+        times the call). Example: ``idx.candidate_hits(Request.checked(["退款"], 5, None, None,
+        "hybrid", idx.encoder, idx.dense_only))``."""
+        with self._lock.reading():
+            return query.candidate_hits(self._state, self.encoder, request, encoded, statistics)
 
     def hybrid_pools(self, queries: Sequence[str], k: int = 10) -> list[query.Pool]:
         """Each query's hybrid candidates with both exact scores, before any fusion orders them

@@ -21,8 +21,15 @@ A search encodes the query once, asks every shard for its ``k`` best by the exac
 and merges them by that score, ties by id: each shard re-ranks its own candidates exactly
 and the score is the model's exp(-L1) for the pair, so the scores of different shards are
 comparable as they are, and the answer is one index's (where each shard's FAISS search finds
-what one index's would; tested for every kind). Lexical and hybrid searches are refused:
-BM25's statistics are each shard's own, so their order would not be one index's.
+what one index's would; tested for every kind). A lexical or hybrid search first sums each
+shard's BM25 counts for the query's terms (``lexical.Statistics``: documents, their length,
+each term's document frequency), so that every shard scores BM25 as one index of them all
+would; each shard then gathers its candidates of both sides, scored exactly, and the merge
+keeps each side's best of them all and orders them by the fusion (``query.fused``): one
+index's pool, so one index's hits, where each shard's candidate search finds what one
+index's would (a long term read by its best postings, ``lexical.HEAD``, finds at least as
+many). The counts and the candidates are two calls per shard; a write between them can
+make the counts one commit old.
 
 Each shard commits its own generations (a write goes to the shard that owns the id); the
 sharded index's ``generation`` is their sum, which grows with every commit to any shard.
@@ -46,11 +53,12 @@ from .choice import DEFAULT_RERANK_FACTOR
 from .documents import Document
 from .errors import InputError, NotFoundError, UnknownFieldError
 from .filters import Where
-from .fusion import Fusion
+from .fusion import DEFAULT_FUSION, NO_LEXICAL_PART, Fusion
 from .kinds import IVF, IndexKind
+from .lexical import Statistics
 from .mutations import checked, documents_from
 from .progress import Progress
-from .query import Hit, Observe, Request
+from .query import Hit, Observe, Request, fused, likely
 from .shard_map import check_shards, folder_name, shard_of, write_map
 from .storage import check_output_dir, staged_directory
 
@@ -62,8 +70,6 @@ if TYPE_CHECKING:
 __all__ = ["BuiltShards", "ShardedIndex", "build_sharded", "merge"]
 T = TypeVar("T")
 
-SHARDED_DENSE_ONLY = ("is not offered by a sharded index: BM25's statistics are each shard's own, so a merged "
-                      "order would not be one index's; search dense")
 
 
 class Shard(Protocol):
@@ -91,10 +97,15 @@ class Shard(Protocol):
     def add(self, texts: list[str], ids: list[str], metadata: list[dict], progress: Progress | None) -> list[str]: ...
     def upsert(self, texts: list[str], ids: list[str], metadata: list[dict], progress: Progress | None) -> int: ...
     def remove(self, ids: list[str]) -> int: ...
-    def compact(self) -> int: ...
+    def compact(self) -> int: ...  # with lexical=True too, in one process (SearchIndex.compact)
     def save(self, path: Path) -> None: ...  # a shard served elsewhere commits each change itself
     def count(self, where: Where | None) -> int: ...
     def answer(self, request: Request, observe: Observe | None, encoded: np.ndarray | None) -> list[list[Hit]]: ...
+    @property
+    def has_lexical(self) -> bool: ...
+    def lexical_statistics(self, queries: list[str]) -> list[Statistics]: ...
+    def candidate_hits(self, request: Request, observe: Observe | None, encoded: np.ndarray | None,
+                       statistics: list[Statistics] | None) -> list[list[Hit]]: ...
 
 
 def _of_shard(progress: Progress | None, shard: int, shards: int) -> Progress | None:
@@ -205,11 +216,11 @@ class ShardedIndex:
 
     @property
     def has_lexical(self) -> bool:
-        return False  # lexical statistics are each shard's own (module docstring)
+        return all(shard.has_lexical for shard in self.shards)
 
     @property
     def dense_only(self) -> str | None:
-        return SHARDED_DENSE_ONLY
+        return None if self.has_lexical else NO_LEXICAL_PART
 
     def is_stale(self) -> bool:
         """Whether any shard has a newer committed generation. Example: ``if idx.is_stale(): idx = idx.reload()``."""
@@ -307,11 +318,9 @@ class ShardedIndex:
         return removed
 
     def compact(self, lexical: bool = False) -> int:
-        """``SearchIndex.compact`` of every shard (IVF shards keep the shared quantiser).
-        Example: ``idx.compact(); idx.save(idx.path)``."""
-        if lexical:
-            raise InputError("a sharded index keeps no lexical part to add", argument="lexical")
-        dropped = [shard.compact() for shard in self.shards]
+        """``SearchIndex.compact`` of every shard (IVF shards keep the shared quantiser);
+        ``lexical``: also give each shard the lexical part it lacks. Example: ``idx.compact(); idx.save(idx.path)``."""
+        dropped = [shard.compact(lexical) if lexical else shard.compact() for shard in self.shards]
         self._changed.update(i for i, n in enumerate(dropped) if n)
         return sum(dropped)
 
@@ -343,15 +352,27 @@ class ShardedIndex:
 
     def answer(self, request: Request, observe: Observe | None = None,
                fusion: Fusion | None = None) -> list[list[Hit]]:
-        """The query encoded once, each shard's best ``k``, merged by the exact score, ties by id.
-        Example: ``idx.answer(Request.checked(["退款"], 5, None, None, "dense", idx.encoder, idx.dense_only))``."""
+        """The query encoded once; dense: each shard's best ``k``, merged by the exact score, ties
+        by id; lexical and hybrid: every shard's candidates by the summed BM25 counts, fused
+        (module docstring). Example:
+        ``idx.answer(Request.checked(["退款"], 5, None, None, "dense", idx.encoder, idx.dense_only))``."""
         started = time.perf_counter()
         encoded = self.encoder.encode(request.queries)
         if observe is not None:
             observe("encode", time.perf_counter() - started)
-        answers = _known(self._each([partial(shard.answer, request, observe, encoded=encoded)
-                                     for shard in self.shards]))
-        return [merge([found[q] for found in answers], request.k) for q in range(len(request.queries))]
+        queries = range(len(request.queries))
+        if request.mode == "dense":
+            answers = _known(self._each([partial(shard.answer, request, observe, encoded=encoded)
+                                         for shard in self.shards]))
+            return [merge([found[q] for found in answers], request.k) for q in queries]
+        counts = self._each([partial(shard.lexical_statistics, request.queries) for shard in self.shards])
+        statistics = [sum((c[q] for c in counts[1:]), counts[0][q]) for q in queries]
+        gathered = _known(self._each([partial(shard.candidate_hits, request, observe, encoded, statistics)
+                                      for shard in self.shards]))
+        fusion = None if request.mode == "lexical" else fusion or self.encoder.fusion or DEFAULT_FUSION
+        hits = [fused([hit for found in gathered for hit in found[q]], request.k * self.rerank_factor, fusion,
+                      request.k) for q in queries]
+        return hits if request.min_match is None else [likely(found, request.min_match) for found in hits]
 
     def count(self, where: Where | None = None) -> int:
         """``SearchIndex.count`` summed over the shards; a field is unknown only if no shard's

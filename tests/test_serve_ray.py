@@ -1,6 +1,6 @@
 """A sharded index served on Ray Serve (cluster.py), on a two-node Ray cluster on 127.0.0.1
 that these tests start and stop: over HTTP it answers as one unsharded index of the same
-documents does, for every kind, through writes; killing shard replicas never gives a wrong
+documents does, for every kind and search mode, through writes; killing shard replicas never gives a wrong
 answer (a shard with none answers 503 naming it); killing the coordinator loses no
 acknowledged write; and ``siamsearch serve --ray`` serves one."""
 
@@ -22,6 +22,7 @@ import pytest
 from siamsearch import Encoder, SearchIndex
 from siamsearch.build import build_index
 from siamsearch.demo import SAMPLE_FAQ
+from siamsearch.fusion import MODES
 from siamsearch.service import Settings, token_digest
 from siamsearch.shards import build_sharded
 
@@ -78,20 +79,30 @@ def serving(cluster, path, token_file, **options):
     return deploy(Settings(str(path), token_digest(token_file)), port=cluster.serve_port, **options)
 
 
-def search(url: str, queries: list[str], **body) -> list[list[tuple[str, float, float | None]]]:
+def search(url: str, queries: list[str], **body) -> list[list[tuple]]:
     response = httpx.post(url + "v1/search/batch", json={"queries": queries, **body}, timeout=60)
     assert response.status_code == 200, response.text
-    return [[(h["id"], h["score"], h["match"]) for h in r["hits"]] for r in response.json()["results"]]
+    return [[(h["id"], h["score"], h["match"], h.get("lexical", np.nan), h.get("rank_score", np.nan))
+             for h in r["hits"]] for r in response.json()["results"]]
 
 
 def assert_same(one: SearchIndex, url: str, **options) -> None:
+    """Ids in the same order; score, match and, in lexical and hybrid mode, BM25 and rank score within 1e-6."""
     served = search(url, QUERIES, **options)
-    expected = [[(h.id, h.score, h.match) for h in hits] for hits in one.search_batch(
-        QUERIES, options.get("k", 10), options.get("filter"), min_match=options.get("min_match"))]
-    assert [[i for i, _, _ in q] for q in served] == [[i for i, _, _ in q] for q in expected], options
+    expected = [[(h.id, h.score, h.match, np.nan if h.lexical is None else h.lexical,
+                  np.nan if h.rank_score is None else h.rank_score) for h in hits]
+                for hits in one.search_batch(QUERIES, options.get("k", 10), options.get("filter"),
+                                             min_match=options.get("min_match"), mode=options.get("mode", "dense"))]
+    assert [[h[0] for h in q] for q in served] == [[h[0] for h in q] for q in expected], options
+    assert any(served), options
     for a, b in zip(served, expected):
-        np.testing.assert_allclose([s for _, s, _ in a], [s for _, s, _ in b], rtol=0, atol=1e-6)
-        np.testing.assert_allclose([m for _, _, m in a], [m for _, _, m in b], rtol=0, atol=1e-6)
+        for field in range(1, 5):
+            np.testing.assert_allclose([h[field] for h in a], [h[field] for h in b], rtol=0, atol=1e-6)
+
+
+def assert_same_in_every_mode(one: SearchIndex, url: str, **options) -> None:
+    for mode in MODES:
+        assert_same(one, url, mode=mode, **options)
 
 
 def test_the_cluster_has_two_nodes_on_loopback_only(cluster):
@@ -121,10 +132,10 @@ def test_the_cluster_answers_as_one_index_through_writes(cluster, encoder, token
     url = serving(cluster, tmp_path / "sharded", token_file).url
     try:
         ready = httpx.get(url + "readyz").json()
-        assert ready["documents"] == 200 and ready["index_kind"] == kind and ready["modes"] == ["dense"]
+        assert ready["documents"] == 200 and ready["index_kind"] == kind and ready["modes"] == list(MODES)
         for options in ({"k": 10}, {"k": 1}, {"k": 100}, {"k": 5, "filter": {"topic": "退款"}},
                         {"k": 5, "filter": {"topic": ["账户", "发票"]}}, {"k": 10, "min_match": 0.4}):
-            assert_same(one, url, **options)
+            assert_same_in_every_mode(one, url, **options)
         single = httpx.post(url + "v1/search", json={"query": QUERIES[1], "k": 3}).json()
         assert [h["id"] for h in single["hits"]] == [h.id for h in one.search(QUERIES[1], k=3)]
         assert httpx.get(url + "v1/documents/faq-007").json()["text"] == one.get("faq-007").text
@@ -146,15 +157,15 @@ def test_the_cluster_answers_as_one_index_through_writes(cluster, encoder, token
         assert httpx.get(url + "v1/documents/faq-002").status_code == 200  # all or nothing
         assert httpx.put(url + "v1/documents", json={"documents": documents}).status_code == 401
         for options in ({"k": 10}, {"k": 5, "filter": {"topic": "退款"}}):
-            assert_same(one, url, **options)
+            assert_same_in_every_mode(one, url, **options)
         committed = SearchIndex.load(tmp_path / "sharded")  # what the shards committed, read here
         assert len(committed) == 199 and committed.get("new-1").text == "退款到账要几天"
         assert httpx.post(url + "v1/compact", headers=AUTH, timeout=60).json()["changed"] == one.compact() == 4
-        assert_same(one, url, k=10)
+        assert_same_in_every_mode(one, url, k=10)
         unknown = httpx.post(url + "v1/search", json={"query": "x", "filter": {"nofield": 1}})
         assert unknown.status_code == 400 and "nofield" in unknown.json()["error"]["message"]
-        hybrid = httpx.post(url + "v1/search", json={"query": "x", "mode": "hybrid"})
-        assert hybrid.status_code == 422 and "sharded" in hybrid.json()["error"]["message"]
+        hybrid = httpx.post(url + "v1/search", json={"query": "x", "filter": {"nofield": 1}, "mode": "hybrid"})
+        assert hybrid.status_code == 400 and "nofield" in hybrid.json()["error"]["message"]
         assert "siamsearch_requests" in httpx.get(url + "metrics").text
         assert httpx.get(url).status_code == 200  # the page
     finally:

@@ -14,6 +14,7 @@ from siamsearch import IndexDirectoryError, InputError, SearchIndex, ShardedInde
 from siamsearch.build import build_index
 from siamsearch.cli import main
 from siamsearch.demo import SAMPLE_FAQ
+from siamsearch.fusion import MODES, Reciprocal, Weighted
 from siamsearch.shard_map import QUANTISER_FILE, SHARD_MAP, shard_of
 from siamsearch.shards import build_sharded
 
@@ -28,16 +29,27 @@ def encoder():
     return Encoder.load()
 
 
-def answers(index, **options) -> list[list[tuple[str, float, float | None]]]:
-    return [[(h.id, h.score, h.match) for h in hits] for hits in index.search_batch(QUERIES, **options)]
+def answers(index, **options) -> list[list[tuple]]:
+    return [[(h.id, h.score, h.match, h.lexical, h.rank_score) for h in hits]
+            for hits in index.search_batch(QUERIES, **options)]
 
 
 def assert_same(one, sharded, **options) -> None:
+    """The same ids in the same order, and the same scores, match, BM25 and rank score (within 1e-6)."""
     a, b = answers(one, **options), answers(sharded, **options)
-    assert [[i for i, _, _ in q] for q in a] == [[i for i, _, _ in q] for q in b], options
+    assert [[hit[0] for hit in q] for q in a] == [[hit[0] for hit in q] for q in b], options
+    assert any(a), options
     for qa, qb in zip(a, b):
-        np.testing.assert_allclose([s for _, s, _ in qa], [s for _, s, _ in qb], rtol=0, atol=1e-6)
-        np.testing.assert_allclose([m for _, _, m in qa], [m for _, _, m in qb], rtol=0, atol=1e-6)
+        for field in range(1, 5):
+            np.testing.assert_allclose([np.nan if h[field] is None else h[field] for h in qa],
+                                       [np.nan if h[field] is None else h[field] for h in qb], rtol=0, atol=1e-6)
+
+
+def assert_same_in_every_mode(one, sharded, **options) -> None:
+    for mode in MODES:
+        assert_same(one, sharded, mode=mode, **options)
+    for fusion in (Reciprocal(), Weighted(0.3)):
+        assert_same(one, sharded, mode="hybrid", fusion=fusion, **options)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -50,8 +62,14 @@ def test_sharded_answers_as_one_index_through_changes(kind, encoder, tmp_path):
     assert isinstance(sharded, ShardedIndex) and len(sharded) == len(one) == 200
     for options in ({"k": 10}, {"k": 1}, {"k": 200}, {"k": 5, "where": {"topic": "退款"}},
                     {"k": 5, "where": {"topic": ["账户", "发票"]}}, {"k": 10, "min_match": 0.4}):
-        assert_same(one, sharded, **options)
+        assert_same_in_every_mode(one, sharded, **options)
     assert sharded.count({"topic": "退款"}) == one.count({"topic": "退款"}) > 0
+    # each shard's own BM25 counts are not one index's; summed, they are
+    own = [shard.lexical_statistics(QUERIES)[1] for shard in sharded.shards]
+    summed, expected = sum(own[1:], own[0]), one.lexical_statistics(QUERIES)[1]
+    assert summed.documents == expected.documents == 200 and summed.length == expected.length
+    np.testing.assert_array_equal(summed.df, expected.df)
+    assert all(counts.documents < 200 for counts in own)
     assert sharded.get("faq-007") == one.get("faq-007")
 
     # the same changes to both, saved and loaded again
@@ -62,10 +80,10 @@ def test_sharded_answers_as_one_index_through_changes(kind, encoder, tmp_path):
         index.save(path)
     one, sharded = SearchIndex.load(one_path), SearchIndex.load(sharded_path)
     assert len(sharded) == len(one) == 199 and sharded.get("1") == one.get("1") is not None
-    assert_same(one, sharded, k=10)
-    assert_same(one, sharded, k=5, where={"topic": "退款"})
+    assert_same_in_every_mode(one, sharded, k=10)
+    assert_same_in_every_mode(one, sharded, k=5, where={"topic": "退款"})
     assert one.compact() == sharded.compact() == 4  # three removed, one replaced
-    assert_same(one, sharded, k=10)
+    assert_same_in_every_mode(one, sharded, k=10)
 
 
 def test_every_shard_is_an_ordinary_index_holding_its_ids(encoder, tmp_path):
@@ -110,8 +128,6 @@ def test_changes_are_all_or_nothing_across_shards(encoder, tmp_path):
                           "topic": ["账户", "其他"]})
     assert sharded.upsert(frame) == 1 and sharded.get("new-9").metadata == {"topic": "其他"}
     assert sharded.get("faq-001").text == "改过的注册问题" and len(sharded) == 201
-    with pytest.raises(InputError, match="hybrid search is not offered by a sharded index"):
-        sharded.search("退款", mode="hybrid")
     with pytest.raises(InputError, match="no document has the metadata field 'colour'"):
         sharded.search("退款", where={"colour": "red"})
 
@@ -149,10 +165,11 @@ def test_cli_builds_describes_and_queries_a_sharded_index(tmp_path):
     assert result.exit_code == 0 and "200 documents" in result.output and "2 shards of" in result.output
     result = runner.invoke(main, ["info", sharded])
     assert result.exit_code == 0 and "sharded index, 2 shards" in result.output and "shard-001" in result.output
-    queried = [runner.invoke(main, ["query", "--index", path, "--json", "-k", "5", *QUERIES[:3]]).output
-               for path in (one, sharded)]
-    hits = [[json.loads(line) for line in output.splitlines()] for output in queried]
-    assert len(hits[0]) == 3 and hits[0] == hits[1]
+    for mode in MODES:
+        queried = [runner.invoke(main, ["query", "--index", path, "--json", "-k", "5", "--mode", mode,
+                                        *QUERIES[:3]]).output for path in (one, sharded)]
+        hits = [[json.loads(line) for line in output.splitlines()] for output in queried]
+        assert len(hits[0]) == 3 and hits[0] == hits[1], mode
     result = runner.invoke(main, ["build-index", str(SAMPLE_FAQ), "--text-column", "question", "--out", sharded,
                                   "--shards", "2"])
     assert result.exit_code == 1 and "exists and is not an empty folder" in result.output
