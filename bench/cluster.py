@@ -2,6 +2,7 @@
 
     python bench/cluster.py                               # 2M documents in 4 (and 2) shards, docs/benchmarks.md
     python bench/cluster.py --size 20000 --seconds 3 --no-write   # a quick look
+    python bench/cluster.py --size 200000 --shards 4 --mode hybrid   # hybrid search over shards
 
 One generated corpus (``corpus.py``; ids ``d0`` …) is built once under bench/.work/cluster/
 as one index (kind chosen by size, as ``build-index`` chooses) and as sharded indexes of the
@@ -15,7 +16,9 @@ queries) for ``--seconds`` each:
    replica per shard and one coordinator, behind Serve's HTTP proxy.
 
 Before loading, 200 queries' top 10 from each setup are compared with an exact search
-(FAISS's brute-force L1 over the unsharded index's vectors): recall@10. The cluster's
+(FAISS's brute-force L1 over the unsharded index's vectors): recall@10; with ``--mode lexical``
+or ``hybrid`` (the searches' ``mode``), with the unsharded index's answer in that mode
+instead (its own candidate searches are approximate too: agreement@10). The cluster's
 answers are also checked against the one-process search of the same shards (same ids, scores
 within 1e-6): approximate kinds (HNSW) find other candidates in N graphs than in one, so a
 sharded HNSW index agrees with its own shards in one process, not with the unsharded index.
@@ -88,11 +91,11 @@ def build(size: int, shards: list[int]) -> dict:
     return {"kind": spec, "build_seconds": seconds}
 
 
-def top10(url: str, queries: list[str]) -> list[list[tuple[str, float]]]:
+def top10(url: str, queries: list[str], mode: str) -> list[list[tuple[str, float]]]:
     found = []
     with httpx.Client(timeout=120) as client:
         for start_at in range(0, len(queries), 50):
-            body = {"queries": queries[start_at:start_at + 50], "k": 10}
+            body = {"queries": queries[start_at:start_at + 50], "k": 10, "mode": mode}
             results = client.post(url.rstrip("/") + "/v1/search/batch", json=body).json()["results"]
             found += [[(h["id"], h["score"]) for h in r["hits"]] for r in results]
     return found
@@ -141,10 +144,10 @@ def measure(url: str, bodies: Path, seconds: float) -> list[dict]:
     return [serve_bench.load(url, bodies, c, seconds) for c in CLIENTS]
 
 
-def one_process(path: Path, bodies: Path, seconds: float, queries: list[str]) -> tuple[dict, list]:
+def one_process(path: Path, bodies: Path, seconds: float, queries: list[str], mode: str) -> tuple[dict, list]:
     process, url = start(path)
     try:
-        answers = top10(url, queries)
+        answers = top10(url, queries, mode)
         rows = measure(url + "/", bodies, seconds)
         memory = rss_mib(process.pid)
     finally:
@@ -152,7 +155,8 @@ def one_process(path: Path, bodies: Path, seconds: float, queries: list[str]) ->
     return {"rows": rows, "rss_mib": memory}, answers
 
 
-def on_ray(path: Path, bodies: Path, seconds: float, queries: list[str], port: int) -> tuple[dict, list]:
+def on_ray(path: Path, bodies: Path, seconds: float, queries: list[str], port: int,
+           mode: str) -> tuple[dict, list]:
     import ray
 
     from siamsearch.cluster import deploy, undeploy
@@ -162,7 +166,7 @@ def on_ray(path: Path, bodies: Path, seconds: float, queries: list[str], port: i
     served = deploy(Settings(str(path)), port=port, replica_cpus=0)
     ready_s = time.perf_counter() - started
     try:
-        answers = top10(served.url, queries)
+        answers = top10(served.url, queries, mode)
         rows = measure(served.url, bodies, seconds)
         shards = {n: sum(rss_mib(p) for p in titled(f"ServeReplica:siamsearch:shard-{n:03d}"))
                   for n in range(served.shards)}
@@ -175,9 +179,12 @@ def on_ray(path: Path, bodies: Path, seconds: float, queries: list[str], port: i
 
 
 def markdown(results: dict) -> str:
+    name, mode = results.get("name", "cluster"), results.get("mode", "dense")
+    scored = "recall@10" if mode == "dense" else "agreement@10 with unsharded"
     lines = [
-        "<!-- cluster-benchmarks:start (written by bench/cluster.py; edit the script, not this section) -->",
-        "## Sharded serving: one process beside the shards on Ray Serve",
+        f"<!-- {name}-benchmarks:start (written by bench/cluster.py; edit the script, not this section) -->",
+        "## Sharded serving: one process beside the shards on Ray Serve"
+        + ("" if mode == "dense" else f", {mode} search"),
         "",
         f"{results['date']}, {results['cpu']}; {results['machine']}. `{results['command']}`: "
         f"{results['size']:,} generated documents (`bench/corpus.py`), kind {results['kind']['kind']} ("
@@ -186,7 +193,7 @@ def markdown(results: dict) -> str:
         "Ratios are to the one-process unsharded row at the same number of clients, in the same run.",
         "",
         "| setup | shards | clients | queries/s | p50 ms | p99 ms | errors | QPS ratio | p50 ratio | "
-        "recall@10 | = one process, same shards |",
+        f"{scored} | = one process, same shards |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     base = {r["clients"]: r for r in results["setups"][0]["rows"]}
@@ -206,7 +213,7 @@ def markdown(results: dict) -> str:
         else:
             lines.append(f"- {setup['name']}, {setup['shards']} shard(s): {setup['rss_mib']:,.0f} MiB")
     builds = ", ".join(f"{k} {v:,.0f} s" for k, v in results["build_seconds"].items()) or "reused from earlier runs"
-    lines += ["", f"Builds: {builds}.", "", "<!-- cluster-benchmarks:end -->", ""]
+    lines += ["", f"Builds: {builds}.", "", f"<!-- {name}-benchmarks:end -->", ""]
     return "\n".join(lines)
 
 
@@ -215,9 +222,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2_000_000)
     parser.add_argument("--shards", default="4,2", help="shard counts, comma-separated")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--mode", default="dense", choices=("dense", "lexical", "hybrid"), help="the searches' mode")
     add_output_options(parser, "cluster")
     args = parser.parse_args()
-    name = "cluster" if args.size == 2_000_000 else f"cluster-{args.size}"
+    name = "-".join(["cluster", *([args.mode] if args.mode != "dense" else []),
+                     *([str(args.size)] if args.size != 2_000_000 else [])])
     if args.render:
         render(name, markdown)
         return
@@ -230,19 +239,22 @@ def main() -> None:
     print(json.dumps(built), flush=True)
     queries = benchmark_queries(real_sentences())
     bodies = WORK / "bodies.jsonl"
-    bodies.write_text("".join(json.dumps({"query": q, "k": 10}, ensure_ascii=False) + "\n" for q in queries))
+    bodies.write_text("".join(json.dumps({"query": q, "k": 10, "mode": args.mode}, ensure_ascii=False) + "\n"
+                              for q in queries))
     checked = queries[:CHECKED]
-    results = {"size": args.size, "seconds": args.seconds, "kind": built["kind"], "date": time.strftime("%Y-%m-%d"),
+    results = {"name": name, "mode": args.mode, "size": args.size, "seconds": args.seconds, "kind": built["kind"],
+               "date": time.strftime("%Y-%m-%d"),
                "cpu": cpu_model(), "machine": machine(), "command": "python bench/cluster.py " + " ".join(sys.argv[1:]),
                "build_seconds": built["build_seconds"], "setups": []}
-    exact = exact_top10(WORK / f"one-{args.size}", checked)
-    one, answers = one_process(WORK / f"one-{args.size}", bodies, args.seconds, checked)
+    one, answers = one_process(WORK / f"one-{args.size}", bodies, args.seconds, checked, args.mode)
+    exact = exact_top10(WORK / f"one-{args.size}", checked) if args.mode == "dense" else [
+        {i for i, _ in hits} for hits in answers]
     results["setups"].append({"name": "one process, unsharded", "shards": 1, "same": None,
                               "recall": recall(answers, exact), **one})
     print(json.dumps(results["setups"][-1]), flush=True)
     in_process = {}
     for n in shards:
-        found, in_process[n] = one_process(WORK / f"shards{n}-{args.size}", bodies, args.seconds, checked)
+        found, in_process[n] = one_process(WORK / f"shards{n}-{args.size}", bodies, args.seconds, checked, args.mode)
         results["setups"].append({"name": "one process, sharded", "shards": n, "same": None,
                                   "recall": recall(in_process[n], exact), **found})
         print(json.dumps(results["setups"][-1]), flush=True)
@@ -254,7 +266,7 @@ def main() -> None:
     port = free_port()  # Serve keeps the address it first started with
     try:
         for n in shards:
-            found, answers = on_ray(WORK / f"shards{n}-{args.size}", bodies, args.seconds, checked, port)
+            found, answers = on_ray(WORK / f"shards{n}-{args.size}", bodies, args.seconds, checked, port, args.mode)
             results["setups"].append({"name": "Ray Serve", "shards": n, "same": same(answers, in_process[n]),
                                       "recall": recall(answers, exact), **found})
             print(json.dumps(results["setups"][-1]), flush=True)
