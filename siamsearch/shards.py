@@ -71,7 +71,6 @@ __all__ = ["BuiltShards", "ShardedIndex", "build_sharded", "merge"]
 T = TypeVar("T")
 
 
-
 class Shard(Protocol):
     """What a sharded index needs of each shard: ``SearchIndex``'s API (in one process a
     ``SearchIndex`` is the shard; a shard served elsewhere is whatever answers these)."""
