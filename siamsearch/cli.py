@@ -973,19 +973,19 @@ def info(path: Path | None, as_json: bool) -> None:
         click.echo("\n".join(_model_lines(found)))
         return
     params = ", ".join(f"{k} {v}" for k, v in found["index"].items() if k != "kind")
+    modes = ", ".join(MODES) if found["lexical"] else f"dense only ({COMMANDS[ADD_LEXICAL]})"
     if found["what"] == "sharded index":
         click.echo(f"{path}: siamsearch sharded index, {found['shards']} shards (created {found['created']}), "
                    f"{_size(found['bytes'])}\n"
                    f"  kind         {found['index']['kind']}{f' ({params})' if params else ''}\n"
                    f"  documents    {_n(found['documents'])}, placed by {found['placement']}\n"
-                   f"  modes        dense only (lexical statistics are each shard's own)")
+                   f"  modes        {modes}")
         for shard in found["per_shard"]:
             click.echo(f"  {Path(shard['path']).name}    {_n(shard['documents'])} documents (tombstones "
                        f"{_n(shard['tombstones'])}), generation {shard['generation']}, {_size(shard['bytes'])}")
         click.echo(f"  model        fingerprint {found['encoder']['fingerprint'][:12]}")
         click.echo("\n".join(_model_lines(found["encoder"], indent="    ")))
         return
-    modes = ", ".join(MODES) if found["lexical"] else f"dense only ({COMMANDS[ADD_LEXICAL]})"
     click.echo(f"{path}: siamsearch index, generation {found['generation']} (committed {found['created']}), "
                f"{_size(found['bytes'])}\n"
                f"  kind         {found['index']['kind']}{f' ({params})' if params else ''}, rerank factor "

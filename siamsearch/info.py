@@ -94,6 +94,7 @@ def describe_sharded(path: str | Path) -> dict:
         "placement": found["placement"],
         "index": shards[0]["index"],
         "documents": sum(s["documents"] for s in shards),
+        "lexical": all(s["lexical"] for s in shards),
         "bytes": _bytes(path),
         "per_shard": [{k: s[k] for k in ("path", "generation", "documents", "rows", "tombstones", "bytes")}
                       for s in shards],

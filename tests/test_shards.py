@@ -165,6 +165,7 @@ def test_cli_builds_describes_and_queries_a_sharded_index(tmp_path):
     assert result.exit_code == 0 and "200 documents" in result.output and "2 shards of" in result.output
     result = runner.invoke(main, ["info", sharded])
     assert result.exit_code == 0 and "sharded index, 2 shards" in result.output and "shard-001" in result.output
+    assert "modes        dense, lexical, hybrid" in result.output
     for mode in MODES:
         queried = [runner.invoke(main, ["query", "--index", path, "--json", "-k", "5", "--mode", mode,
                                         *QUERIES[:3]]).output for path in (one, sharded)]
