@@ -319,9 +319,14 @@ class ShardedIndex:
     def compact(self, lexical: bool = False) -> int:
         """``SearchIndex.compact`` of every shard (IVF shards keep the shared quantiser);
         ``lexical``: also give each shard the lexical part it lacks. Example: ``idx.compact(); idx.save(idx.path)``."""
-        dropped = [shard.compact(lexical) if lexical else shard.compact() for shard in self.shards]
-        self._changed.update(i for i, n in enumerate(dropped) if n)
-        return sum(dropped)
+        dropped = 0
+        for i, shard in enumerate(self.shards):
+            gains = lexical and not shard.has_lexical
+            n = shard.compact(lexical) if lexical else shard.compact()
+            dropped += n
+            if n or gains:  # a shard given its lexical part has changed too
+                self._changed.add(i)
+        return dropped
 
     def save(self, path: str | Path) -> None:
         """Commit every shard changed since loading as its next generation (each shard on its

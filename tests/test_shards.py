@@ -18,6 +18,8 @@ from siamsearch.fusion import MODES, Reciprocal, Weighted
 from siamsearch.shard_map import QUANTISER_FILE, SHARD_MAP, shard_of
 from siamsearch.shards import build_sharded
 
+from .test_hybrid import as_written_before_lexical
+
 QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办", "会员", "怎么退货退款"]
 KINDS = {"flat": {}, "hnsw": {}, "ivf": {"nlist": 8, "nprobe": 8}}  # every list probed: one index's candidates
 
@@ -178,3 +180,16 @@ def test_cli_builds_describes_and_queries_a_sharded_index(tmp_path):
                                   "--out", str(tmp_path / "many"), "--shards", "300"])
     assert result.exit_code == 1 and "holds no documents" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "many").exists() and not list(tmp_path.glob(".many*"))
+
+
+def test_a_shard_without_a_lexical_part_is_given_one_by_compact(encoder, tmp_path):
+    build_index(SAMPLE_FAQ, tmp_path / "one", encoder, kind="flat", text_column="question")
+    build_sharded(SAMPLE_FAQ, tmp_path / "s", encoder, 2, kind="flat", text_column="question")
+    as_written_before_lexical(tmp_path / "s" / "shard-001")  # as an older siamsearch wrote it
+    sharded = SearchIndex.load(tmp_path / "s")
+    assert not sharded.has_lexical
+    with pytest.raises(InputError, match=r"a hybrid search needs a lexical part.*compact\(lexical=True\)"):
+        sharded.search("退款", mode="hybrid")
+    added = CliRunner().invoke(main, ["compact", "--index", str(tmp_path / "s"), "--lexical"])
+    assert added.exit_code == 0 and "added its lexical part" in added.output, added.output
+    assert_same_in_every_mode(SearchIndex.load(tmp_path / "one"), SearchIndex.load(tmp_path / "s"), k=10)
