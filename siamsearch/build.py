@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +41,6 @@ from .index_folder import DOCUMENTS_FILE, FAISS_FILE, VECTORS_FILE, Contents
 from .lexical import LexicalWriter
 from .mutations import check_id
 from .progress import Progress
-from .shard_map import shard_of
 
 ASSIGN_ROWS = 1 << 18  # rows a list assignment takes at once (64 MiB of 64-d vectors)
 
@@ -55,21 +54,9 @@ class Source:
     id_column: str | None = None
     id_prefix: str = ""
     chunk_size: int = CORPUS_CHUNK
-    shard: tuple[int, int] | None = None
-    """(shard, shards): keep only the documents ``shards.shard_of`` places in that shard."""
 
     def read(self) -> Iterator[Corpus]:
-        chunks = stream_corpus(self.path, self.text_column, self.id_column, self.chunk_size, self.id_prefix)
-        return chunks if self.shard is None else (_in_shard(chunk, *self.shard) for chunk in chunks)
-
-
-def _in_shard(chunk: Corpus, shard: int, shards: int) -> Corpus:
-    """The chunk's documents that ``shard`` holds; blank documents are counted by shard 0 alone."""
-    keep = [i for i, doc_id in enumerate(chunk.ids) if shard_of(doc_id, shards) == shard]
-    return replace(chunk, ids=[chunk.ids[i] for i in keep], texts=[chunk.texts[i] for i in keep],
-                   metadata=[chunk.metadata[i] for i in keep] if chunk.metadata else [],
-                   lines=[chunk.lines[i] for i in keep] if chunk.lines else [],
-                   skipped=chunk.skipped if shard == 0 else 0)
+        return stream_corpus(self.path, self.text_column, self.id_column, self.chunk_size, self.id_prefix)
 
 
 def corpus_sources(corpus: str | Path | Sequence[str | Path], text_column: str | None = None,
@@ -212,19 +199,17 @@ def build_index(corpus: str | Path | Sequence[str | Path], out: str | Path, enco
                 kind: str = "auto", max_memory: int | None = None, rerank_factor: int = DEFAULT_RERANK_FACTOR,
                 text_column: str | None = None, id_column: str | None = None,
                 engine: str | Engine = "local", progress: Progress | None = None,
-                chunk_size: int = CORPUS_CHUNK, shard: tuple[int, int] | None = None,
-                trained: faiss.Index | None = None, **params: int) -> Built:
+                chunk_size: int = CORPUS_CHUNK, trained: faiss.Index | None = None, **params: int) -> Built:
     """Encode corpus files and commit them as the next generation of the index at ``out``,
     streamed (see the module docstring): peak memory follows ``chunk_size`` and the kind's
     in-memory structure (none for flat and ivf; HNSW's graph), not the corpus. Options are
     ``SearchIndex.build``'s; ``engine`` is ``"local"``, ``"ray"`` or an ``Engine``. Example:
     ``build_index("faq.tsv", "indexes/faq", Encoder.load(), text_column="question")``;
     ``build_index("corpus/", "indexes/all", enc, engine=make_engine("ray", address="auto"))``.
-    ``shard`` and ``trained`` build one shard of a sharded index (``shards.build_sharded``):
-    (shard, shards) keeps the corpus's documents that shard holds, and ``trained`` is the
-    empty, trained FAISS index whose quantiser every shard shares."""
+    ``trained``: the empty, trained FAISS index whose quantiser the shards of a sharded index
+    share (``shards.build_sharded``)."""
     started = time.perf_counter()
-    sources = [replace(source, shard=shard) for source in corpus_sources(corpus, text_column, id_column, chunk_size)]
+    sources = corpus_sources(corpus, text_column, id_column, chunk_size)
     check_options(kind, rerank_factor, params)
     index_folder.check_index_path(out)
     runner = make_engine(engine) if isinstance(engine, str) else engine

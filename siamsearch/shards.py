@@ -11,11 +11,12 @@ Layout (``indexes/README.md`` documents the shard map field by field)::
       …
 
 A document lives in the shard ``shard_of(id)`` names, a stable hash of its id, so every
-writer agrees where an id belongs without asking anyone. The build (``build_sharded``)
-builds shard 0 as any streamed build does, then the others with shard 0's kind, parameters
-and, for IVF, its trained quantiser: the shards are copies of one trained index holding
-different documents (autofaiss's distributed build), and a query probes the same lists in
-each. The whole folder is staged and appears at once, so a failed build leaves nothing.
+writer agrees where an id belongs without asking anyone. The build (``build_sharded``) reads
+and encodes the corpus once, spilling each shard's documents and vectors to a file of its own
+(``Spill``), then builds shard 0 from its file as any streamed build does, then the others
+with shard 0's kind, parameters and, for IVF, its trained quantiser: the shards are copies
+of one trained index holding different documents (autofaiss's distributed build), and a
+query probes the same lists in each. The whole folder is staged and appears at once, so a failed build leaves nothing.
 
 A search encodes the query once, asks every shard for its ``k`` best by the exact score,
 and merges them by that score, ties by id: each shard re-ranks its own candidates exactly
@@ -37,6 +38,8 @@ sharded index's ``generation`` is their sum, which grows with every commit to an
 
 from __future__ import annotations
 
+import pickle
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +51,9 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from . import index_folder
-from .build import Engine, build_index
+from .build import Engine, Source, VectorFile, build_index, corpus_sources, make_engine
 from .choice import DEFAULT_RERANK_FACTOR
+from .data import CORPUS_CHUNK, Corpus
 from .documents import Document
 from .errors import InputError, NotFoundError, UnknownFieldError
 from .filters import Where
@@ -108,10 +112,93 @@ class Shard(Protocol):
 
 
 def _of_shard(progress: Progress | None, shard: int, shards: int) -> Progress | None:
-    """Each shard's stages under their own names ("encode 2/4"), so their counts are not summed."""
-    if progress is None or shards == 1:
-        return progress
-    return lambda stage, done, total: progress(f"{stage} {shard + 1}/{shards}", done, total)
+    """Each shard's stages under their own names ("index 2/4"), so their counts are not summed;
+    its documents come encoded already (``Spill``), so its "encode" is a "write"."""
+    if progress is None:
+        return None
+    return lambda stage, done, total: progress(f"{'write' if stage == 'encode' else stage} {shard + 1}/{shards}",
+                                               done, total)
+
+
+SPILL_DOCS = 4 * CORPUS_CHUNK
+"""Documents a ``Spill`` holds in memory before it appends them to their shards' files."""
+
+
+class Spill:
+    """One pass over the corpus, for all the shards: each chunk's documents and vectors, split
+    by ``shard_of``, appended to the file of the shard that holds them; then each shard's
+    build reads its own file (``engine``). So the corpus is read and encoded once however many
+    shards there are, and each shard's chunks are the corpus's chunks as that shard holds them
+    (the same files, byte for byte, as a build reading the corpus for one shard would write).
+    Parts are held in memory up to ``SPILL_DOCS`` documents in all, and files are opened only to
+    append, so thousands of shards need no thousands of open files."""
+
+    def __init__(self, folder: Path, shards: int):
+        self.folder, self.shards = folder, shards
+        folder.mkdir()
+        self._held: list[list[tuple[Corpus, np.ndarray]]] = [[] for _ in range(shards)]
+        self._count = 0
+
+    def path(self, shard: int) -> Path:
+        return self.folder / f"{folder_name(shard)}.pickle"
+
+    def write(self, chunks: Iterator[tuple[Corpus, np.ndarray]], progress: Progress | None) -> None:
+        for chunk, vectors in chunks:
+            placed = np.fromiter((shard_of(i, self.shards) for i in chunk.ids), np.int64, len(chunk.ids))
+            for shard in range(self.shards):
+                rows = np.flatnonzero(placed == shard).tolist()
+                skipped = chunk.skipped if shard == 0 else 0  # blank documents are counted by shard 0 alone
+                if rows or skipped:
+                    self._held[shard].append((_part(chunk, rows, skipped), vectors[rows]))
+                    self._count += len(rows)
+            if self._count >= SPILL_DOCS:
+                self._flush()
+            if progress and len(chunk):
+                progress("encode", len(chunk), 0)
+        self._flush()
+
+    def _flush(self) -> None:
+        for shard, parts in enumerate(self._held):
+            if parts:
+                with self.path(shard).open("ab") as out:
+                    pickle.dump(parts, out, protocol=5)
+                parts.clear()
+        self._count = 0
+
+    def engine(self, shard: int, runner: Engine) -> Engine:
+        """The ``Engine`` a shard's build reads its documents from (``runner`` assigns IVF lists)."""
+        return _Spilled(self.path(shard), runner)
+
+
+def _part(chunk: Corpus, rows: list[int], skipped: int) -> Corpus:
+    return replace(chunk, ids=[chunk.ids[i] for i in rows], texts=[chunk.texts[i] for i in rows],
+                   metadata=[chunk.metadata[i] for i in rows] if chunk.metadata else [],
+                   lines=[chunk.lines[i] for i in rows] if chunk.lines else [], skipped=skipped)
+
+
+class _Spilled:
+    """An ``Engine`` over one shard's spill file: its chunks as ``Spill`` wrote them (the
+    sources a build passes are those the spill was read from)."""
+
+    def __init__(self, path: Path, runner: Engine):
+        self.path, self.runner = path, runner
+
+    def encode(self, sources: Sequence[Source], encoder: Encoder) -> Iterator[tuple[Corpus, np.ndarray]]:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as spilled:
+            while True:
+                try:
+                    parts = pickle.load(spilled)  # noqa: S301 (written by this build, in its own staging folder)
+                except EOFError:
+                    return
+                yield from parts
+
+    def assign(self, centroids: np.ndarray, vectors: VectorFile) -> np.ndarray:
+        return self.runner.assign(centroids, vectors)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -134,29 +221,39 @@ def build_sharded(corpus: str | Path | Sequence[str | Path], out: str | Path, en
                   progress: Progress | None = None, **params: int) -> BuiltShards:
     """Encode corpus files into a new sharded index of ``shards`` shards at ``out`` (see the
     module docstring); the options are ``build.build_index``'s, ``kind="auto"`` chooses from
-    shard 0's size. Each shard's build reads the corpus and keeps its own documents, so the
-    corpus is read ``shards`` times and each document encoded once. Example:
+    shard 0's size. The corpus is read and encoded once (``Spill``), then each shard built
+    from its own documents. Example:
     ``build_sharded("corpus/", "indexes/all", Encoder.load(), shards=4)``."""
     check_shards(shards)
     out = Path(out)
     check_output_dir(out, lambda _: False, "an empty folder (a sharded build writes a new one)")
     started, done, skipped, sizes = time.perf_counter(), 0, 0, []
+    sources = corpus_sources(corpus, text_column, id_column)
+    runner = make_engine(engine) if isinstance(engine, str) else engine
     with staged_directory(out) as stage:
-        spec, trained = None, None
-        for shard in range(shards):
-            options = params if spec is None else {k: v for k, v in spec.to_dict().items() if k != "kind"}
-            built = build_index(corpus, stage / folder_name(shard), encoder, kind=kind if spec is None else spec.name,
-                                max_memory=max_memory, rerank_factor=rerank_factor, text_column=text_column,
-                                id_column=id_column, engine=engine, shard=(shard, shards),
-                                progress=_of_shard(progress, shard, shards),
-                                trained=trained, **options)
-            if not built.documents:
-                raise InputError(f"shard {shard} of {shards} holds no documents: the corpus has too few for "
-                                 f"{shards} shards; use fewer", argument="shards")
-            if spec is None:
-                spec, trained = built.kind, index_folder.trained_faiss(built.path)
-            done, skipped = done + built.documents, skipped + built.skipped
-            sizes.append(built.documents)
+        try:
+            spill = Spill(stage / ".spill", shards)
+            spill.write(runner.encode(sources, encoder), progress)
+            spec, trained = None, None
+            for shard in range(shards):
+                options = params if spec is None else {k: v for k, v in spec.to_dict().items() if k != "kind"}
+                built = build_index(corpus, stage / folder_name(shard), encoder,
+                                    kind=kind if spec is None else spec.name, max_memory=max_memory,
+                                    rerank_factor=rerank_factor, text_column=text_column, id_column=id_column,
+                                    engine=spill.engine(shard, runner), progress=_of_shard(progress, shard, shards),
+                                    trained=trained, **options)
+                spill.path(shard).unlink(missing_ok=True)
+                if not built.documents:
+                    raise InputError(f"shard {shard} of {shards} holds no documents: the corpus has too few for "
+                                     f"{shards} shards; use fewer", argument="shards")
+                if spec is None:
+                    spec, trained = built.kind, index_folder.trained_faiss(built.path)
+                done, skipped = done + built.documents, skipped + built.skipped
+                sizes.append(built.documents)
+            shutil.rmtree(spill.folder)
+        finally:
+            if isinstance(engine, str):
+                runner.close()
         quantiser = trained.quantizer.reconstruct_n(0, trained.nlist) if isinstance(spec, IVF) else None
         write_map(stage, shards, encoder, spec, done, quantiser)
     return BuiltShards(out, shards, done, skipped, spec, time.perf_counter() - started, sizes)

@@ -193,3 +193,28 @@ def test_a_shard_without_a_lexical_part_is_given_one_by_compact(encoder, tmp_pat
     added = CliRunner().invoke(main, ["compact", "--index", str(tmp_path / "s"), "--lexical"])
     assert added.exit_code == 0 and "added its lexical part" in added.output, added.output
     assert_same_in_every_mode(SearchIndex.load(tmp_path / "one"), SearchIndex.load(tmp_path / "s"), k=10)
+
+
+def test_the_corpus_is_read_once_and_each_shard_is_its_documents_built_alone(encoder, tmp_path, monkeypatch):
+    """One pass over the corpus for all shards, and each shard byte for byte the index of its own documents."""
+    import siamsearch.build as build
+
+    reads = []
+    real = build.stream_corpus
+    monkeypatch.setattr(build, "stream_corpus", lambda *a, **kw: reads.append(a[0]) or real(*a, **kw))
+    build_sharded(SAMPLE_FAQ, tmp_path / "s", encoder, 5, kind="flat", text_column="question")
+    assert reads == [SAMPLE_FAQ]
+    folders = [f"shard-{i:03d}" for i in range(5)]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted([SHARD_MAP, *folders])  # no spill left
+    import pandas as pd
+
+    faq = pd.read_csv(SAMPLE_FAQ, sep="\t")
+    for i in range(5):
+        mine = faq[[shard_of(str(d), 5) == i for d in faq["id"]]]
+        mine.to_csv(tmp_path / f"alone-{i}.tsv", sep="\t", index=False)
+        build_index(tmp_path / f"alone-{i}.tsv", tmp_path / f"alone-{i}", encoder, kind="flat", text_column="question")
+        shard = (tmp_path / "s" / f"shard-{i:03d}").glob("gen-*/*")
+        alone = {p.name: p.read_bytes() for p in (tmp_path / f"alone-{i}").glob("gen-*/*") if p.is_file()}
+        written = {p.name: p.read_bytes() for p in shard if p.is_file()}
+        assert written.keys() == alone.keys() and len(written) > 5
+        assert [n for n in written if written[n] != alone[n]] == [], i
