@@ -16,7 +16,8 @@ and encodes the corpus once, spilling each shard's documents and vectors to a fi
 (``Spill``), then builds shard 0 from its file as any streamed build does, then the others
 with shard 0's kind, parameters and, for IVF, its trained quantiser: the shards are copies
 of one trained index holding different documents (autofaiss's distributed build), and a
-query probes the same lists in each. The whole folder is staged and appears at once, so a failed build leaves nothing.
+query probes the same lists in each. The whole folder is staged and appears at once, so a
+failed build leaves nothing.
 
 A search encodes the query once, asks every shard for its ``k`` best by the exact score,
 and merges them by that score, ties by id: each shard re-ranks its own candidates exactly
@@ -131,7 +132,9 @@ class Spill:
     shards there are, and each shard's chunks are the corpus's chunks as that shard holds them
     (the same files, byte for byte, as a build reading the corpus for one shard would write).
     Parts are held in memory up to ``SPILL_DOCS`` documents in all, and files are opened only to
-    append, so thousands of shards need no thousands of open files."""
+    append, so thousands of shards need no thousands of open files. The price is disk: the
+    spill holds every document and vector once more until its shard is built (each file is
+    removed as its shard is done)."""
 
     def __init__(self, folder: Path, shards: int):
         self.folder, self.shards = folder, shards
@@ -145,8 +148,10 @@ class Spill:
     def write(self, chunks: Iterator[tuple[Corpus, np.ndarray]], progress: Progress | None) -> None:
         for chunk, vectors in chunks:
             placed = np.fromiter((shard_of(i, self.shards) for i in chunk.ids), np.int64, len(chunk.ids))
+            order = np.argsort(placed, kind="stable")  # each shard's rows, in corpus order
+            bounds = np.searchsorted(placed[order], np.arange(self.shards + 1))
             for shard in range(self.shards):
-                rows = np.flatnonzero(placed == shard).tolist()
+                rows = order[bounds[shard] : bounds[shard + 1]].tolist()
                 skipped = chunk.skipped if shard == 0 else 0  # blank documents are counted by shard 0 alone
                 if rows or skipped:
                     self._held[shard].append((_part(chunk, rows, skipped), vectors[rows]))

@@ -20,7 +20,8 @@ from siamsearch.shards import build_sharded
 
 from .test_hybrid import as_written_before_lexical
 
-QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办", "会员", "怎么退货退款"]
+QUERIES = ["怎么注册账号", "退款多久到账", "发票怎么开", "运费谁出", "忘记密码怎么办", "会员", "怎么退货退款",
+           "？！。，", "🙂🙂", "VIP member", "12345"]  # the last: no term, or none in common, with any document
 KINDS = {"flat": {}, "hnsw": {}, "ivf": {"nlist": 8, "nprobe": 8}}  # every list probed: one index's candidates
 
 
