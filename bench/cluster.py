@@ -247,16 +247,16 @@ def main() -> None:
                "cpu": cpu_model(), "machine": machine(), "command": "python bench/cluster.py " + " ".join(sys.argv[1:]),
                "build_seconds": built["build_seconds"], "setups": []}
     one, answers = one_process(WORK / f"one-{args.size}", bodies, args.seconds, checked, args.mode)
-    exact = exact_top10(WORK / f"one-{args.size}", checked) if args.mode == "dense" else [
+    reference = exact_top10(WORK / f"one-{args.size}", checked) if args.mode == "dense" else [
         {i for i, _ in hits} for hits in answers]
     results["setups"].append({"name": "one process, unsharded", "shards": 1, "same": None,
-                              "recall": recall(answers, exact), **one})
+                              "recall": recall(answers, reference), **one})
     print(json.dumps(results["setups"][-1]), flush=True)
     in_process = {}
     for n in shards:
         found, in_process[n] = one_process(WORK / f"shards{n}-{args.size}", bodies, args.seconds, checked, args.mode)
         results["setups"].append({"name": "one process, sharded", "shards": n, "same": None,
-                                  "recall": recall(in_process[n], exact), **found})
+                                  "recall": recall(in_process[n], reference), **found})
         print(json.dumps(results["setups"][-1]), flush=True)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read as ray is imported: keeps it on 127.0.0.1
     import ray
@@ -268,7 +268,7 @@ def main() -> None:
         for n in shards:
             found, answers = on_ray(WORK / f"shards{n}-{args.size}", bodies, args.seconds, checked, port, args.mode)
             results["setups"].append({"name": "Ray Serve", "shards": n, "same": same(answers, in_process[n]),
-                                      "recall": recall(answers, exact), **found})
+                                      "recall": recall(answers, reference), **found})
             print(json.dumps(results["setups"][-1]), flush=True)
     finally:
         from ray import serve

@@ -201,12 +201,17 @@ def search(state: IndexState, encoder: Encoder, request: Request, observe: Obser
     if request.mode == "dense":
         hits = [rerank(state, q, pos, request.k, encoder.calibration) for q, pos in zip(encoded, candidates)]
     else:
-        fusion = None if request.mode == "lexical" else fusion or encoder.fusion or DEFAULT_FUSION
+        fusion = fusion_for(request.mode, fusion, encoder)
         hits = [each.ranked(fusion, request.k, encoder.calibration) for each in candidates]
-    if request.min_match is not None:
-        hits = [likely(ranked, request.min_match) for ranked in hits]
+    hits = [likely(ranked, request.min_match) for ranked in hits]
     stages.done("rerank")
     return hits
+
+
+def fusion_for(mode: str, fusion: Fusion | None, encoder: Encoder) -> Fusion | None:
+    """What orders a search's candidates: nothing in lexical mode (BM25 does), else the
+    call's fusion, the model's fitted one, or ``DEFAULT_FUSION``."""
+    return None if mode == "lexical" else fusion or encoder.fusion or DEFAULT_FUSION
 
 
 def candidate_hits(state: IndexState, encoder: Encoder, request: Request, encoded: np.ndarray | None = None,
@@ -302,8 +307,7 @@ class Pool:
 
     def order(self, fusion: Fusion | None) -> tuple[list[int], np.ndarray]:
         """The candidates best first by ``fusion`` (by BM25 when None), ties by id; and their rank scores."""
-        ranks = self.lexical if fusion is None else fusion.rank_scores(self.scores, self.lexical)
-        return sorted(range(len(self.ids)), key=lambda i: (-ranks[i], self.ids[i])), ranks
+        return _order(self.ids, self.scores, self.lexical, fusion)
 
     def ranked(self, fusion: Fusion | None, k: int, calibration: Calibration | None) -> list[Hit]:
         best, ranks = self.order(fusion)
@@ -335,9 +339,14 @@ def fused(found: Sequence[Hit], n: int, fusion: Fusion | None, k: int) -> list[H
     has_term = np.flatnonzero(bm25 > 0)  # BM25's side holds only documents with a term in common
     side[has_term[_kept(bm25[has_term], n)]] = True
     chosen = [h for h, kept in zip(found, side) if kept]
-    merged = Pool(np.arange(len(chosen)), [h.id for h in chosen], scores[side], bm25[side])
-    best, ranks = merged.order(fusion)
+    best, ranks = _order([h.id for h in chosen], scores[side], bm25[side], fusion)
     return [replace(chosen[i], rank=rank, rank_score=float(ranks[i])) for rank, i in enumerate(best[:k], 1)]
+
+
+def _order(ids: list[str], scores: np.ndarray, lexical: np.ndarray,
+           fusion: Fusion | None) -> tuple[list[int], np.ndarray]:
+    ranks = lexical if fusion is None else fusion.rank_scores(scores, lexical)
+    return sorted(range(len(ids)), key=lambda i: (-ranks[i], ids[i])), ranks
 
 
 def pool(state: IndexState, query: np.ndarray, text: str, dense: np.ndarray, lexical: tuple[np.ndarray, np.ndarray],
@@ -374,10 +383,10 @@ def _kept(scores: np.ndarray, n: int) -> np.ndarray:
     return scores >= np.partition(scores, len(scores) - n)[len(scores) - n]
 
 
-def likely(hits: list[Hit], min_match: float) -> list[Hit]:
+def likely(hits: list[Hit], min_match: float | None) -> list[Hit]:
     """The hits at least ``min_match`` likely to mean the same as the query (in dense mode a
-    prefix of the ranking, since match falls as the score does)."""
-    return [h for h in hits if h.match >= min_match]
+    prefix of the ranking, since match falls as the score does); all of them without one."""
+    return hits if min_match is None else [h for h in hits if h.match >= min_match]
 
 
 def nearest(state: IndexState, queries: np.ndarray, n: int) -> list[np.ndarray]:

@@ -29,9 +29,10 @@ each term's document frequency), so that every shard scores BM25 as one index of
 would; each shard then gathers its candidates of both sides, scored exactly, and the merge
 keeps each side's best of them all and orders them by the fusion (``query.fused``): one
 index's pool, so one index's hits, where each shard's candidate search finds what one
-index's would (a long term read by its best postings, ``lexical.HEAD``, finds at least as
-many). The counts and the candidates are two calls per shard; a write between them can
-make the counts one commit old.
+index's would (FAISS's, and BM25's: a key in more than ``lexical.HEAD`` of a shard's
+documents is read by that shard's own best postings, so at scale the candidates can differ
+from one index's). The counts and the candidates are two calls per shard; a write between
+them can make the counts one commit old.
 
 Each shard commits its own generations (a write goes to the shard that owns the id); the
 sharded index's ``generation`` is their sum, which grows with every commit to any shard.
@@ -58,12 +59,12 @@ from .data import CORPUS_CHUNK, Corpus
 from .documents import Document
 from .errors import InputError, NotFoundError, UnknownFieldError
 from .filters import Where
-from .fusion import DEFAULT_FUSION, NO_LEXICAL_PART, Fusion
+from .fusion import NO_LEXICAL_PART, Fusion
 from .kinds import IVF, IndexKind
 from .lexical import Statistics
 from .mutations import checked, documents_from
 from .progress import Progress
-from .query import Hit, Observe, Request, fused, likely
+from .query import Hit, Observe, Request, fused, fusion_for, likely
 from .shard_map import check_shards, folder_name, shard_of, write_map
 from .storage import check_output_dir, staged_directory
 
@@ -475,10 +476,9 @@ class ShardedIndex:
         statistics = [sum((c[q] for c in counts[1:]), counts[0][q]) for q in queries]
         gathered = _known(self._each([partial(shard.candidate_hits, request, observe, encoded, statistics)
                                       for shard in self.shards]))
-        fusion = None if request.mode == "lexical" else fusion or self.encoder.fusion or DEFAULT_FUSION
-        hits = [fused([hit for found in gathered for hit in found[q]], request.k * self.rerank_factor, fusion,
-                      request.k) for q in queries]
-        return hits if request.min_match is None else [likely(found, request.min_match) for found in hits]
+        fusion = fusion_for(request.mode, fusion, self.encoder)
+        return [likely(fused([hit for found in gathered for hit in found[q]], request.k * self.rerank_factor, fusion,
+                             request.k), request.min_match) for q in queries]
 
     def count(self, where: Where | None = None) -> int:
         """``SearchIndex.count`` summed over the shards; a field is unknown only if no shard's
