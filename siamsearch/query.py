@@ -16,8 +16,10 @@ Nothing here changes the state it reads, so any number of threads may search one
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 import faiss
@@ -103,7 +105,7 @@ def read_note(query: str, encoder: Encoder) -> str | None:
 
 
 Observe = Callable[[str, float], None]
-"""Told each stage's seconds: ``encode``, ``candidates`` (FAISS, or the filter's selection), ``rerank``."""
+"""Told each stage's seconds: ``encode`` (with the filter's selection), ``candidates`` (FAISS and BM25), ``rerank``."""
 
 
 class _Stages:
@@ -231,15 +233,21 @@ def _gathered(state: IndexState, encoder: Encoder, request: Request, stages: _St
     texts, k, checked, mode = request.queries, request.k, request.where, request.mode
     if not texts or not len(state):
         return None
-    if encoded is None:
-        encoded = encoder.encode(texts)
-        stages.done("encode")
-    selected = None if checked is None else state.documents.select(checked)  # timed with the candidates
+    selected = None if checked is None else state.documents.select(checked)  # timed with the encoding
     if selected is not None and not len(selected):
         check_fields(state, checked)
         return None
     each = [None] * len(texts) if statistics is None else list(statistics)
-    candidates, found = _candidates(state, encoded, texts, k, selected, mode, each)
+    reading = _lexical_side(state, texts, k, selected, mode, each)
+    try:
+        if encoded is None:
+            encoded = encoder.encode(texts)
+            stages.done("encode")
+        candidates = _dense_side(state, encoded, k, selected, mode)
+    except BaseException:
+        wait([reading])  # nothing may read the state after the caller's lock on it is gone
+        raise
+    found = reading.result()
     stages.done("candidates")
     if mode != "dense":
         candidates = [pool(state, q, text, pos, lexical, k * state.rerank_factor, counts)
@@ -247,12 +255,28 @@ def _gathered(state: IndexState, encoder: Encoder, request: Request, stages: _St
     return encoded, candidates
 
 
-def _candidates(state: IndexState, encoded: np.ndarray, texts: list[str], k: int, selected: np.ndarray | None,
-                mode: str, statistics: list[Statistics | None]
-                ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
-    """Each query's dense candidates (positions; none in lexical mode) and, in lexical and
-    hybrid mode, its BM25 candidates (rows and their BM25, by the query's ``statistics``),
-    ``k × rerank_factor`` a side plus the tombstones."""
+def _lexical_side(state: IndexState, texts: list[str], k: int, selected: np.ndarray | None, mode: str,
+                  statistics: list[Statistics | None]) -> Future:
+    """Each query's BM25 candidates in lexical and hybrid mode (rows and their BM25, by the
+    query's ``statistics``; none in dense mode), ``k × rerank_factor`` plus the tombstones.
+    They are read on another thread while this one encodes and asks FAISS: they need no
+    vector, and at 1M documents a hybrid search's two sides took about as long as each other."""
+    n = k * state.rerank_factor + state.tombstones
+
+    def read() -> list[tuple[np.ndarray, np.ndarray]]:
+        return [state.lexical.top(text, n, selected, counts) for text, counts in zip(texts, statistics)]
+
+    if mode != "dense":
+        return _side_threads().submit(read)
+    none: Future = Future()
+    none.set_result([])
+    return none
+
+
+def _dense_side(state: IndexState, encoded: np.ndarray, k: int, selected: np.ndarray | None,
+                mode: str) -> list[np.ndarray]:
+    """Each query's dense candidates (positions; none in lexical mode), ``k × rerank_factor``
+    plus the tombstones."""
     n = k * state.rerank_factor
     if mode == "lexical":
         candidates = [np.empty(0, np.int64)] * len(encoded)
@@ -270,9 +294,27 @@ def _candidates(state: IndexState, encoded: np.ndarray, texts: list[str], k: int
         found = state.kind.search(state.faiss_index, encoded, max(1, min(len(in_base), n)), selector)
         candidates = [np.union1d(pos[pos >= 0], in_delta) for pos in found]
         candidates = [pos if len(pos) >= k else selected for pos in candidates]
-    lexical = [state.lexical.top(text, n + state.tombstones, selected, counts)
-               for text, counts in zip(texts, statistics)] if mode != "dense" else []
-    return candidates, lexical
+    return candidates
+
+
+_side: ThreadPoolExecutor | None = None
+
+
+def _side_threads() -> ThreadPoolExecutor:
+    """The threads hybrid searches read BM25 on (one a core: more would only wait for one),
+    made when first needed and again in a forked child, which inherits none of them."""
+    global _side
+    if _side is None:
+        _side = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="siamsearch-lexical")
+    return _side
+
+
+def _forget_side_threads() -> None:
+    global _side
+    _side = None
+
+
+os.register_at_fork(after_in_child=_forget_side_threads)
 
 
 def pools(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int) -> list[Pool]:
@@ -280,12 +322,8 @@ def pools(state: IndexState, encoder: Encoder, queries: Sequence[str], k: int) -
     order them for ``k`` hits: what ``fusion_fit`` ranks by every fusion it tries."""
     texts = checked_queries(queries)
     check_mode("hybrid", None if state.lexical is not None else NO_LEXICAL_PART)
-    if not texts or not len(state):
-        return [Pool.empty() for _ in texts]
-    encoded = encoder.encode(texts)
-    candidates, found = _candidates(state, encoded, texts, k, None, "hybrid", [None] * len(texts))
-    return [pool(state, q, text, pos, lexical, k * state.rerank_factor)
-            for q, text, pos, lexical in zip(encoded, texts, candidates, found)]
+    found = _gathered(state, encoder, Request(texts, k, None, None, "hybrid"), _Stages(None), None, None)
+    return [Pool.empty() for _ in texts] if found is None else found[1]
 
 
 @dataclass(frozen=True)
