@@ -49,8 +49,8 @@ HEAD = 4096
 by its ``HEAD`` best (``Postings.heads``), and a character in more documents not at all when
 the query has a bigram in the index. A common character's best postings are the shortest
 documents that hold it, and they crowded out the documents sharing the query's bigrams: at 1M
-documents skipping them raised top-10 recall against an exhaustive BM25 from 0.90 to 0.96 and
-cut a lexical query's time by a third (``bench/hybrid.py``). Every candidate is then scored
+documents skipping them raised top-10 recall against an exhaustive BM25 from 0.90 to 0.95
+(``bench/hybrid.py``) and cut ``top``'s p50 by a third. Every candidate is then scored
 exactly, every term counted."""
 EXACT_ROWS = 20_000
 """Filtered rows up to which ``top`` scores every one exactly instead of reading postings."""

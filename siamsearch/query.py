@@ -301,7 +301,7 @@ _side: ThreadPoolExecutor | None = None
 
 
 def _side_threads() -> ThreadPoolExecutor:
-    """The threads hybrid searches read BM25 on (one a core: more would only wait for one),
+    """The threads lexical and hybrid searches read BM25 on (one a core: more would only wait for one),
     made when first needed and again in a forked child, which inherits none of them."""
     global _side
     if _side is None:
