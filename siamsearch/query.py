@@ -245,9 +245,10 @@ def _gathered(state: IndexState, encoder: Encoder, request: Request, stages: _St
             stages.done("encode")
         candidates = _dense_side(state, encoded, k, selected, mode)
     except BaseException:
-        wait([reading])  # nothing may read the state after the caller's lock on it is gone
+        if reading is not None:
+            wait([reading])  # nothing may read the state after the caller's lock on it is gone
         raise
-    found = reading.result()
+    found = [] if reading is None else reading.result()
     stages.done("candidates")
     if mode != "dense":
         candidates = [pool(state, q, text, pos, lexical, k * state.rerank_factor, counts)
@@ -256,9 +257,9 @@ def _gathered(state: IndexState, encoder: Encoder, request: Request, stages: _St
 
 
 def _lexical_side(state: IndexState, texts: list[str], k: int, selected: np.ndarray | None, mode: str,
-                  statistics: list[Statistics | None]) -> Future:
+                  statistics: list[Statistics | None]) -> Future | None:
     """Each query's BM25 candidates in lexical and hybrid mode (rows and their BM25, by the
-    query's ``statistics``; none in dense mode), ``k × rerank_factor`` plus the tombstones.
+    query's ``statistics``; None in dense mode), ``k × rerank_factor`` plus the tombstones.
     They are read on another thread while this one encodes and asks FAISS: they need no
     vector, and at 1M documents a hybrid search's two sides took about as long as each other."""
     n = k * state.rerank_factor + state.tombstones
@@ -266,11 +267,7 @@ def _lexical_side(state: IndexState, texts: list[str], k: int, selected: np.ndar
     def read() -> list[tuple[np.ndarray, np.ndarray]]:
         return [state.lexical.top(text, n, selected, counts) for text, counts in zip(texts, statistics)]
 
-    if mode != "dense":
-        return _side_threads().submit(read)
-    none: Future = Future()
-    none.set_result([])
-    return none
+    return None if mode == "dense" else _side_threads().submit(read)
 
 
 def _dense_side(state: IndexState, encoded: np.ndarray, k: int, selected: np.ndarray | None,
